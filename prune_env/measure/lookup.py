@@ -1,0 +1,135 @@
+"""A latency lookup table: each layer shape timed once per device, cached on disk.
+
+An environment step changes a few layers' widths; timing the whole network at every step
+would dominate it. Instead each (layer type, channels, kernel, stride, groups, input size,
+batch, device, threads) is timed once, in isolation, and stored in a JSON file. A network's
+predicted latency is the sum of its layers' entries scaled by a calibration factor: the
+ratio of the base network's measured latency to its own table sum, which absorbs what the
+table does not see (BN, activations, additions, Python overhead). Each episode's end
+measures the real compact network, and the report shows predicted and measured side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prune_env.measure.latency import measure_latency
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What a layer's latency depends on, recorded from a forward pass."""
+
+    kind: str
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    groups: int
+    height: int
+    width: int
+
+    def key(self, batch: int, device: str, threads: int) -> str:
+        return (f"{self.kind}|{self.in_channels}|{self.out_channels}|k{self.kernel}|"
+                f"s{self.stride}|g{self.groups}|{self.height}x{self.width}|b{batch}|"
+                f"{device}|t{threads}")
+
+    def layer(self) -> nn.Module:
+        """A stand-alone layer of this shape, for timing."""
+        if self.kind == "linear":
+            return nn.Linear(self.in_channels, self.out_channels)
+        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel, self.stride,
+                         self.kernel // 2, groups=self.groups, bias=False)
+
+    def input_shape(self) -> tuple[int, ...]:
+        if self.kind == "linear":
+            return (self.in_channels,)
+        return (self.in_channels, self.height, self.width)
+
+
+def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerShape]:
+    """The shapes of every conv and linear layer, in forward order, at batch 1."""
+    shapes: list[LayerShape] = []
+
+    def hook(module, inputs):
+        x = inputs[0]
+        if isinstance(module, nn.Conv2d):
+            shapes.append(LayerShape("conv", module.in_channels, module.out_channels,
+                                     module.kernel_size[0], module.stride[0], module.groups,
+                                     x.shape[-2], x.shape[-1]))
+        else:
+            shapes.append(LayerShape("linear", module.in_features, module.out_features,
+                                     1, 1, 1, 1, 1))
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was)
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def default_table_path() -> Path:
+    """``$PRUNE_ENV_CACHE/latency-table.json`` (default ``~/.cache/prune-env``)."""
+    root = Path(os.environ.get("PRUNE_ENV_CACHE", Path.home() / ".cache" / "prune-env"))
+    return root / "latency-table.json"
+
+
+class LatencyTable:
+    """Per-layer latencies (ms) for one device, thread count and batch, cached in a file.
+
+    Example:
+        >>> table = LatencyTable("/tmp/lut.json", device="cpu", threads=1)  # doctest: +SKIP
+        >>> table.network_ms(model, (1, 28, 28))  # times unseen layers, then sums
+    """
+
+    def __init__(self, path: str | Path | None = None, *, device: str = "cpu",
+                 threads: int | None = None, batch: int = 1, repeats: int = 10):
+        self.path = Path(path) if path else default_table_path()
+        self.device = device
+        self.threads = threads or torch.get_num_threads()
+        self.batch = batch
+        self.repeats = repeats
+        self.entries: dict[str, float] = {}
+        if self.path.exists():
+            self.entries = json.loads(self.path.read_text())
+        self.measured = 0  # layer shapes timed by this instance (the rest came from disk)
+
+    def layer_ms(self, shape: LayerShape) -> float:
+        """The layer's latency, timed now if the table has not seen its shape."""
+        key = shape.key(self.batch, self.device, self.threads)
+        if key not in self.entries:
+            result = measure_latency({"layer": shape.layer()}, shape.input_shape(),
+                                     batch=self.batch, device=self.device,
+                                     threads=self.threads, warmup=2, blocks=3,
+                                     repeats=self.repeats)
+            self.entries[key] = result["layer"].estimate_ms
+            self.measured += 1
+        return self.entries[key]
+
+    def network_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
+        """Sum of the table's entries over the network's layers (uncalibrated)."""
+        total = sum(self.layer_ms(s) for s in layer_shapes(model, input_shape))
+        if self.measured:
+            self.save()
+        return total
+
+    def save(self) -> None:
+        """Write the table atomically (a killed run never leaves a broken file)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
+        tmp.replace(self.path)
+        self.measured = 0
