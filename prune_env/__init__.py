@@ -1,0 +1,14 @@
+"""prune-env: structured pruning of CNNs as a Gymnasium environment.
+
+``import prune_env`` registers ``prune_env/Prune-v0``::
+
+    import gymnasium, prune_env
+    env = gymnasium.make("prune_env/Prune-v0", model="resnet20", dataset="fashion-mnist",
+                         cost="latency")
+"""
+
+from gymnasium.envs.registration import register
+
+register(id="prune_env/Prune-v0", entry_point="prune_env.env:PruneEnv")
+
+__version__ = "0.1.0"

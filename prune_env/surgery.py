@@ -243,22 +243,31 @@ def remove_emptied_branches(model: nn.Module, masks: dict[str, torch.Tensor],
             continue
         shift = constant_per_channel(trace.branch_outputs[name], f"branch of {name!r}")
         block.branch = None
-        fold_shift_into_shortcut(block, shift)
+        shortcut = f"{name}.shortcut." if name else "shortcut."
+        masked = any(n.startswith(shortcut) and not bool(m.all()) for n, m in masks.items())
+        fold_shift_into_shortcut(block, shift, into_bn=not masked)
         removed.append(name)
     return removed
 
 
-def fold_shift_into_shortcut(block: Residual, shift: torch.Tensor) -> None:
-    """Add a per-channel constant to the block's shortcut output, as cheaply as possible."""
+def fold_shift_into_shortcut(block: Residual, shift: torch.Tensor, into_bn: bool) -> None:
+    """Add a per-channel constant to the block's shortcut output, as cheaply as possible.
+
+    Args:
+        into_bn: the shortcut's BatchNorm may absorb it; not when the shortcut's own filters
+            are masked, since zeroing those channels after the BN would zero the constant too.
+    """
     if not bool(shift.any()):
         return
     last = list(block.shortcut.children())[-1] if block.shortcut is not None else None
-    if isinstance(last, nn.BatchNorm2d):
+    if into_bn and isinstance(last, nn.BatchNorm2d):
         last.bias.data += shift
     elif isinstance(block.shortcut, ChannelShift):
         block.shortcut.shift.data += shift
     elif block.shortcut is None:
         block.shortcut = ChannelShift(shift)
+    elif isinstance(block.shortcut, nn.Sequential):
+        block.shortcut.append(ChannelShift(shift))  # appended: existing layer names stay valid
     else:
         block.shortcut = nn.Sequential(block.shortcut, ChannelShift(shift))
 

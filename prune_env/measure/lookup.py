@@ -3,9 +3,9 @@
 An environment step changes a few layers' widths; timing the whole network at every step
 would dominate it. Instead each (layer type, channels, kernel, stride, groups, input size,
 batch, device, threads) is timed once, in isolation, and stored in a JSON file. A network's
-predicted latency is the sum of its layers' entries scaled by a calibration factor: the
-ratio of the base network's measured latency to its own table sum, which absorbs what the
-table does not see (BN, activations, additions, Python overhead). Each episode's end
+predicted latency is the sum of its layers' entries plus an overhead: what the base network's
+measured latency exceeds its own table sum by (BN, activations, additions, framework
+overhead; see `prune_env.measure.costs`). Each episode's end
 measures the real compact network, and the report shows predicted and measured side by side.
 """
 
@@ -53,21 +53,23 @@ class LayerShape:
         return (self.in_channels, self.height, self.width)
 
 
-def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerShape]:
-    """The shapes of every conv and linear layer, in forward order, at batch 1."""
-    shapes: list[LayerShape] = []
+def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, LayerShape]:
+    """The shapes of every conv and linear layer by name, in forward order, at batch 1."""
+    shapes: dict[str, LayerShape] = {}
 
-    def hook(module, inputs):
-        x = inputs[0]
-        if isinstance(module, nn.Conv2d):
-            shapes.append(LayerShape("conv", module.in_channels, module.out_channels,
-                                     module.kernel_size[0], module.stride[0], module.groups,
-                                     x.shape[-2], x.shape[-1]))
-        else:
-            shapes.append(LayerShape("linear", module.in_features, module.out_features,
-                                     1, 1, 1, 1, 1))
+    def hook(name):
+        def record(module, inputs):
+            x = inputs[0]
+            if isinstance(module, nn.Conv2d):
+                shapes[name] = LayerShape("conv", module.in_channels, module.out_channels,
+                                          module.kernel_size[0], module.stride[0],
+                                          module.groups, x.shape[-2], x.shape[-1])
+            else:
+                shapes[name] = LayerShape("linear", module.in_features, module.out_features,
+                                          1, 1, 1, 1, 1)
+        return record
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules()
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules()
                if isinstance(m, (nn.Conv2d, nn.Linear))]
     was = model.training
     model.eval()
@@ -105,7 +107,7 @@ class LatencyTable:
         self.entries: dict[str, float] = {}
         if self.path.exists():
             self.entries = json.loads(self.path.read_text())
-        self.measured = 0  # layer shapes timed by this instance (the rest came from disk)
+        self.measured = 0  # layer shapes timed since the last save
 
     def layer_ms(self, shape: LayerShape) -> float:
         """The layer's latency, timed now if the table has not seen its shape."""
@@ -121,10 +123,14 @@ class LatencyTable:
 
     def network_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """Sum of the table's entries over the network's layers (uncalibrated)."""
-        total = sum(self.layer_ms(s) for s in layer_shapes(model, input_shape))
+        return sum(self.layers_ms(layer_shapes(model, input_shape)).values())
+
+    def layers_ms(self, shapes: dict[str, LayerShape]) -> dict[str, float]:
+        """Each layer's entry (timing unseen shapes now and saving them)."""
+        times = {name: self.layer_ms(shape) for name, shape in shapes.items()}
         if self.measured:
             self.save()
-        return total
+        return times
 
     def save(self) -> None:
         """Write the table atomically (a killed run never leaves a broken file)."""

@@ -1,0 +1,151 @@
+"""The ``prune-env`` command: pretrain a base network, run one pruning episode.
+
+Examples::
+
+    prune-env pretrain --model resnet20 --dataset fashion-mnist
+    prune-env episode --policy l1 --ratio 0.5 --model resnet20 --dataset fashion-mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prune_env.data import DATASETS, load_data
+from prune_env.env import COSTS
+from prune_env.models import OWN_MODELS
+from prune_env.pretrain import PretrainConfig, default_checkpoint, pretrain
+from prune_env.reward import REWARDS
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """Options naming the model and the data, shared by every subcommand."""
+    parser.add_argument("--model", default="resnet20",
+                        help=f"architecture: {', '.join(OWN_MODELS)}, or a torchvision "
+                             "classification model name such as resnet18 (default: resnet20)")
+    parser.add_argument("--dataset", default="fashion-mnist", choices=DATASETS,
+                        help="data set (default: fashion-mnist, from Debian's "
+                             "dataset-fashion-mnist package when installed)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder holding the data set (FashionMNIST/raw, "
+                             "cifar-10-batches-py, or train/ and test/ class folders)")
+    parser.add_argument("--download", action="store_true",
+                        help="let torchvision download a missing data set (needs internet)")
+    parser.add_argument("--synthetic-size", type=int, default=3000,
+                        help="training images of the synthetic data set (default: 3000)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the train/validation split, weights and batches")
+    parser.add_argument("--checkpoint", default=None,
+                        help="base checkpoint path (default: checkpoints/MODEL-DATASET.pt, or "
+                             "$PRUNE_ENV_CHECKPOINTS/MODEL-DATASET.pt)")
+
+
+def add_pretrain_args(parser: argparse.ArgumentParser) -> None:
+    """Pretraining budget options."""
+    parser.add_argument("--epochs", type=float, default=3.0,
+                        help="passes over the training split (default: 3)")
+    parser.add_argument("--batch-size", type=int, default=256, help="default: 256")
+    parser.add_argument("--lr", type=float, default=0.2,
+                        help="peak OneCycle learning rate (default: 0.2)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prune-env", description="Prune CNNs with reinforcement learning, measured on "
+        "real hardware. Each subcommand has its own --help.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pre = sub.add_parser("pretrain", help="train the base network and save its checkpoint",
+                         description="Train MODEL on DATASET from scratch (progress bar), "
+                         "score it on validation and test, save the checkpoint.")
+    add_data_args(pre)
+    add_pretrain_args(pre)
+
+    epi = sub.add_parser("episode", help="run one pruning episode with a simple policy",
+                         description="Prune the base network once with a simple policy through "
+                         "the environment; write report.json, the compact network and a "
+                         "TensorBoard log to a new run directory.")
+    add_data_args(epi)
+    add_pretrain_args(epi)
+    epi.add_argument("--policy", default="l1", choices=("keep-all", "random", "l1"),
+                     help="keep-all, random (seeded), or l1: keep the largest-L1 filters "
+                          "(default: l1)")
+    epi.add_argument("--ratio", type=float, default=0.5,
+                     help="fraction of each group's filters kept by random and l1 "
+                          "(default: 0.5)")
+    epi.add_argument("--finetune", type=float, default=0.2,
+                     help="fine-tune fraction chosen at every step, in [0, 1] (default: 0.2)")
+    epi.add_argument("--cost", default="latency", choices=COSTS,
+                     help="cost the reward uses (default: latency)")
+    epi.add_argument("--target", type=float, default=0.5,
+                     help="cost target as a fraction of the base cost (default: 0.5)")
+    epi.add_argument("--reward", default="psi-phi", choices=REWARDS,
+                     help="reward form (default: psi-phi, try-and-learn's)")
+    epi.add_argument("--allowed-drop", type=float, default=0.02,
+                     help="accuracy drop b at which psi reaches 0 (default: 0.02)")
+    epi.add_argument("--max-finetune-steps", type=int, default=50,
+                     help="fine-tuning SGD steps at finetune=1 (default: 50)")
+    epi.add_argument("--val-samples", type=int, default=2000,
+                     help="validation images scored at each step (default: 2000)")
+    epi.add_argument("--device", default="cpu",
+                     help="where latency and energy are measured: cpu, cuda, cuda:N")
+    epi.add_argument("--threads", type=int, default=None,
+                     help="CPU threads for timing (default: all torch uses)")
+    epi.add_argument("--runs-dir", default="runs",
+                     help="parent of the new run directory (default: runs)")
+    return parser
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
+                     seed=args.seed, synthetic_size=args.synthetic_size)
+    path = args.checkpoint or default_checkpoint(args.model, args.dataset)
+    config = PretrainConfig(args.epochs, args.batch_size, args.lr, args.seed)
+    _, meta = pretrain(args.model, data, config, path)
+    print(f"saved {path}: validation accuracy {meta['val_accuracy']:.4f}, "
+          f"test accuracy {meta['test_accuracy']:.4f}, {meta['train_seconds']:.0f} s")
+    return 0
+
+
+def cmd_episode(args: argparse.Namespace) -> int:
+    from prune_env.episode import run_episode  # heavy imports only when needed
+
+    report, run_dir = run_episode(args)
+    print(summary_table(report))
+    print(f"\nreport: {run_dir / 'report.json'}\ntensorboard --logdir {args.runs_dir}")
+    return 0
+
+
+def summary_table(report: dict) -> str:
+    """The one-screen base vs pruned comparison printed at the end of an episode."""
+    b, p = report["base"], report["pruned"]
+    rows = [("test accuracy", f"{b['test_accuracy']:.4f}", f"{p['test_accuracy']:.4f}"),
+            ("val accuracy", f"{b['val_accuracy']:.4f}", f"{p['val_accuracy']:.4f}"),
+            ("latency ms (measured)", f"{b['latency_ms']:.3f}", f"{p['latency_ms']:.3f}"),
+            ("latency ms (predicted)", "", f"{p['latency_predicted_ms']:.3f}"),
+            ("energy mJ", str(b["energy_mj"]), str(p["energy_mj"])),
+            ("MFLOPs", f"{b['flops'] / 1e6:.2f}", f"{p['flops'] / 1e6:.2f}"),
+            ("params", f"{b['params']:,}", f"{p['params']:,}")]
+    lines = [f"| {'':24s} | {'base':>10s} | {'pruned':>10s} |", f"|{'-' * 26}|{'-' * 12}|"
+             f"{'-' * 12}|"]
+    lines += [f"| {a:24s} | {x:>10s} | {y:>10s} |" for a, x, y in rows]
+    lines.append(f"speed-up {report['speedup']:.2f}x, {report['cost']} ratio "
+                 f"{report['cost_ratio']:.3f} (target {report['target']}, "
+                 f"{'met' if report['target_met'] else 'missed'}), fine-tune "
+                 f"{report['finetune']['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"pretrain": cmd_pretrain, "episode": cmd_episode}[args.command](args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"prune-env: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

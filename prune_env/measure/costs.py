@@ -1,0 +1,112 @@
+"""The costs the environment rewards: latency, energy, FLOPs and parameters of a network.
+
+During an episode latency is *predicted* from the per-layer lookup table plus a fixed
+overhead measured once on the base network (a step must not spend seconds timing);
+at the episode's end the real compact network is timed, interleaved with the base. Energy,
+when it is the cost, is metered at every step; otherwise it is metered for the report only
+where a sensor exists (None elsewhere: never an invented number).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from prune_env.measure.energy import EnergyMeter, EnergyUnavailableError, auto_meter, measure_energy
+from prune_env.measure.flops import count_flops, count_params
+from prune_env.measure.latency import measure_latency, synchronizer
+from prune_env.measure.lookup import LatencyTable, LayerShape, layer_shapes
+
+#: Key of each cost in the dict `CostMeter.costs` returns.
+COST_KEYS = {"latency": "latency_ms", "energy": "energy_mj", "flops": "flops",
+             "params": "params"}
+
+
+def layer_flops(shape: LayerShape) -> int:
+    """FLOPs (2 per multiply-accumulate) of one conv or linear layer at batch 1."""
+    out_h = -(-shape.height // shape.stride)
+    out_w = -(-shape.width // shape.stride)
+    macs = shape.in_channels // shape.groups * shape.out_channels * shape.kernel ** 2
+    return 2 * macs * (out_h * out_w if shape.kind == "conv" else 1)
+
+
+class CostMeter:
+    """Measures a network's costs on one device.
+
+    Args:
+        cost: the cost being rewarded (latency, energy, flops, params).
+        input_shape: (C, H, W) of one image.
+        device: where latency and energy are measured.
+        threads: CPU threads for timing (None: the current count).
+        table: latency lookup-table file (None: the default cache).
+        batch: images per timed inference.
+    """
+
+    def __init__(self, cost: str, input_shape: tuple[int, ...], *, device: str = "cpu",
+                 threads: int | None = None, table: str | None = None, batch: int = 1):
+        self.cost = cost
+        self.input_shape = tuple(input_shape)
+        self.device = device
+        self.threads = threads or torch.get_num_threads()
+        self.batch = batch
+        self.table = LatencyTable(table, device=device, threads=self.threads, batch=batch)
+        self.overhead_ms = 0.0
+        self.energy_meter: EnergyMeter | None = None
+        try:
+            self.energy_meter = auto_meter(device)
+        except EnergyUnavailableError:
+            if cost == "energy":
+                raise
+
+    def costs(self, model: nn.Module, *, calibrate: bool = False) -> dict[str, Any]:
+        """latency_ms (looked up), energy_mj (metered if it is the cost), flops, params.
+
+        Args:
+            calibrate: time ``model`` for real and take the part its layers' entries do not
+                explain as a fixed overhead (done on the base network).
+        """
+        table_ms = self.table.network_ms(model, self.input_shape)
+        if calibrate:
+            measured = self.measure({"model": model})["model"].estimate_ms
+            self.overhead_ms = max(measured - table_ms, 0.0)
+        return {"latency_ms": table_ms + self.overhead_ms,
+                "energy_mj": self.energy_mj(model) if self.cost == "energy" else None,
+                "flops": count_flops(model, self.input_shape), "params": count_params(model)}
+
+    def measure(self, models: dict[str, nn.Module]):
+        """Time the networks for real, interleaved (see `measure_latency`)."""
+        return measure_latency(models, self.input_shape, batch=self.batch, device=self.device,
+                               threads=self.threads)
+
+    def energy_mj(self, model: nn.Module) -> float | None:
+        """Metered millijoules per image, or None where no sensor exists."""
+        if self.energy_meter is None:
+            return None
+        dev = torch.device(self.device)
+        net = model.to(dev).eval()
+        x = torch.randn(self.batch, *self.input_shape, device=dev)
+        with torch.inference_mode():
+            result = measure_energy(lambda: net(x), self.energy_meter,
+                                    sync=synchronizer(dev))
+        model.to("cpu")
+        return 1e3 * result.joules_per_inference / self.batch
+
+    def group_shares(self, model: nn.Module, convs: tuple[str, ...]) -> tuple[float, ...]:
+        """(feature-map area / input area, FLOPs share, latency share) of a group's convs."""
+        shapes = layer_shapes(model, self.input_shape)
+        times = self.table.layers_ms(shapes)
+        flops = {n: layer_flops(s) for n, s in shapes.items()}
+        first = shapes[convs[0]]
+        area = first.height * first.width / (self.input_shape[1] * self.input_shape[2])
+        return (min(area, 1.0), sum(flops[c] for c in convs) / sum(flops.values()),
+                sum(times[c] for c in convs) / sum(times.values()))
+
+    def measure_pair(self, base: nn.Module, pruned: nn.Module) -> dict[str, Any]:
+        """Measured latency of base and pruned (interleaved), predicted latency, energy."""
+        timed = self.measure({"base": base, "pruned": pruned})
+        return {"base": timed["base"], "pruned": timed["pruned"],
+                "pruned_predicted_ms": self.table.network_ms(pruned, self.input_shape)
+                + self.overhead_ms,
+                "base_energy_mj": self.energy_mj(base), "pruned_energy_mj": self.energy_mj(pruned)}

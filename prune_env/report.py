@@ -1,0 +1,69 @@
+"""The episode report: base vs pruned network, as a dict and as report.json.
+
+One evaluation path: agents and baselines all end their episodes here, so their reports
+compare. Validation accuracy in the report is on the full validation split; test accuracy is
+computed only here, for the final report, never for a reward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from prune_env.checkpoint import save_compact
+from prune_env.measure import count_flops, count_params
+from prune_env.training import evaluate
+
+if TYPE_CHECKING:
+    from prune_env.env import EpisodeState, PruneEnv
+
+
+def kept_filters(base: nn.Module, pruned: nn.Module) -> dict[str, list[int]]:
+    """Per conv of the base network: [filters before, filters after] (0: branch removed)."""
+    after = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    return {n: [m.out_channels, after.get(n, 0)] for n, m in base.named_modules()
+            if isinstance(m, nn.Conv2d)}
+
+
+def episode_report(env: PruneEnv, state: EpisodeState, latency: dict[str, Any]) -> dict:
+    """The report of a finished episode (without test accuracy; see `write_report`)."""
+    shape = env.input_shape
+
+    def side(model, timed, accuracy, energy):
+        return {"val_accuracy_subset": accuracy, "latency_ms": timed.estimate_ms,
+                "latency_median_ms": timed.median_ms, "latency_iqr_ms": timed.iqr_ms,
+                "energy_mj": energy, "flops": count_flops(model, shape),
+                "params": count_params(model)}
+
+    base = side(env.base_model, latency["base"], env.base_accuracy, latency["base_energy_mj"])
+    pruned = side(state.model, latency["pruned"], state.accuracy, latency["pruned_energy_mj"])
+    pruned["latency_predicted_ms"] = latency["pruned_predicted_ms"]
+    return {
+        "model": env.model_name, "dataset": env.data.name, "cost": env.cost_name,
+        "target": env.reward_cfg.target, "reward": dataclasses.asdict(env.reward_cfg),
+        "episode_reward": state.total_reward, "device": env.meter.device,
+        "threads": env.meter.threads, "base": base, "pruned": pruned,
+        "speedup": base["latency_ms"] / pruned["latency_ms"],
+        "cost_ratio": state.cost / env.base_cost,
+        "target_met": state.cost / env.base_cost <= env.reward_cfg.target,
+        "kept_filters": kept_filters(env.base_model, state.model),
+        "finetune": {"seconds": state.finetune_seconds, "steps": state.finetune_steps},
+        "latency_note": "latency_ms: median of block minima, base and pruned interleaved",
+    }
+
+
+def write_report(env: PruneEnv, state: EpisodeState, report: dict, out: Path) -> Path:
+    """Add full validation and test accuracy, write report.json and compact.pt to ``out``."""
+    for key, model in (("base", env.base_model), ("pruned", state.model)):
+        report[key]["val_accuracy"] = evaluate(model, env.data.val, env.task)
+        report[key]["test_accuracy"] = evaluate(model, env.data.test, env.task)
+    report["accuracy_drop"] = report["base"]["test_accuracy"] - report["pruned"]["test_accuracy"]
+    out.mkdir(parents=True, exist_ok=True)
+    save_compact(out / "compact.pt", state.model, {"report": "report.json"})
+    path = out / "report.json"
+    path.write_text(json.dumps(report, indent=2))
+    return path

@@ -1,0 +1,43 @@
+"""Shared fixtures: a small synthetic data set and a ResNet-20 pretrained on it once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prune_env.data import load_data
+from prune_env.pretrain import PretrainConfig, pretrain
+
+SMALL = {"synthetic_size": 1500, "image_size": 16}
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    return load_data("synthetic", **SMALL)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(synthetic, tmp_path_factory):
+    """A ResNet-20 trained on the synthetic data (well above chance: asserted in test_env)."""
+    path = tmp_path_factory.mktemp("ckpt") / "resnet20-synthetic.pt"
+    torch.manual_seed(0)
+    _, meta = pretrain("resnet20", synthetic, PretrainConfig(epochs=6, batch_size=64, lr=0.1),
+                       path, progress=False)
+    return path, meta
+
+
+@pytest.fixture
+def make_env(synthetic, checkpoint, tmp_path):
+    """Build a small, fast environment on the synthetic data."""
+    import gymnasium as gym
+
+    import prune_env  # noqa: F401
+
+    def build(**kwargs):
+        options = {"model": "resnet20", "dataset": "synthetic", "data": synthetic,
+                   "checkpoint": str(checkpoint[0]), "max_finetune_steps": 4,
+                   "val_samples": 300, "latency_table": str(tmp_path / "lut.json")}
+        options.update(kwargs)
+        return gym.make("prune_env/Prune-v0", **options)
+
+    return build
