@@ -33,6 +33,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                         help="let torchvision download a missing data set (needs internet)")
     parser.add_argument("--synthetic-size", type=int, default=3000,
                         help="training images of the synthetic data set (default: 3000)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize images to this size (default: the data set's own; 32 "
+                             "for synthetic and imagefolder)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the train/validation split, weights and batches")
     parser.add_argument("--checkpoint", default=None,
@@ -98,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
-                     seed=args.seed, synthetic_size=args.synthetic_size)
+                     seed=args.seed, synthetic_size=args.synthetic_size,
+                     image_size=args.image_size)
     path = args.checkpoint or default_checkpoint(args.model, args.dataset)
     config = PretrainConfig(args.epochs, args.batch_size, args.lr, args.seed)
     _, meta = pretrain(args.model, data, config, path)

@@ -192,6 +192,11 @@ class PruneEnv(gym.Env):
                                                            pretrain)
         self.model_name = model
         self.input_shape = tuple(self.base_model.input_shape)
+        given = (self.data.in_channels, *self.data.image_size)
+        if self.input_shape != given:
+            raise ValueError(f"the base checkpoint takes inputs {self.input_shape} but the data "
+                             f"set gives {given}: load the data at the checkpoint's image size "
+                             "(--image-size) or use another --checkpoint")
         self.meter = CostMeter(cost, self.input_shape, device=device, threads=threads,
                                table=latency_table)
         self._measure_base()

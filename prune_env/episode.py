@@ -20,15 +20,18 @@ from prune_env.rundir import new_run_dir
 def run_episode(args: argparse.Namespace) -> tuple[dict, Path]:
     """Run one episode of ``args.policy``; returns (report, run directory)."""
     data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
-                     seed=args.seed, synthetic_size=args.synthetic_size)
-    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.policy, args.seed)
-    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+                     seed=args.seed, synthetic_size=args.synthetic_size,
+                     image_size=args.image_size)
     env = gym.make("prune_env/Prune-v0", model=args.model, dataset=args.dataset, data=data,
                    cost=args.cost, target=args.target, reward=args.reward,
                    allowed_drop=args.allowed_drop, max_finetune_steps=args.max_finetune_steps,
                    val_samples=args.val_samples, device=args.device, threads=args.threads,
-                   checkpoint=args.checkpoint, report_dir=str(run_dir), seed=args.seed,
+                   checkpoint=args.checkpoint, seed=args.seed,
                    pretrain=PretrainConfig(args.epochs, args.batch_size, args.lr, args.seed))
+    # created only once the environment stands, so a bad option leaves no empty run behind
+    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.policy, args.seed)
+    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+    env.unwrapped.report_dir = run_dir
     policy = make_policy(args.policy, env.unwrapped.max_filters, ratio=args.ratio,
                          finetune=args.finetune, seed=args.seed)
     writer = SummaryWriter(str(run_dir))

@@ -37,12 +37,15 @@ class PretrainConfig:
         batch_size: images per SGD step.
         lr: peak learning rate (OneCycle).
         seed: seeds the initial weights and the batch order.
+        augment: random flips and crops; off by default since a 3-epoch budget underfits
+            rather than overfits.
     """
 
     epochs: float = 3.0
     batch_size: int = 256
     lr: float = 0.2
     seed: int = 0
+    augment: bool = False
 
 
 def default_checkpoint(model: str, dataset: str, root: str | Path | None = None) -> Path:
@@ -61,14 +64,15 @@ def pretrain(model_name: str, data: DataBundle, config: PretrainConfig, path: st
     torch.manual_seed(config.seed)
     model = build_model(model_name, data.in_channels, data.num_classes, data.image_size)
     steps = max(1, round(config.epochs * len(data.train) / config.batch_size))
-    train = TrainConfig(lr=config.lr, batch_size=config.batch_size, schedule="onecycle")
+    train = TrainConfig(lr=config.lr, batch_size=config.batch_size, schedule="onecycle",
+                        augment=config.augment)
     generator = torch.Generator().manual_seed(config.seed)
     task = Classification()
     seconds = train_steps(model, data.train, task, steps, train, generator,
                           progress=f"pretrain {model_name} on {data.name}" if progress else None)
     meta = {"model": model_name, "dataset": data.name, "num_classes": data.num_classes,
             "epochs": config.epochs, "steps": steps, "batch_size": config.batch_size,
-            "lr": config.lr, "seed": config.seed, "train_seconds": round(seconds, 1),
+            "lr": config.lr, "augment": config.augment, "seed": config.seed, "train_seconds": round(seconds, 1),
             "val_accuracy": evaluate(model, data.val, task),
             "test_accuracy": evaluate(model, data.test, task),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}

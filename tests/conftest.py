@@ -26,8 +26,14 @@ def checkpoint(synthetic, tmp_path_factory):
     return path, meta
 
 
+@pytest.fixture(scope="session")
+def latency_table(tmp_path_factory):
+    """One lookup table for the session: each layer shape is timed once."""
+    return str(tmp_path_factory.mktemp("lut") / "lut.json")
+
+
 @pytest.fixture
-def make_env(synthetic, checkpoint, tmp_path):
+def make_env(synthetic, checkpoint, latency_table):
     """Build a small, fast environment on the synthetic data."""
     import gymnasium as gym
 
@@ -36,7 +42,7 @@ def make_env(synthetic, checkpoint, tmp_path):
     def build(**kwargs):
         options = {"model": "resnet20", "dataset": "synthetic", "data": synthetic,
                    "checkpoint": str(checkpoint[0]), "max_finetune_steps": 4,
-                   "val_samples": 300, "latency_table": str(tmp_path / "lut.json")}
+                   "val_samples": 300, "latency_table": latency_table, "threads": 1}
         options.update(kwargs)
         return gym.make("prune_env/Prune-v0", **options)
 
