@@ -17,7 +17,6 @@ from torch import nn
 from prune_env.data import DataBundle, load_data
 from prune_env.features import FEATURES, filter_features
 from prune_env.groups import FilterGroup, filter_groups
-from prune_env.measure import count_flops, count_params
 from prune_env.measure.costs import COST_KEYS, CostMeter
 from prune_env.models import example_input
 from prune_env.pretrain import PretrainConfig, load_or_pretrain
@@ -152,6 +151,7 @@ class PruneEnv(gym.Env):
     | val_samples | int | 2000 | validation images scored per step (a fixed subset) |
     | device | str | "cpu" | where latency/energy are measured |
     | threads | int or None | None | CPU threads for latency (None: current) |
+    | latency_batch | int | 32 | second batch size the final report times (besides 1) |
     | checkpoint | str or None | None | base checkpoint (default checkpoints/{model}-{dataset}.pt) |
     | data | DataBundle or None | None | pre-loaded data (else loaded from `dataset`) |
     | data_dir | str or None | None | where the data set lives |
@@ -172,6 +172,7 @@ class PruneEnv(gym.Env):
                  allowed_drop: float = 0.02, finetune_weight: float = 0.05,
                  max_finetune_steps: int = 50, finetune_lr: float = 0.01, batch_size: int = 64,
                  val_samples: int = 2000, device: str = "cpu", threads: int | None = None,
+                 latency_batch: int = 32,
                  checkpoint: str | None = None, data: DataBundle | None = None,
                  data_dir: str | None = None, pretrain: PretrainConfig | None = None,
                  latency_table: str | None = None, report_dir: str | None = None,
@@ -198,7 +199,7 @@ class PruneEnv(gym.Env):
                              f"set gives {given}: load the data at the checkpoint's image size "
                              "(--image-size) or use another --checkpoint")
         self.meter = CostMeter(cost, self.input_shape, device=device, threads=threads,
-                               table=latency_table)
+                               table=latency_table, report_batch=latency_batch)
         self._measure_base()
         self.base_groups = filter_groups(self.base_model)
         self.max_filters = max(g.size for g in self.base_groups)
@@ -373,7 +374,3 @@ class PruneEnv(gym.Env):
     def model(self) -> nn.Module:
         """The network as pruned so far."""
         return self.state.model if self.state else self.base_model
-
-    def compact_stats(self, model: nn.Module) -> dict[str, int]:
-        """FLOPs and parameters of a network (for reports and tests)."""
-        return {"flops": count_flops(model, self.input_shape), "params": count_params(model)}

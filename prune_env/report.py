@@ -33,14 +33,16 @@ def episode_report(env: PruneEnv, state: EpisodeState, latency: dict[str, Any]) 
     """The report of a finished episode (without test accuracy; see `write_report`)."""
     shape = env.input_shape
 
-    def side(model, timed, accuracy, energy):
+    def side(model, key, accuracy):
+        timed, batch = latency[key], latency[f"{key}_batch"]
         return {"val_accuracy_subset": accuracy, "latency_ms": timed.estimate_ms,
                 "latency_median_ms": timed.median_ms, "latency_iqr_ms": timed.iqr_ms,
-                "energy_mj": energy, "flops": count_flops(model, shape),
+                f"latency_batch{batch.batch}_ms": batch.estimate_ms,
+                "energy_mj": latency[f"{key}_energy_mj"], "flops": count_flops(model, shape),
                 "params": count_params(model)}
 
-    base = side(env.base_model, latency["base"], env.base_accuracy, latency["base_energy_mj"])
-    pruned = side(state.model, latency["pruned"], state.accuracy, latency["pruned_energy_mj"])
+    base = side(env.base_model, "base", env.base_accuracy)
+    pruned = side(state.model, "pruned", state.accuracy)
     pruned["latency_predicted_ms"] = latency["pruned_predicted_ms"]
     return {
         "model": env.model_name, "dataset": env.data.name, "cost": env.cost_name,
@@ -52,7 +54,8 @@ def episode_report(env: PruneEnv, state: EpisodeState, latency: dict[str, Any]) 
         "target_met": state.cost / env.base_cost <= env.reward_cfg.target,
         "kept_filters": kept_filters(env.base_model, state.model),
         "finetune": {"seconds": state.finetune_seconds, "steps": state.finetune_steps},
-        "latency_note": "latency_ms: median of block minima, base and pruned interleaved",
+        "latency_note": "latency_ms: batch 1, median of block minima, base and pruned "
+                        "interleaved; IQR over all runs",
     }
 
 

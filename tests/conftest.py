@@ -42,7 +42,8 @@ def make_env(synthetic, checkpoint, latency_table):
     def build(**kwargs):
         options = {"model": "resnet20", "dataset": "synthetic", "data": synthetic,
                    "checkpoint": str(checkpoint[0]), "max_finetune_steps": 4,
-                   "val_samples": 300, "latency_table": latency_table, "threads": 1}
+                   "val_samples": 300, "latency_table": latency_table, "threads": 1,
+                   "latency_batch": 4}
         options.update(kwargs)
         return gym.make("prune_env/Prune-v0", **options)
 

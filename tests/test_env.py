@@ -57,6 +57,7 @@ def test_l1_episode_shrinks_and_reports(make_env, tmp_path):
     assert final["kept_filters"]["0"] == [16, 8]
     assert final["finetune"]["steps"] == 12 * 2
     assert final["pruned"]["latency_ms"] > 0 and final["pruned"]["latency_predicted_ms"] > 0
+    assert final["pruned"]["latency_batch4_ms"] > final["pruned"]["latency_ms"]
     assert final["pruned"]["energy_mj"] is None  # no sensor here: never an invented number
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert 0.0 <= report["pruned"]["test_accuracy"] <= 1.0

@@ -41,16 +41,19 @@ class CostMeter:
         device: where latency and energy are measured.
         threads: CPU threads for timing (None: the current count).
         table: latency lookup-table file (None: the default cache).
-        batch: images per timed inference.
+        batch: images per timed inference during the episode (1: embedded-style latency).
+        report_batch: a second batch size timed for the report at the episode's end.
     """
 
     def __init__(self, cost: str, input_shape: tuple[int, ...], *, device: str = "cpu",
-                 threads: int | None = None, table: str | None = None, batch: int = 1):
+                 threads: int | None = None, table: str | None = None, batch: int = 1,
+                 report_batch: int = 32):
         self.cost = cost
         self.input_shape = tuple(input_shape)
         self.device = device
         self.threads = threads or torch.get_num_threads()
         self.batch = batch
+        self.report_batch = report_batch
         self.table = LatencyTable(table, device=device, threads=self.threads, batch=batch)
         self.overhead_ms = 0.0
         self.energy_meter: EnergyMeter | None = None
@@ -75,10 +78,11 @@ class CostMeter:
                 "energy_mj": self.energy_mj(model) if self.cost == "energy" else None,
                 "flops": count_flops(model, self.input_shape), "params": count_params(model)}
 
-    def measure(self, models: dict[str, nn.Module]):
+    def measure(self, models: dict[str, nn.Module], batch: int | None = None,
+                repeats: int = 10):
         """Time the networks for real, interleaved (see `measure_latency`)."""
-        return measure_latency(models, self.input_shape, batch=self.batch, device=self.device,
-                               threads=self.threads)
+        return measure_latency(models, self.input_shape, batch=batch or self.batch,
+                               device=self.device, threads=self.threads, repeats=repeats)
 
     def energy_mj(self, model: nn.Module) -> float | None:
         """Metered millijoules per image, or None where no sensor exists."""
@@ -106,7 +110,9 @@ class CostMeter:
     def measure_pair(self, base: nn.Module, pruned: nn.Module) -> dict[str, Any]:
         """Measured latency of base and pruned (interleaved), predicted latency, energy."""
         timed = self.measure({"base": base, "pruned": pruned})
+        big = self.measure({"base": base, "pruned": pruned}, self.report_batch, repeats=3)
         return {"base": timed["base"], "pruned": timed["pruned"],
+                "base_batch": big["base"], "pruned_batch": big["pruned"],
                 "pruned_predicted_ms": self.table.network_ms(pruned, self.input_shape)
                 + self.overhead_ms,
                 "base_energy_mj": self.energy_mj(base), "pruned_energy_mj": self.energy_mj(pruned)}
