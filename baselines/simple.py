@@ -92,6 +92,7 @@ class L1Uniform(SimplePolicy):
 POLICIES = {"keep-all": KeepAll, "random": RandomKeep, "l1": L1Uniform}
 
 
+
 def make_policy(name: str, max_filters: int, *, ratio: float = 0.5, finetune: float = 0.2,
                 seed: int = 0) -> SimplePolicy:
     """A simple policy by name (keep-all, random, l1)."""

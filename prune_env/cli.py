@@ -11,11 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prune_env.data import DATASETS, load_data
-from prune_env.env import COSTS
-from prune_env.models import OWN_MODELS
-from prune_env.pretrain import PretrainConfig, default_checkpoint, pretrain
-from prune_env.reward import REWARDS
+from prune_env.catalog import COSTS, DATASETS, OWN_MODELS, POLICIES, REWARDS
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "TensorBoard log to a new run directory.")
     add_data_args(epi)
     add_pretrain_args(epi)
-    epi.add_argument("--policy", default="l1", choices=("keep-all", "random", "l1"),
+    epi.add_argument("--policy", default="l1", choices=POLICIES,
                      help="keep-all, random (seeded), or l1: keep the largest-L1 filters "
                           "(default: l1)")
     epi.add_argument("--ratio", type=float, default=0.5,
@@ -100,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from prune_env.data import load_data  # torch is imported only once a command runs
+    from prune_env.pretrain import PretrainConfig, default_checkpoint, pretrain
+
     data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
                      seed=args.seed, synthetic_size=args.synthetic_size,
                      image_size=args.image_size)

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+from prune_env.catalog import DATASETS
+
 DEFAULT_DATASET = "fashion-mnist"
 
 # Where Debian's dataset-fashion-mnist package puts the gzipped idx files. A module constant so

@@ -14,6 +14,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from prune_env.catalog import COSTS
 from prune_env.data import DataBundle, load_data
 from prune_env.features import FEATURES, filter_features
 from prune_env.groups import FilterGroup, filter_groups
@@ -26,7 +27,6 @@ from prune_env.surgery import compact_report, following_batchnorms
 from prune_env.task import get_task
 from prune_env.training import TrainConfig, evaluate, train_steps
 
-COSTS = ("latency", "energy", "flops", "params")
 DESCRIPTOR = (
     "progress", "kind", "in_channels", "filters", "kernel", "stride", "feature_map",
     "flops_share", "latency_share", "cost_ratio", "cost_to_target", "accuracy",

@@ -19,9 +19,8 @@ import torch
 import torchvision
 from torch import nn
 
+from prune_env.catalog import OWN_MODELS
 from prune_env.layers import Residual
-
-OWN_MODELS = ("resnet20", "resnet32", "resnet56", "vgg11", "vgg16", "mobilenetv2")
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> list:
@@ -142,7 +141,7 @@ def build_model(name: str, in_channels: int, num_classes: int,
         num_classes: classes of the data set.
         input_size: (H, W) of the images, recorded as ``model.input_shape``.
     """
-    if name.startswith(("resnet20", "resnet32", "resnet56")) and name in OWN_MODELS:
+    if name in ("resnet20", "resnet32", "resnet56"):
         model = resnet_cifar(int(name[6:]), in_channels, num_classes)
     elif name in VGG_CONFIGS:
         model = vgg_cifar(name, in_channels, num_classes)

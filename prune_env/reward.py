@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-REWARDS = ("psi-phi", "amc", "accuracy-cost")
+from prune_env.catalog import REWARDS
 
 
 @dataclass(frozen=True)

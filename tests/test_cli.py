@@ -42,3 +42,12 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     code = main(["pretrain", "--dataset", "cifar10", "--data-dir", str(tmp_path)])
     assert code == 2
     assert "--download" in capsys.readouterr().err
+
+
+def test_catalog_names_what_the_package_has():
+    from baselines.simple import POLICIES
+    from prune_env import catalog
+    from prune_env.env import PruneEnv  # noqa: F401
+    from prune_env.reward import REWARDS
+
+    assert tuple(POLICIES) == catalog.POLICIES and REWARDS == catalog.REWARDS
