@@ -133,7 +133,8 @@ def summary_table(report: dict) -> str:
              f"{'-' * 12}|"]
     lines += [f"| {a:24s} | {x:>10s} | {y:>10s} |" for a, x, y in rows]
     lines.append(f"speed-up {report['speedup']:.2f}x, {report['cost']} ratio "
-                 f"{report['cost_ratio']:.3f} (target {report['target']}, "
+                 f"{report['cost_ratio']:.3f} ({report['cost_ratio_source']}; target "
+                 f"{report['target']}, "
                  f"{'met' if report['target_met'] else 'missed'}), fine-tune "
                  f"{report['finetune']['seconds']:.1f} s")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from prune_env.models import example_input
 from prune_env.pretrain import PretrainConfig, load_or_pretrain
 from prune_env.report import episode_report, write_report
 from prune_env.reward import RewardConfig, final_reward, step_reward
-from prune_env.surgery import compact_report, following_batchnorms
+from prune_env.surgery import compact_report, evaluating, following_batchnorms
 from prune_env.task import get_task
 from prune_env.training import TrainConfig, evaluate, train_steps
 
@@ -254,7 +254,8 @@ class PruneEnv(gym.Env):
         state.finetune_steps += steps
         info = {"accuracy": accuracy, **costs, "cost": state.cost,
                 "cost_ratio": state.cost / self.base_cost, "finetune_seconds": seconds,
-                "finetune_steps": steps, "group": group.leader, "kept": int(keep.sum()),
+                "finetune_steps": steps, "group": group.leader,
+                "kept": result.out_channels.get(group.leader, 0),
                 "forced_keep": forced, "unions": result.unions,
                 "removed_branches": result.removed_branches}
         state.step += 1
@@ -313,7 +314,8 @@ class PruneEnv(gym.Env):
     def _group_features(self, group: FilterGroup) -> np.ndarray:
         model = self.state.model
         x = example_input(model, 2)
-        bn_of = following_batchnorms(model.eval(), x)
+        with evaluating(model), torch.no_grad():
+            bn_of = following_batchnorms(model, x)
         n = self.train_cfg.batch_size
         idx = torch.randint(len(self.data.train), (n,), generator=self._generator)
         batch = (self.data.train.images[idx], self.data.train.labels[idx])

@@ -243,6 +243,8 @@ def remove_emptied_branches(model: nn.Module, masks: dict[str, torch.Tensor],
             continue
         shift = constant_per_channel(trace.branch_outputs[name], f"branch of {name!r}")
         block.branch = None
+        if block.act is not None and getattr(block.act, "inplace", False):
+            block.act.inplace = False  # with no branch, it would overwrite the block's input
         shortcut = f"{name}.shortcut." if name else "shortcut."
         masked = any(n.startswith(shortcut) and not bool(m.all()) for n, m in masks.items())
         fold_shift_into_shortcut(block, shift, into_bn=not masked)

@@ -50,7 +50,7 @@ def test_l1_episode_shrinks_and_reports(make_env, tmp_path):
     policy = make_policy("l1", base.max_filters, ratio=0.5, finetune=0.5)
     rewards, infos = run(env, policy)
     assert len(infos) == len(base.base_groups) == 12  # ResNet-20: 3 stage groups + 9 blocks
-    assert [i["kept"] for i in infos[:2]] == [8, 8]
+    assert [i["kept"] for i in infos[:2]] == [8, 8]  # filters left after surgery
     final = infos[-1]["final"]
     assert final["pruned"]["params"] < 0.4 * final["base"]["params"]
     assert final["pruned"]["flops"] < 0.4 * final["base"]["flops"]
@@ -59,6 +59,9 @@ def test_l1_episode_shrinks_and_reports(make_env, tmp_path):
     assert final["pruned"]["latency_ms"] > 0 and final["pruned"]["latency_predicted_ms"] > 0
     assert final["pruned"]["latency_batch4_ms"] > final["pruned"]["latency_ms"]
     assert final["pruned"]["energy_mj"] is None  # no sensor here: never an invented number
+    measured = final["pruned"]["latency_ms"] / final["base"]["latency_ms"]
+    assert final["cost_ratio"] == pytest.approx(measured)
+    assert final["cost_ratio_source"] == "measured"
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert 0.0 <= report["pruned"]["test_accuracy"] <= 1.0
     assert report["episode_reward"] == pytest.approx(sum(rewards))

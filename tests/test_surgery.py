@@ -170,3 +170,14 @@ def test_compact_twice_stays_exact():
     first.input_shape = model.input_shape
     keep = {"0": torch.arange(16) % 3 != 0, "4.branch.0": torch.arange(16) < 5}
     assert_equivalent(first, keep)
+
+
+def test_removed_branch_with_zero_constant_still_trains():
+    """A fresh network's BN shifts are 0: the block becomes act(x), which must not be in place."""
+    model = build_model("resnet20", 1, 10, (16, 16)).eval()
+    compact = compact_report(model, {"3.branch.0": torch.zeros(16, dtype=torch.bool)}).model
+    block = compact.get_submodule("3")
+    assert block.branch is None and block.shortcut is None
+    compact.train()
+    compact(torch.randn(4, 1, 16, 16)).sum().backward()  # raised "modified by an inplace op"
+    assert compact.get_submodule("0").weight.grad is not None

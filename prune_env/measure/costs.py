@@ -1,6 +1,6 @@
 """The costs the environment rewards: latency, energy, FLOPs and parameters of a network.
 
-During an episode latency is *predicted* from the per-layer lookup table plus a fixed
+During an episode latency is *predicted* from the per-layer lookup table plus a per-layer
 overhead measured once on the base network (a step must not spend seconds timing);
 at the episode's end the real compact network is timed, interleaved with the base. Energy,
 when it is the cost, is metered at every step; otherwise it is metered for the report only
@@ -55,7 +55,7 @@ class CostMeter:
         self.batch = batch
         self.report_batch = report_batch
         self.table = LatencyTable(table, device=device, threads=self.threads, batch=batch)
-        self.overhead_ms = 0.0
+        self.overhead_per_layer_ms = 0.0
         self.energy_meter: EnergyMeter | None = None
         try:
             self.energy_meter = auto_meter(device)
@@ -67,16 +67,27 @@ class CostMeter:
         """latency_ms (looked up), energy_mj (metered if it is the cost), flops, params.
 
         Args:
-            calibrate: time ``model`` for real and take the part its layers' entries do not
-                explain as a fixed overhead (done on the base network).
+            calibrate: time ``model`` for real and spread the part its layers' entries do not
+                explain over its layers, as a per-layer overhead (done on the base network).
         """
-        table_ms = self.table.network_ms(model, self.input_shape)
         if calibrate:
+            shapes = layer_shapes(model, self.input_shape)
             measured = self.measure({"model": model})["model"].estimate_ms
-            self.overhead_ms = max(measured - table_ms, 0.0)
-        return {"latency_ms": table_ms + self.overhead_ms,
+            spare = measured - sum(self.table.layers_ms(shapes).values())
+            self.overhead_per_layer_ms = max(spare, 0.0) / len(shapes)
+        return {"latency_ms": self.predict_ms(model),
                 "energy_mj": self.energy_mj(model) if self.cost == "energy" else None,
                 "flops": count_flops(model, self.input_shape), "params": count_params(model)}
+
+    def predict_ms(self, model: nn.Module) -> float:
+        """Looked-up latency: the layers' table entries plus the per-layer overhead.
+
+        The overhead (BatchNorm, activations, additions, framework calls) goes with the
+        number of layers, so a network that lost residual branches also loses their share.
+        """
+        shapes = layer_shapes(model, self.input_shape)
+        table = sum(self.table.layers_ms(shapes).values())
+        return table + self.overhead_per_layer_ms * len(shapes)
 
     def measure(self, models: dict[str, nn.Module], batch: int | None = None,
                 repeats: int = 10):
@@ -113,6 +124,5 @@ class CostMeter:
         big = self.measure({"base": base, "pruned": pruned}, self.report_batch, repeats=3)
         return {"base": timed["base"], "pruned": timed["pruned"],
                 "base_batch": big["base"], "pruned_batch": big["pruned"],
-                "pruned_predicted_ms": self.table.network_ms(pruned, self.input_shape)
-                + self.overhead_ms,
+                "pruned_predicted_ms": self.predict_ms(pruned),
                 "base_energy_mj": self.energy_mj(base), "pruned_energy_mj": self.energy_mj(pruned)}

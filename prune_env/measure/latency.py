@@ -10,6 +10,7 @@ around every timed run.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -89,7 +90,10 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...
     dev = torch.device(device)
     sync = synchronizer(dev)
     x = torch.randn(batch, *input_shape, device=dev)
-    nets = {name: _prepared(model, dev) for name, model in models.items()}
+    nets = {name: _on_device(model, dev) for name, model in models.items()}
+    modes = {name: net.training for name, net in nets.items()}
+    for net in nets.values():
+        net.eval()
     samples: dict[str, list[float]] = {name: [] for name in nets}
     minima: dict[str, list[float]] = {name: [] for name in nets}
     with fixed_threads(threads) as used, torch.inference_mode():
@@ -103,17 +107,17 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...
                 runs = [time_once(nets[name], x, sync) for _ in range(repeats)]
                 samples[name] += runs
                 minima[name].append(min(runs))
+    for name, net in nets.items():
+        net.train(modes[name])  # the caller's networks leave in the mode they came in
     return {name: _summary(samples[name], minima[name], batch, device, used) for name in nets}
 
 
-def _prepared(model: nn.Module, device: torch.device) -> nn.Module:
-    """An eval-mode copy on ``device`` unless the model is already there."""
+def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model itself if it is on ``device``, else a copy moved there."""
     first = next(model.parameters(), None)
     if first is not None and first.device != device:
-        import copy
-
         model = copy.deepcopy(model).to(device)
-    return model.eval()
+    return model
 
 
 def _summary(runs: list[float], minima: list[float], batch: int, device: str,

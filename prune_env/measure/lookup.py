@@ -3,9 +3,9 @@
 An environment step changes a few layers' widths; timing the whole network at every step
 would dominate it. Instead each (layer type, channels, kernel, stride, groups, input size,
 batch, device, threads) is timed once, in isolation, and stored in a JSON file. A network's
-predicted latency is the sum of its layers' entries plus an overhead: what the base network's
-measured latency exceeds its own table sum by (BN, activations, additions, framework
-overhead; see `prune_env.measure.costs`). Each episode's end
+predicted latency is the sum of its layers' entries plus a per-layer overhead: what the base
+network's measured latency exceeds its own table sum by, divided by its layers (BN,
+activations, additions, framework calls; see `prune_env.measure.costs`). Each episode's end
 measures the real compact network, and the report shows predicted and measured side by side.
 """
 
