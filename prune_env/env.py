@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,10 @@ from prune_env.reward import RewardConfig, final_reward, step_reward
 from prune_env.surgery import compact_report, evaluating, following_batchnorms
 from prune_env.task import get_task
 from prune_env.training import TrainConfig, evaluate, train_steps
+
+#: Training images of the forward and backward pass that scores a group's filters: enough
+#: for the features' ranking, small enough to stay a few percent of a step.
+FEATURE_BATCH = 32
 
 DESCRIPTOR = (
     "progress", "kind", "in_channels", "filters", "kernel", "stride", "feature_map",
@@ -160,6 +165,12 @@ class PruneEnv(gym.Env):
     | report_dir | str or None | None | where the episode's report and network go |
     | seed | int | 0 | data split seed |
 
+    ## Tries
+
+    `snapshot()` returns the episode's state (network, step, random generators) and
+    `restore(snapshot)` returns to it, so that an agent can try several actions on the same
+    group, each fine-tuned on the same batches, as try-and-learn does (see `agents.l2pf`).
+
     ## Version History
 
     - v0: initial version.
@@ -176,7 +187,7 @@ class PruneEnv(gym.Env):
                  checkpoint: str | None = None, data: DataBundle | None = None,
                  data_dir: str | None = None, pretrain: PretrainConfig | None = None,
                  latency_table: str | None = None, report_dir: str | None = None,
-                 seed: int = 0):
+                 final_report: bool = True, seed: int = 0):
         if cost not in COSTS:
             raise ValueError(f"unknown cost {cost!r}: choose one of {', '.join(COSTS)}")
         self.cost_name = cost
@@ -187,6 +198,7 @@ class PruneEnv(gym.Env):
                                      weight_decay=5e-4)
         self.val_samples = val_samples
         self.report_dir = Path(report_dir) if report_dir else None
+        self.final_report = final_report
         self.task = get_task("classification")
         self.data = data or load_data(dataset, data_dir=data_dir, seed=seed)
         self.base_model, self.base_meta = load_or_pretrain(model, self.data, checkpoint,
@@ -202,6 +214,10 @@ class PruneEnv(gym.Env):
                                table=latency_table, report_batch=latency_batch)
         self._measure_base()
         self.base_groups = filter_groups(self.base_model)
+        with evaluating(self.base_model), torch.no_grad():
+            # conv -> its BatchNorm: pruning never changes it (removed convs just vanish)
+            self._bn_of = following_batchnorms(self.base_model,
+                                               example_input(self.base_model, 2))
         self.max_filters = max(g.size for g in self.base_groups)
         self.max_in = max(m.in_channels for m in self.base_model.modules()
                           if isinstance(m, nn.Conv2d))
@@ -230,7 +246,7 @@ class PruneEnv(gym.Env):
         self.state = EpisodeState(model=model, cost=self.base_cost,
                                   accuracy=self.base_accuracy)
         self._order = [g.leader for g in self.base_groups]
-        self._advance()
+        self._advance(self.base_groups)
         return self._observation(), {"accuracy": self.base_accuracy, **self.base_costs}
 
     def step(self, action: dict[str, Any]):
@@ -259,16 +275,37 @@ class PruneEnv(gym.Env):
                 "forced_keep": forced, "unions": result.unions,
                 "removed_branches": result.removed_branches}
         state.step += 1
-        self._advance()
+        self._advance(filter_groups(model, graph=result.graph))
         terminated = state.group is None
         if terminated:
             reward += final_reward(self.reward_cfg, accuracy, state.cost, self.base_cost,
                                    self._absolute(state.cost))
             state.total_reward += reward
-            info["final"] = self._finish()
+            info["final"] = self._finish() if self.final_report else None
         else:
             state.total_reward += reward
         return self._observation(), float(reward), terminated, False, info
+
+    # ----------------------------------------------------------------- tries
+    def snapshot(self) -> dict[str, Any]:
+        """The episode's state, to `restore` and try another action from it.
+
+        The network is shared, not copied: a step never changes a network in place (surgery
+        builds a new one, which is then fine-tuned), so a snapshot's network stays as it was.
+        """
+        if self.state is None:
+            raise RuntimeError("call reset() before snapshot()")
+        return {"state": dataclasses.replace(self.state), "features": self._features.copy(),
+                "generator": self._generator.get_state(),
+                "np_random": copy.deepcopy(self.np_random.bit_generator.state)}
+
+    def restore(self, snapshot: dict[str, Any]) -> np.ndarray:
+        """Return to a `snapshot` of this episode; returns its observation."""
+        self.state = dataclasses.replace(snapshot["state"])
+        self._features = snapshot["features"].copy()
+        self._generator.set_state(snapshot["generator"])
+        self.np_random.bit_generator.state = copy.deepcopy(snapshot["np_random"])
+        return self._observation()
 
     # ----------------------------------------------------------------- steps
     def _parse_action(self, action: dict[str, Any]) -> tuple[np.ndarray, float]:
@@ -296,11 +333,10 @@ class PruneEnv(gym.Env):
         keep[int(np.argmax(self._features[:, 0]))] = True
         return keep, True
 
-    def _advance(self) -> None:
+    def _advance(self, groups: list[FilterGroup]) -> None:
         """Move to the next group of the base order that still exists in the network."""
         state = self.state
-        groups = {g.leader: g for g in filter_groups(state.model)}
-        members = {c: g for g in groups.values() for c in g.convs}
+        members = {c: g for g in groups for c in g.convs}
         state.group = None
         while state.step < len(self._order):
             group = members.get(self._order[state.step])
@@ -312,14 +348,10 @@ class PruneEnv(gym.Env):
             self._features = self._group_features(state.group)
 
     def _group_features(self, group: FilterGroup) -> np.ndarray:
-        model = self.state.model
-        x = example_input(model, 2)
-        with evaluating(model), torch.no_grad():
-            bn_of = following_batchnorms(model, x)
-        n = self.train_cfg.batch_size
+        n = FEATURE_BATCH
         idx = torch.randint(len(self.data.train), (n,), generator=self._generator)
         batch = (self.data.train.images[idx], self.data.train.labels[idx])
-        return filter_features(model, group, bn_of, batch, self.task)
+        return filter_features(self.state.model, group, self._bn_of, batch, self.task)
 
     # ----------------------------------------------------------------- observation
     def _observation(self) -> np.ndarray:

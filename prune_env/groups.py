@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from prune_env.layers import Residual
@@ -72,16 +73,22 @@ def branch_prefixes(model: nn.Module) -> list[str]:
             if isinstance(m, Residual) and m.branch is not None]
 
 
-def filter_groups(model: nn.Module, x: torch.Tensor | None = None) -> list[FilterGroup]:
+def filter_groups(model: nn.Module, x: torch.Tensor | None = None,
+                  graph: tp.DependencyGraph | None = None) -> list[FilterGroup]:
     """The prunable filter groups of ``model`` in forward order.
 
     Groups whose filters nothing reads (the network's output layer, a segmentation head) are
     left out: pruning them would change what the network outputs.
+
+    Args:
+        graph: the model's dependency graph if one is at hand (`CompactResult.graph`), to
+            save tracing it again.
     """
     x = example_input(model, 2) if x is None else x
     with evaluating(model):
         order = forward_order(model, x)
-        graph = dependency_graph(model, x)
+        if graph is None:
+            graph = dependency_graph(model, x)
     names = {m: n for n, m in model.named_modules()}
     prefixes = branch_prefixes(model)
     rank = {n: i for i, n in enumerate(order)}

@@ -55,9 +55,12 @@ class CompactResult:
             ``{conv name: filters kept only because a coupled conv kept them}``.
         removed_branches: names of Residual blocks whose branch was removed.
         out_channels: filters left in each conv of the compact network.
+        graph: Torch-Pruning's dependency graph of the compact network (it tracks the pruning
+            it did), so that callers need not trace the network again.
     """
 
     model: nn.Module
+    graph: tp.DependencyGraph | None = None
     unions: list[dict[str, int]] = field(default_factory=list)
     removed_branches: list[str] = field(default_factory=list)
     out_channels: dict[str, int] = field(default_factory=dict)
@@ -102,6 +105,7 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
                 done |= prune_group(graph, modules, names[name], masks, bn_of, trace, result)
     result.out_channels = {n: m.out_channels for n, m in new.named_modules()
                            if isinstance(m, nn.Conv2d)}
+    result.graph = graph
     return result
 
 

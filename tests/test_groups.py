@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from prune_env.groups import filter_groups
 from prune_env.models import build_model
+from prune_env.surgery import compact_report
 
 
 def test_resnet20_groups():
@@ -30,3 +32,18 @@ def test_keep_for_maps_a_group_mask_to_each_conv():
     keep = group.keep_for(mask)
     assert set(keep) == set(group.convs)
     assert all(int(m.sum()) == 4 for m in keep.values())
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "mobilenetv2", "vgg11"])
+def test_groups_from_the_surgery_graph_equal_freshly_traced_ones(arch):
+    """The env reuses the dependency graph the surgery pruned with; it must stay exact."""
+    model = build_model(arch, 1, 10, (16, 16)).eval()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):  # several rounds: the graph has seen earlier pruning
+        groups = filter_groups(model)
+        group = groups[len(groups) // 2]
+        mask = torch.rand(group.size, generator=generator) < 0.5
+        mask[0] = True
+        result = compact_report(model, group.keep_for(mask))
+        model = result.model
+        assert filter_groups(model, graph=result.graph) == filter_groups(model)

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from prune_env.measure import LatencyTable, count_flops, count_params, measure_latency
-from prune_env.measure.costs import layer_flops
 from prune_env.measure.lookup import layer_shapes
 from prune_env.models import build_model
 from prune_env.surgery import compact
@@ -24,9 +23,15 @@ def test_flops_of_grouped_conv_and_one_channel_input():
     """AMC users' complaint: FLOPs counters that assume 3 input channels."""
     depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
     assert count_flops(depthwise, (16, 8, 8)) == 2 * 16 * 9 * 64
-    model = build_model("resnet20", 1, 10, (28, 28))
+
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "vgg11", "mobilenetv2", "resnet18"])
+def test_step_flops_from_layer_shapes_equal_flop_counter(arch):
+    """The env counts FLOPs from traced shapes at each step; FlopCounterMode in the report."""
+    model = build_model(arch, 1, 10, (28, 28))
     shapes = layer_shapes(model, (1, 28, 28))
-    assert count_flops(model, (1, 28, 28)) == sum(layer_flops(s) for s in shapes.values())
+    assert count_flops(model, (1, 28, 28)) == sum(s.flops() for s in shapes.values())
 
 
 def test_pruning_halves_params_roughly():

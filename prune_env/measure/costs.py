@@ -9,27 +9,21 @@ where a sensor exists (None elsewhere: never an invented number).
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from typing import Any
 
 import torch
 from torch import nn
 
 from prune_env.measure.energy import EnergyMeter, EnergyUnavailableError, auto_meter, measure_energy
-from prune_env.measure.flops import count_flops, count_params
+from prune_env.measure.flops import count_params
 from prune_env.measure.latency import measure_latency, synchronizer
 from prune_env.measure.lookup import LatencyTable, LayerShape, layer_shapes
 
 #: Key of each cost in the dict `CostMeter.costs` returns.
 COST_KEYS = {"latency": "latency_ms", "energy": "energy_mj", "flops": "flops",
              "params": "params"}
-
-
-def layer_flops(shape: LayerShape) -> int:
-    """FLOPs (2 per multiply-accumulate) of one conv or linear layer at batch 1."""
-    out_h = -(-shape.height // shape.stride)
-    out_w = -(-shape.width // shape.stride)
-    macs = shape.in_channels // shape.groups * shape.out_channels * shape.kernel ** 2
-    return 2 * macs * (out_h * out_w if shape.kind == "conv" else 1)
 
 
 class CostMeter:
@@ -56,6 +50,8 @@ class CostMeter:
         self.report_batch = report_batch
         self.table = LatencyTable(table, device=device, threads=self.threads, batch=batch)
         self.overhead_per_layer_ms = 0.0
+        # layer shapes per network object: a network's shapes never change once built
+        self._shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.energy_meter: EnergyMeter | None = None
         try:
             self.energy_meter = auto_meter(device)
@@ -71,13 +67,38 @@ class CostMeter:
                 explain over its layers, as a per-layer overhead (done on the base network).
         """
         if calibrate:
-            shapes = layer_shapes(model, self.input_shape)
-            measured = self.measure({"model": model})["model"].estimate_ms
-            spare = measured - sum(self.table.layers_ms(shapes).values())
-            self.overhead_per_layer_ms = max(spare, 0.0) / len(shapes)
+            self.overhead_per_layer_ms = self.calibrate(model)
         return {"latency_ms": self.predict_ms(model),
                 "energy_mj": self.energy_mj(model) if self.cost == "energy" else None,
-                "flops": count_flops(model, self.input_shape), "params": count_params(model)}
+                "flops": self.flops(model), "params": count_params(model)}
+
+    def shapes(self, model: nn.Module) -> dict[str, LayerShape]:
+        """`layer_shapes` of ``model``, traced once per network object."""
+        if model not in self._shapes:
+            self._shapes[model] = layer_shapes(model, self.input_shape)
+        return self._shapes[model]
+
+    def flops(self, model: nn.Module) -> int:
+        """FLOPs at batch 1 from the traced layer shapes: what `count_flops`
+        (FlopCounterMode) counts, asserted equal in the tests, without a second trace."""
+        return sum(s.flops() for s in self.shapes(model).values())
+
+    def calibrate(self, model: nn.Module) -> float:
+        """Per-layer overhead (ms) of ``model``: measured once, then kept in the table's file.
+
+        Cached so that every run on this machine predicts the same latencies, and the same
+        seed gives the same episode.
+        """
+        shapes = self.shapes(model)
+        key = "overhead|" + hashlib.sha1("/".join(
+            s.key(self.batch, self.device, self.threads) for s in shapes.values()
+        ).encode()).hexdigest()
+        if key not in self.table.entries:
+            measured = self.measure({"model": model})["model"].estimate_ms
+            spare = measured - sum(self.table.layers_ms(shapes).values())
+            self.table.entries[key] = max(spare, 0.0) / len(shapes)
+            self.table.save()
+        return self.table.entries[key]
 
     def predict_ms(self, model: nn.Module) -> float:
         """Looked-up latency: the layers' table entries plus the per-layer overhead.
@@ -85,7 +106,7 @@ class CostMeter:
         The overhead (BatchNorm, activations, additions, framework calls) goes with the
         number of layers, so a network that lost residual branches also loses their share.
         """
-        shapes = layer_shapes(model, self.input_shape)
+        shapes = self.shapes(model)
         table = sum(self.table.layers_ms(shapes).values())
         return table + self.overhead_per_layer_ms * len(shapes)
 
@@ -110,9 +131,9 @@ class CostMeter:
 
     def group_shares(self, model: nn.Module, convs: tuple[str, ...]) -> tuple[float, ...]:
         """(feature-map area / input area, FLOPs share, latency share) of a group's convs."""
-        shapes = layer_shapes(model, self.input_shape)
+        shapes = self.shapes(model)
         times = self.table.layers_ms(shapes)
-        flops = {n: layer_flops(s) for n, s in shapes.items()}
+        flops = {n: s.flops() for n, s in shapes.items()}
         first = shapes[convs[0]]
         area = first.height * first.width / (self.input_shape[1] * self.input_shape[2])
         return (min(area, 1.0), sum(flops[c] for c in convs) / sum(flops.values()),

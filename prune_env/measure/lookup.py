@@ -34,6 +34,13 @@ class LayerShape:
     groups: int
     height: int
     width: int
+    out_height: int = 1  # not part of the key: it follows from the rest
+    out_width: int = 1
+
+    def flops(self) -> int:
+        """FLOPs at batch 1 as FlopCounterMode counts them: 2 per multiply-accumulate."""
+        macs = self.in_channels // self.groups * self.out_channels * self.kernel ** 2
+        return 2 * macs * self.out_height * self.out_width
 
     def key(self, batch: int, device: str, threads: int) -> str:
         return (f"{self.kind}|{self.in_channels}|{self.out_channels}|k{self.kernel}|"
@@ -58,18 +65,19 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, La
     shapes: dict[str, LayerShape] = {}
 
     def hook(name):
-        def record(module, inputs):
+        def record(module, inputs, out):
             x = inputs[0]
             if isinstance(module, nn.Conv2d):
                 shapes[name] = LayerShape("conv", module.in_channels, module.out_channels,
                                           module.kernel_size[0], module.stride[0],
-                                          module.groups, x.shape[-2], x.shape[-1])
+                                          module.groups, x.shape[-2], x.shape[-1],
+                                          out.shape[-2], out.shape[-1])
             else:
                 shapes[name] = LayerShape("linear", module.in_features, module.out_features,
                                           1, 1, 1, 1, 1)
         return record
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules()
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
                if isinstance(m, (nn.Conv2d, nn.Linear))]
     was = model.training
     model.eval()

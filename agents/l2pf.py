@@ -1,0 +1,231 @@
+"""The L2PF agent: multi-task try-and-learn with a hybrid keep / fine-tune action.
+
+"Learning to Prune Faster" (Vemparala, Fasfous, Frickenstein et al.) extends try-and-learn
+(Huang et al., WACV 2018) to one agent for all layers whose action is the filters to keep AND
+how long to fine-tune. This implementation, on `prune_env.env.PruneEnv`'s hybrid action:
+
+- One policy for every group (`agents.l2pf_policy.L2PFPolicy`), conditioned on the group's
+  descriptor and its filters' features.
+- Try-and-learn's tries: at each group the agent samples ``tries`` actions from the same
+  state (`PruneEnv.snapshot` / `restore`), each is pruned, fine-tuned on the same batches and
+  scored; REINFORCE updates the policy with the tries' mean score as the baseline; the best
+  try is kept and the episode moves on (try-and-learn's layer-by-layer training, with one
+  shared agent instead of one agent per layer).
+- Score of a try: the environment's reward (psi * phi minus the fine-tune price, see
+  `prune_env.reward`) plus a pacing term. Departure: L2PF's reward is not public and psi * phi
+  alone ignores the cost target until the episode's last step, so a layer-by-layer search
+  would never aim at it; the pacing term charges ``pace_weight * (ratio - pace) / target``
+  whenever the cost ratio after a step exceeds a straight line from 1 (start) to the target
+  (end), the soft form of AMC's rule of keeping the budget reachable.
+- The best network over all episodes (target met first, then validation accuracy) is kept.
+
+Example:
+    >>> agent = L2PF(gymnasium.make("prune_env/Prune-v0", final_report=False))  # doctest: +SKIP
+    >>> for log in agent.learn(episodes=10): print(log["reward"])              # doctest: +SKIP
+    >>> action, _ = agent.predict(obs, deterministic=True)                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from agents.l2pf_policy import L2PFPolicy, to_env_action
+
+
+@dataclass(frozen=True)
+class L2PFConfig:
+    """Hyper-parameters of the L2PF agent (each logged with the run).
+
+    Attributes:
+        tries: actions tried on each group per update (try-and-learn's tries).
+        lr: Adam learning rate of the policy.
+        ent_coef: entropy bonus.
+        pace_weight: weight of the pacing term that steers the cost toward the target.
+        hidden: width of the policy's hidden layers.
+        keep_bias: initial keep logit of every filter.
+    """
+
+    tries: int = 4
+    lr: float = 3e-3
+    ent_coef: float = 0.01
+    pace_weight: float = 1.0
+    hidden: int = 64
+    keep_bias: float = 2.0
+
+    def __post_init__(self):
+        if self.tries < 1:
+            raise ValueError("tries must be >= 1")
+
+
+@dataclass
+class Try:
+    """One action tried on a group, and where it led."""
+
+    action: dict[str, torch.Tensor]
+    reward: float
+    score: float
+    obs: np.ndarray
+    done: bool
+    info: dict[str, Any]
+    snapshot: dict[str, Any] | None = None
+
+
+@dataclass
+class Best:
+    """The best pruned network seen so far."""
+
+    model: nn.Module
+    accuracy: float
+    cost_ratio: float
+    target_met: bool
+    episode: int
+    reward: float
+    kept: dict[str, int] = field(default_factory=dict)
+
+    def key(self) -> tuple:
+        """Target met first; then accuracy (met) or a lower cost (missed)."""
+        return (self.target_met, self.accuracy if self.target_met else -self.cost_ratio)
+
+
+class L2PF:
+    """The agent (see the module docstring).
+
+    Args:
+        env: a `PruneEnv` (possibly wrapped by `gymnasium.make`); best built with
+            ``final_report=False`` since training episodes need no timed report.
+        config: hyper-parameters.
+        seed: seeds the policy's weights and sampling, and the episodes' resets.
+    """
+
+    def __init__(self, env: gym.Env, config: L2PFConfig | None = None, seed: int = 0):
+        self.env = env
+        self.config = config or L2PFConfig()
+        self.seed = seed
+        torch.manual_seed(seed)
+        self.policy = L2PFPolicy(env.unwrapped.max_filters, self.config.hidden,
+                                 self.config.keep_bias)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
+        self.episodes = 0
+        self.best: Best | None = None
+
+    # ----------------------------------------------------------------- acting
+    def predict(self, obs: np.ndarray, state=None, episode_start=None,
+                deterministic: bool = True):
+        """stable-baselines3's ``predict``: (action, state)."""
+        return self.policy.predict(obs, state, episode_start, deterministic)
+
+    # ----------------------------------------------------------------- learning
+    def learn(self, episodes: int) -> Iterator[dict[str, Any]]:
+        """Train until ``episodes`` episodes are done in all (counting earlier ones, so a
+        resumed agent continues), yielding each episode's log."""
+        while self.episodes < episodes:
+            yield self.run_episode()
+
+    def run_episode(self) -> dict[str, Any]:
+        """One episode of tries and updates; returns its log (rewards, losses, final net)."""
+        env, unwrapped = self.env, self.env.unwrapped
+        obs, _ = env.reset(seed=self.seed + self.episodes)
+        done, reward, losses, entropies, finetune, info = False, 0.0, [], [], [], {}
+        while not done:
+            tries = self.try_group(obs)
+            loss, entropy = self.update(obs, tries)
+            losses.append(loss)
+            entropies.append(entropy)
+            best = max(tries, key=lambda t: t.score)
+            if best.snapshot is not None:
+                unwrapped.restore(best.snapshot)
+            obs, done, info = best.obs, best.done, best.info
+            reward += best.reward
+            finetune.append(float(best.action["finetune"][0]))
+        state = unwrapped.state
+        log = {"episode": self.episodes, "reward": reward, "accuracy": state.accuracy,
+               "cost_ratio": info["cost_ratio"], "flops": info["flops"],
+               "params": info["params"], "latency_ms": info["latency_ms"],
+               "energy_mj": info["energy_mj"], "finetune_seconds": state.finetune_seconds,
+               "finetune_steps": state.finetune_steps, "finetune_mean": float(np.mean(finetune)),
+               "policy_loss": float(np.mean(losses)), "entropy": float(np.mean(entropies)),
+               "kept": kept_per_conv(state.model)}
+        self.remember(log, state.model)
+        self.episodes += 1
+        log["best_accuracy"] = self.best.accuracy
+        log["best_cost_ratio"] = self.best.cost_ratio
+        return log
+
+    def try_group(self, obs: np.ndarray) -> list[Try]:
+        """Sample ``tries`` actions from the current state; leave the env after the last."""
+        unwrapped = self.env.unwrapped
+        start = unwrapped.snapshot() if self.config.tries > 1 else None
+        with torch.no_grad():
+            dist = self.policy.distribution(torch.as_tensor(obs)[None])
+        tries = []
+        for k in range(self.config.tries):
+            if k:
+                unwrapped.restore(start)
+            action, _ = dist.sample()
+            next_obs, reward, done, _, info = self.env.step(
+                to_env_action(action, self.policy.max_filters))
+            last = k == self.config.tries - 1
+            tries.append(Try(action, reward, reward + self.pace(next_obs, done, info),
+                             next_obs, done, info, None if last else unwrapped.snapshot()))
+        return tries
+
+    def pace(self, next_obs: np.ndarray, done: bool, info: dict[str, Any]) -> float:
+        """Charge for being above the straight line from the full cost to the target."""
+        target = self.env.unwrapped.reward_cfg.target
+        progress = 1.0 if done else float(next_obs[0])
+        line = 1.0 - (1.0 - target) * progress
+        return -self.config.pace_weight * max(0.0, info["cost_ratio"] - line) / target
+
+    def update(self, obs: np.ndarray, tries: list[Try]) -> tuple[float, float]:
+        """REINFORCE over the tries, baseline = their mean score; returns (loss, entropy)."""
+        scores = torch.tensor([t.score for t in tries])
+        advantage = scores - scores.mean()
+        if len(tries) > 1:
+            advantage = advantage / (scores.std() + 1e-8)
+        batch = torch.as_tensor(np.repeat(obs[None], len(tries), 0))
+        dist = self.policy.distribution(batch)
+        actions = {k: torch.cat([t.action[k] for t in tries]) for k in tries[0].action}
+        entropy = dist.entropy().mean()
+        loss = -(advantage * dist.log_prob(actions)).mean() - self.config.ent_coef * entropy
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+        self.optimizer.step()
+        return loss.item(), entropy.item()
+
+    def remember(self, log: dict[str, Any], model: nn.Module) -> None:
+        """Keep the episode's network if it is the best so far."""
+        target = self.env.unwrapped.reward_cfg.target
+        candidate = Best(copy.deepcopy(model), log["accuracy"], log["cost_ratio"],
+                         log["cost_ratio"] <= target, self.episodes, log["reward"], log["kept"])
+        if self.best is None or candidate.key() > self.best.key():
+            self.best = candidate
+
+    # ----------------------------------------------------------------- saving
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: weights, optimiser, counters, RNG, best network."""
+        return {"config": asdict(self.config), "seed": self.seed, "episodes": self.episodes,
+                "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(), "best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != asdict(self.config):
+            raise ValueError("the checkpoint's L2PF hyper-parameters differ from this run's: "
+                             f"{state['config']} vs {asdict(self.config)}")
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.seed, self.episodes, self.best = state["seed"], state["episodes"], state["best"]
+
+
+def kept_per_conv(model: nn.Module) -> dict[str, int]:
+    """Filters left in each conv of a network."""
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
