@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -38,6 +38,8 @@ import torch
 from torch import nn
 
 from agents.l2pf_policy import L2PFPolicy, to_env_action
+from agents.tries import TryPool, run_try
+from prune_env.finalize import Candidate
 
 
 @dataclass(frozen=True)
@@ -75,24 +77,7 @@ class Try:
     obs: np.ndarray
     done: bool
     info: dict[str, Any]
-    snapshot: dict[str, Any] | None = None
-
-
-@dataclass
-class Best:
-    """The best pruned network seen so far."""
-
-    model: nn.Module
-    accuracy: float
-    cost_ratio: float
-    target_met: bool
-    episode: int
-    reward: float
-    kept: dict[str, int] = field(default_factory=dict)
-
-    def key(self) -> tuple:
-        """Target met first; then accuracy (met) or a lower cost (missed)."""
-        return (self.target_met, self.accuracy if self.target_met else -self.cost_ratio)
+    snapshot: dict[str, Any]
 
 
 class L2PF:
@@ -103,9 +88,12 @@ class L2PF:
             ``final_report=False`` since training episodes need no timed report.
         config: hyper-parameters.
         seed: seeds the policy's weights and sampling, and the episodes' resets.
+        n_envs: worker processes running the tries in parallel (1: in this process).
+        env_fn: builds a worker's environment (needed when ``n_envs > 1``).
     """
 
-    def __init__(self, env: gym.Env, config: L2PFConfig | None = None, seed: int = 0):
+    def __init__(self, env: gym.Env, config: L2PFConfig | None = None, seed: int = 0,
+                 n_envs: int = 1, env_fn=None):
         self.env = env
         self.config = config or L2PFConfig()
         self.seed = seed
@@ -114,7 +102,18 @@ class L2PF:
                                  self.config.keep_bias)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.episodes = 0
-        self.best: Best | None = None
+        self.best: Candidate | None = None
+        self.pool = None
+        if n_envs > 1:
+            if env_fn is None:
+                raise ValueError("n_envs > 1 needs env_fn to build the workers' environments")
+            self.pool = TryPool(env_fn, n_envs)
+
+    def close(self) -> None:
+        """Stop the worker processes, if any."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     # ----------------------------------------------------------------- acting
     def predict(self, obs: np.ndarray, state=None, episode_start=None,
@@ -140,8 +139,7 @@ class L2PF:
             losses.append(loss)
             entropies.append(entropy)
             best = max(tries, key=lambda t: t.score)
-            if best.snapshot is not None:
-                unwrapped.restore(best.snapshot)
+            unwrapped.restore(best.snapshot)
             obs, done, info = best.obs, best.done, best.info
             reward += best.reward
             finetune.append(float(best.action["finetune"][0]))
@@ -152,30 +150,27 @@ class L2PF:
                "energy_mj": info["energy_mj"], "finetune_seconds": state.finetune_seconds,
                "finetune_steps": state.finetune_steps, "finetune_mean": float(np.mean(finetune)),
                "policy_loss": float(np.mean(losses)), "entropy": float(np.mean(entropies)),
-               "kept": kept_per_conv(state.model)}
-        self.remember(log, state.model)
+               "kept": info["kept_filters"]}
+        self.remember(log, state)
         self.episodes += 1
-        log["best_accuracy"] = self.best.accuracy
-        log["best_cost_ratio"] = self.best.cost_ratio
         return log
 
     def try_group(self, obs: np.ndarray) -> list[Try]:
-        """Sample ``tries`` actions from the current state; leave the env after the last."""
-        unwrapped = self.env.unwrapped
-        start = unwrapped.snapshot() if self.config.tries > 1 else None
+        """Sample ``tries`` actions from the current state and try each (in parallel with
+        workers); every try starts from the same snapshot, fine-tuned on the same batches."""
+        start = self.env.unwrapped.snapshot()
         with torch.no_grad():
             dist = self.policy.distribution(torch.as_tensor(obs)[None])
-        tries = []
-        for k in range(self.config.tries):
-            if k:
-                unwrapped.restore(start)
-            action, _ = dist.sample()
-            next_obs, reward, done, _, info = self.env.step(
-                to_env_action(action, self.policy.max_filters))
-            last = k == self.config.tries - 1
-            tries.append(Try(action, reward, reward + self.pace(next_obs, done, info),
-                             next_obs, done, info, None if last else unwrapped.snapshot()))
-        return tries
+        actions = [dist.sample()[0] for _ in range(self.config.tries)]
+        env_actions = [to_env_action(a, self.policy.max_filters) for a in actions]
+        if self.pool is not None:
+            results = self.pool.run(start, env_actions)
+        else:
+            results = [run_try(self.env, start if k else None, a)
+                       for k, a in enumerate(env_actions)]
+        return [Try(a, reward, reward + self.pace(next_obs, done, info), next_obs, done, info,
+                    snapshot) for a, (next_obs, reward, done, info, snapshot)
+                in zip(actions, results, strict=True)]
 
     def pace(self, next_obs: np.ndarray, done: bool, info: dict[str, Any]) -> float:
         """Charge for being above the straight line from the full cost to the target."""
@@ -201,11 +196,12 @@ class L2PF:
         self.optimizer.step()
         return loss.item(), entropy.item()
 
-    def remember(self, log: dict[str, Any], model: nn.Module) -> None:
+    def remember(self, log: dict[str, Any], state) -> None:
         """Keep the episode's network if it is the best so far."""
         target = self.env.unwrapped.reward_cfg.target
-        candidate = Best(copy.deepcopy(model), log["accuracy"], log["cost_ratio"],
-                         log["cost_ratio"] <= target, self.episodes, log["reward"], log["kept"])
+        candidate = Candidate(copy.deepcopy(state.model), f"best try, episode {self.episodes}",
+                              log["accuracy"], log["cost_ratio"], log["cost_ratio"] <= target,
+                              log["reward"], state.finetune_seconds, state.finetune_steps)
         if self.best is None or candidate.key() > self.best.key():
             self.best = candidate
 
@@ -224,8 +220,3 @@ class L2PF:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.seed, self.episodes, self.best = state["seed"], state["episodes"], state["best"]
-
-
-def kept_per_conv(model: nn.Module) -> dict[str, int]:
-    """Filters left in each conv of a network."""
-    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}

@@ -1,9 +1,13 @@
-"""The ``prune-env`` command: pretrain a base network, run one pruning episode.
+"""The ``prune-env`` command: pretrain, prune (episode, train, baseline), compare, export.
 
 Examples::
 
     prune-env pretrain --model resnet20 --dataset fashion-mnist
     prune-env episode --policy l1 --ratio 0.5 --model resnet20 --dataset fashion-mnist
+    prune-env train --agent l2pf --episodes 30 --cost latency --target 0.5
+    prune-env baseline l1 --target 0.5
+    prune-env compare runs/*
+    prune-env export runs/RUN --format onnx
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prune_env.catalog import COSTS, DATASETS, OWN_MODELS, POLICIES, REWARDS
+from prune_env.catalog import AGENTS, COSTS, DATASETS, OWN_MODELS, POLICIES, REWARDS
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -74,25 +78,103 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: 0.5)")
     epi.add_argument("--finetune", type=float, default=0.2,
                      help="fine-tune fraction chosen at every step, in [0, 1] (default: 0.2)")
-    epi.add_argument("--cost", default="latency", choices=COSTS,
-                     help="cost the reward uses (default: latency)")
-    epi.add_argument("--target", type=float, default=0.5,
-                     help="cost target as a fraction of the base cost (default: 0.5)")
-    epi.add_argument("--reward", default="psi-phi", choices=REWARDS,
-                     help="reward form (default: psi-phi, try-and-learn's)")
-    epi.add_argument("--allowed-drop", type=float, default=0.02,
-                     help="accuracy drop b at which psi reaches 0 (default: 0.02)")
-    epi.add_argument("--max-finetune-steps", type=int, default=50,
-                     help="fine-tuning SGD steps at finetune=1 (default: 50)")
-    epi.add_argument("--val-samples", type=int, default=2000,
-                     help="validation images scored at each step (default: 2000)")
-    epi.add_argument("--device", default="cpu",
-                     help="where latency and energy are measured: cpu, cuda, cuda:N")
-    epi.add_argument("--threads", type=int, default=None,
-                     help="CPU threads for timing (default: all torch uses)")
-    epi.add_argument("--runs-dir", default="runs",
-                     help="parent of the new run directory (default: runs)")
+    add_env_args(epi)
+
+    tra = sub.add_parser("train", help="train a pruning agent (L2PF or stable-baselines3)",
+                         description="Train an agent on the environment with a progress bar and "
+                         "a TensorBoard run (runs/MODEL-DATASET__AGENT__SEED__TIME); checkpoint "
+                         "every N episodes; at the end the best network is fine-tuned, tested, "
+                         "measured and exported (report.json, compact.pt, model.onnx, model.ts).")
+    add_data_args(tra)
+    add_pretrain_args(tra)
+    add_env_args(tra)
+    add_train_args(tra)
+
+    bas = sub.add_parser("baseline", help="prune with a baseline method, same report as train",
+                         description="Run a baseline through the same environment and final "
+                         "stage as the agents: report.json, exports and a TensorBoard run.")
+    bas.add_argument("name", choices=POLICIES, help="the baseline")
+    add_data_args(bas)
+    add_pretrain_args(bas)
+    add_env_args(bas)
+    bas.add_argument("--ratio", default="auto",
+                     help="fraction of each group's filters kept by random and l1, or 'auto': "
+                          "the largest uniform ratio whose predicted cost meets --target "
+                          "(default: auto)")
+    bas.add_argument("--finetune", type=float, default=0.2,
+                     help="fine-tune fraction at every step, in [0, 1] (default: 0.2)")
+    bas.add_argument("--final-steps", type=int, default=300,
+                     help="SGD steps of the final fine-tune (default: 300)")
+
+    exp = sub.add_parser("export", help="export a finished run's network (ONNX, TorchScript)",
+                         description="Write RUN_DIR/model.onnx and/or RUN_DIR/model.ts from "
+                         "RUN_DIR/compact.pt, each checked against PyTorch's outputs.")
+    exp.add_argument("run_dir", help="a run directory with compact.pt")
+    exp.add_argument("--format", action="append", choices=("onnx", "torchscript"),
+                     help="repeatable (default: both)")
+
+    com = sub.add_parser("compare", help="compare finished runs in one table",
+                         description="Markdown table on the terminal and a CSV file: method, "
+                         "accuracies, measured latency and speed-up, energy, FLOPs, params, "
+                         "search compute.")
+    com.add_argument("run_dirs", nargs="+", help="run directories with report.json")
+    com.add_argument("--csv", default=None, help="CSV path (default: none)")
     return parser
+
+
+def add_env_args(parser: argparse.ArgumentParser) -> None:
+    """The environment's options (cost, target, reward, fine-tuning, measurement)."""
+    parser.add_argument("--cost", default="latency", choices=COSTS,
+                        help="cost the reward uses (default: latency)")
+    parser.add_argument("--target", type=float, default=0.5,
+                        help="cost target as a fraction of the base cost (default: 0.5)")
+    parser.add_argument("--reward", default="psi-phi", choices=REWARDS,
+                        help="reward form (default: psi-phi, try-and-learn's)")
+    parser.add_argument("--allowed-drop", type=float, default=0.02,
+                        help="accuracy drop b at which psi reaches 0 (default: 0.02)")
+    parser.add_argument("--max-finetune-steps", type=int, default=50,
+                        help="fine-tuning SGD steps at finetune=1 (default: 50)")
+    parser.add_argument("--val-samples", type=int, default=2000,
+                        help="validation images scored at each step (default: 2000)")
+    parser.add_argument("--device", default="cpu",
+                        help="where latency and energy are measured: cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for timing (default: all torch uses)")
+    parser.add_argument("--latency-table", default=None,
+                        help="latency lookup-table file (default: ~/.cache/prune-env)")
+    parser.add_argument("--runs-dir", default="runs",
+                        help="parent of the new run directory (default: runs)")
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """The agent, its budget and hyper-parameters, checkpoints and the final stage."""
+    parser.add_argument("--agent", default="l2pf", choices=AGENTS,
+                        help="l2pf (ours: hybrid action, tries) or a stable-baselines3 agent "
+                             "through the flat-action wrapper (default: l2pf)")
+    parser.add_argument("--episodes", type=int, default=30,
+                        help="training episodes in all (default: 30)")
+    parser.add_argument("--tries", type=int, default=4,
+                        help="L2PF: actions tried on each group per update (default: 4)")
+    parser.add_argument("--agent-lr", type=float, default=3e-3,
+                        help="L2PF: Adam learning rate of the policy (default: 3e-3)")
+    parser.add_argument("--ent-coef", type=float, default=0.01,
+                        help="L2PF: entropy bonus (default: 0.01)")
+    parser.add_argument("--pace-weight", type=float, default=1.0,
+                        help="L2PF: weight of the term pacing the cost toward the target "
+                             "(default: 1.0)")
+    parser.add_argument("--sb3", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="stable-baselines3 hyper-parameters, e.g. n_steps=48 "
+                             "learning_rate=1e-4 (default: sb3's, rollouts scaled to episodes)")
+    parser.add_argument("--n-envs", type=int, default=1,
+                        help="environments in parallel processes (sb3: SubprocVecEnv; L2PF: "
+                             "tries) (default: 1)")
+    parser.add_argument("--checkpoint-every", type=int, default=1,
+                        help="checkpoint every N episodes (default: 1)")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue a stopped run from its last checkpoint (its own "
+                             "arguments are used)")
+    parser.add_argument("--final-steps", type=int, default=300,
+                        help="SGD steps of the final fine-tune (default: 300)")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -107,6 +189,44 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     _, meta = pretrain(args.model, data, config, path)
     print(f"saved {path}: validation accuracy {meta['val_accuracy']:.4f}, "
           f"test accuracy {meta['test_accuracy']:.4f}, {meta['train_seconds']:.0f} s")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from agents.train import train
+
+    report, run_dir = train(args)
+    return finish(report, run_dir, args.runs_dir)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from baselines.run import run_baseline
+
+    report, run_dir = run_baseline(args)
+    return finish(report, run_dir, args.runs_dir)
+
+
+def finish(report: dict, run_dir, runs_dir: str) -> int:
+    """The one-screen summary, where the files went, and how to look at the run."""
+    print(summary_table(report))
+    print(f"\nrun: {run_dir} (report.json, compact.pt, model.onnx, model.ts)\n"
+          f"tensorboard --logdir {runs_dir}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from prune_env.export_run import export_run
+
+    for fmt, result in export_run(args.run_dir, args.format or ["onnx", "torchscript"]).items():
+        print(f"{fmt}: {result['path']} (max |difference| from PyTorch "
+              f"{result['max_abs_diff']:.2e})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from prune_env.compare import compare
+
+    print(compare(args.run_dirs, args.csv))
     return 0
 
 
@@ -143,7 +263,9 @@ def summary_table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"pretrain": cmd_pretrain, "episode": cmd_episode}[args.command](args)
+        commands = {"pretrain": cmd_pretrain, "episode": cmd_episode, "train": cmd_train,
+                    "baseline": cmd_baseline, "export": cmd_export, "compare": cmd_compare}
+        return commands[args.command](args)
     except (FileNotFoundError, ValueError) as err:
         print(f"prune-env: error: {err}", file=sys.stderr)
         return 2

@@ -137,7 +137,8 @@ class PruneEnv(gym.Env):
 
     `info` at every step: `accuracy`, `latency_ms` (looked up), `energy_mj` (None unless the
     cost is energy), `flops`, `params`, `finetune_seconds`, `finetune_steps`, `group`,
-    `kept`, `forced_keep`, `unions`, `removed_branches`, `cost`, `cost_ratio`.
+    `kept`, `forced_keep`, `unions`, `removed_branches`, `cost`, `cost_ratio`; at the last
+    step also `kept_filters` (filters left in each conv).
 
     ## Arguments
 
@@ -281,6 +282,8 @@ class PruneEnv(gym.Env):
             reward += final_reward(self.reward_cfg, accuracy, state.cost, self.base_cost,
                                    self._absolute(state.cost))
             state.total_reward += reward
+            info["kept_filters"] = {n: m.out_channels for n, m in model.named_modules()
+                                    if isinstance(m, nn.Conv2d)}
             info["final"] = self._finish() if self.final_report else None
         else:
             state.total_reward += reward

@@ -1,10 +1,12 @@
-"""One pruning episode with a simple policy, as the ``prune-env episode`` command runs it."""
+"""One pruning episode with a simple policy, as the ``prune-env episode`` command runs it,
+and the environment options every command builds from its arguments."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 from torch.utils.tensorboard import SummaryWriter
@@ -17,17 +19,22 @@ from prune_env.pretrain import PretrainConfig
 from prune_env.rundir import new_run_dir
 
 
+def env_options(args: argparse.Namespace, data) -> dict[str, Any]:
+    """The environment's arguments from the command line (shared by train and baseline)."""
+    return {"model": args.model, "dataset": args.dataset, "data": data, "cost": args.cost,
+            "target": args.target, "reward": args.reward, "allowed_drop": args.allowed_drop,
+            "max_finetune_steps": args.max_finetune_steps, "val_samples": args.val_samples,
+            "device": args.device, "threads": args.threads, "checkpoint": args.checkpoint,
+            "seed": args.seed, "latency_table": args.latency_table,
+            "pretrain": PretrainConfig(args.epochs, args.batch_size, args.lr, args.seed)}
+
+
 def run_episode(args: argparse.Namespace) -> tuple[dict, Path]:
     """Run one episode of ``args.policy``; returns (report, run directory)."""
     data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
                      seed=args.seed, synthetic_size=args.synthetic_size,
                      image_size=args.image_size)
-    env = gym.make("prune_env/Prune-v0", model=args.model, dataset=args.dataset, data=data,
-                   cost=args.cost, target=args.target, reward=args.reward,
-                   allowed_drop=args.allowed_drop, max_finetune_steps=args.max_finetune_steps,
-                   val_samples=args.val_samples, device=args.device, threads=args.threads,
-                   checkpoint=args.checkpoint, seed=args.seed,
-                   pretrain=PretrainConfig(args.epochs, args.batch_size, args.lr, args.seed))
+    env = gym.make("prune_env/Prune-v0", **env_options(args, data))
     # created only once the environment stands, so a bad option leaves no empty run behind
     run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.policy, args.seed)
     (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))

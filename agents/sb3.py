@@ -1,0 +1,142 @@
+"""stable-baselines3 agents (PPO, A2C, SAC) on the environment, through `FlatActionWrapper`.
+
+sb3 takes no Dict action, so these agents see the flat action ``Box(0, 1, max_filters + 1)``
+(keep scores thresholded at 0.5, then the fine-tune fraction). Their defaults are sb3's,
+except the rollout and replay sizes, scaled to episodes of a dozen slow steps (sb3's PPO
+default of 2048 steps per update would be days of fine-tuning here); every sb3 keyword can
+be overridden (``prune-env train --agent ppo --sb3 n_steps=48 learning_rate=1e-4``).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import A2C, PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from prune_env.wrappers import FlatActionWrapper
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC}
+
+
+def default_kwargs(name: str, episode_steps: int, n_envs: int) -> dict[str, Any]:
+    """sb3 hyper-parameters scaled to this environment's short, slow episodes."""
+    if name == "ppo":
+        steps = 2 * episode_steps
+        return {"n_steps": steps, "batch_size": max(2, steps * n_envs // 4), "n_epochs": 4}
+    if name == "a2c":
+        return {"n_steps": episode_steps}
+    return {"learning_starts": 2 * episode_steps, "batch_size": 32, "buffer_size": 10_000,
+            "train_freq": 1, "gradient_steps": 1}
+
+
+def parse_kwargs(items: list[str]) -> dict[str, Any]:
+    """``["n_steps=48", "learning_rate=1e-4"]`` -> ``{"n_steps": 48, "learning_rate": 1e-4}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--sb3 takes key=value pairs, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value  # a plain string, e.g. activation names
+    return out
+
+
+def make_vec(env_fn: Callable[[], gym.Env], n_envs: int, seed: int) -> VecEnv:
+    """``n_envs`` flat-action environments, in subprocesses when more than one."""
+
+    def flat_env():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_envs))  # no oversubscription
+        return FlatActionWrapper(env_fn())
+
+    cls = SubprocVecEnv if n_envs > 1 else DummyVecEnv
+    kwargs = {"start_method": "fork"} if n_envs > 1 else None
+    return make_vec_env(flat_env, n_envs=n_envs, seed=seed, vec_env_cls=cls,
+                        vec_env_kwargs=kwargs)
+
+
+def make_agent(name: str, vec_env: VecEnv, seed: int, overrides: dict[str, Any],
+               episode_steps: int) -> BaseAlgorithm:
+    """A fresh sb3 agent with this environment's defaults, then the user's overrides."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown sb3 agent {name!r}: choose one of {', '.join(ALGORITHMS)}")
+    kwargs = default_kwargs(name, episode_steps, vec_env.num_envs) | overrides
+    return ALGORITHMS[name]("MlpPolicy", vec_env, seed=seed, verbose=0, device="cpu", **kwargs)
+
+
+class EpisodeCallback(BaseCallback):
+    """Sums each environment's step infos into episode logs and hands them to ``on_episode``;
+    stops training once ``episodes`` episodes are done in all.
+
+    Args:
+        on_episode: called with each finished episode's log; returns nothing.
+        episodes: the total budget (a resumed run counts its earlier episodes).
+        done_before: episodes finished before this ``learn`` call.
+    """
+
+    def __init__(self, on_episode: Callable[[dict[str, Any]], None], episodes: int,
+                 done_before: int = 0):
+        super().__init__()
+        self.on_episode, self.episodes, self.done = on_episode, episodes, done_before
+        self.running: list[dict[str, float]] = []
+
+    def _on_training_start(self) -> None:
+        self.running = [{"reward": 0.0, "finetune_seconds": 0.0, "finetune_steps": 0,
+                         "finetune_sum": 0.0, "steps": 0} for _ in range(self.training_env.num_envs)]
+
+    def _on_step(self) -> bool:
+        actions = self.locals["actions"]
+        for i, (info, reward, done) in enumerate(zip(self.locals["infos"],
+                                                     self.locals["rewards"],
+                                                     self.locals["dones"], strict=True)):
+            run = self.running[i]
+            run["reward"] += float(reward)
+            run["finetune_seconds"] += info["finetune_seconds"]
+            run["finetune_steps"] += info["finetune_steps"]
+            run["finetune_sum"] += float(np.clip(actions[i][-1], 0, 1))
+            run["steps"] += 1
+            if done:
+                self.on_episode(self.episode_log(run, info))
+                self.done += 1
+                self.running[i] = dict.fromkeys(run, 0.0)
+        return self.done < self.episodes
+
+    def episode_log(self, run: dict[str, float], info: dict[str, Any]) -> dict[str, Any]:
+        return {"episode": self.done, "reward": run["reward"], "accuracy": info["accuracy"],
+                "cost_ratio": info["cost_ratio"], "latency_ms": info["latency_ms"],
+                "energy_mj": info["energy_mj"], "flops": info["flops"],
+                "params": info["params"], "finetune_seconds": run["finetune_seconds"],
+                "finetune_steps": int(run["finetune_steps"]),
+                "finetune_mean": run["finetune_sum"] / max(run["steps"], 1),
+                "kept": info["kept_filters"]}
+
+
+def save_agent(agent: BaseAlgorithm, run_dir: Path) -> None:
+    """The agent (and SAC's replay buffer), written atomically."""
+    tmp = run_dir / "agent.tmp.zip"
+    agent.save(tmp)
+    tmp.replace(run_dir / "agent.zip")
+    if isinstance(agent, SAC):
+        tmp = run_dir / "replay.tmp.pkl"
+        agent.save_replay_buffer(tmp)
+        tmp.replace(run_dir / "replay.pkl")
+
+
+def load_agent(name: str, run_dir: Path, vec_env: VecEnv) -> BaseAlgorithm:
+    """Reload a checkpointed agent onto fresh environments."""
+    agent = ALGORITHMS[name].load(run_dir / "agent.zip", env=vec_env, device="cpu")
+    if isinstance(agent, SAC) and (run_dir / "replay.pkl").exists():
+        agent.load_replay_buffer(run_dir / "replay.pkl")
+    return agent

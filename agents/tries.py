@@ -1,0 +1,64 @@
+"""Try-and-learn's tries in parallel: worker processes, each with its own environment.
+
+Every try starts from the same snapshot (network and random generators), so a try gives the
+same result in a worker as in the main process; the pool only spreads them over cores.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+Result = tuple[Any, float, bool, dict[str, Any], dict[str, Any]]
+
+_ENV: gym.Env | None = None  # the worker's environment
+
+
+def _start_worker(env_fn: Callable[[], gym.Env], threads: int) -> None:
+    global _ENV
+    torch.set_num_threads(threads)
+    _ENV = env_fn()
+    _ENV.reset(seed=0)  # sets up the episode order; each try restores its own state
+
+
+def _run_try(job: tuple[dict[str, Any], dict[str, Any]]) -> Result:
+    snapshot, action = job
+    env = _ENV.unwrapped
+    env.restore(snapshot)
+    obs, reward, done, _, info = _ENV.step(action)
+    return obs, reward, done, info, env.snapshot()
+
+
+def run_try(env: gym.Env, snapshot: dict[str, Any] | None, action: dict[str, Any]) -> Result:
+    """One try in this process (from ``snapshot``, or from where the env stands if None)."""
+    if snapshot is not None:
+        env.unwrapped.restore(snapshot)
+    obs, reward, done, _, info = env.step(action)
+    return obs, reward, done, info, env.unwrapped.snapshot()
+
+
+class TryPool:
+    """``n`` worker processes (forked, so the data set is shared, not copied).
+
+    Args:
+        env_fn: builds one environment; called once in each worker.
+        n: number of workers.
+    """
+
+    def __init__(self, env_fn: Callable[[], gym.Env], n: int):
+        threads = max(1, (os.cpu_count() or 1) // n)  # no oversubscription of the cores
+        context = multiprocessing.get_context("fork")
+        self.pool = context.Pool(n, initializer=_start_worker, initargs=(env_fn, threads))
+
+    def run(self, snapshot: dict[str, Any], actions: list[dict[str, Any]]) -> list[Result]:
+        """Every action tried from ``snapshot``, in parallel, in order."""
+        return self.pool.map(_run_try, [(snapshot, a) for a in actions], chunksize=1)
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()

@@ -1,0 +1,47 @@
+"""``prune-env compare RUN_DIR...``: finished runs side by side (markdown table and CSV)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from prune_env.finalize import load_report
+
+COLUMNS = ("method", "val_acc", "test_acc", "drop", "latency_ms", "speedup", "energy_mj",
+           "mflops", "params", "search_s", "finetune_s", "target_met")
+
+
+def row(run_dir: str | Path) -> dict[str, object]:
+    """One run's numbers (see COLUMNS)."""
+    r = load_report(run_dir)
+    p = r["pruned"]
+    return {"method": r.get("method", Path(run_dir).name), "val_acc": p["val_accuracy"],
+            "test_acc": p["test_accuracy"], "drop": r["accuracy_drop"],
+            "latency_ms": p["latency_ms"], "speedup": r["speedup"],
+            "energy_mj": p["energy_mj"], "mflops": p["flops"] / 1e6, "params": p["params"],
+            "search_s": r.get("search", {}).get("seconds"),
+            "finetune_s": r["finetune"]["seconds"] + r.get("final_finetune", {}).get("seconds", 0),
+            "target_met": r["target_met"]}
+
+
+def fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def compare(run_dirs: list[str], csv_path: str | None = None) -> str:
+    """The markdown table of ``run_dirs`` (and the CSV file when ``csv_path`` is given)."""
+    rows = [row(d) for d in run_dirs]
+    if csv_path:
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
