@@ -53,6 +53,7 @@ class L2PFConfig:
         pace_weight: weight of the pacing term that steers the cost toward the target.
         hidden: width of the policy's hidden layers.
         keep_bias: initial keep logit of every filter.
+        feature_prior: initial weight of the filters' scores in their keep logits.
     """
 
     tries: int = 4
@@ -60,7 +61,8 @@ class L2PFConfig:
     ent_coef: float = 0.01
     pace_weight: float = 1.0
     hidden: int = 64
-    keep_bias: float = 2.0
+    keep_bias: float = 1.0
+    feature_prior: float = 4.0
 
     def __post_init__(self):
         if self.tries < 1:
@@ -99,7 +101,7 @@ class L2PF:
         self.seed = seed
         torch.manual_seed(seed)
         self.policy = L2PFPolicy(env.unwrapped.max_filters, self.config.hidden,
-                                 self.config.keep_bias)
+                                 self.config.keep_bias, self.config.feature_prior)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.episodes = 0
         self.best: Candidate | None = None

@@ -84,11 +84,16 @@ class L2PFPolicy(nn.Module):
     Args:
         max_filters: the environment's ``action_space["keep"].n``.
         hidden: width of the hidden layers.
-        keep_bias: initial keep logit (2.0: each filter starts kept with p = 0.88, so early
-            tries prune a little rather than destroy the network at the first group).
+        keep_bias: initial keep logit (1.0: each filter starts kept with p = 0.73).
+        feature_prior: initial weight of a filter's mean score (its four features, centred
+            on the group's mean) in its keep logit. The prior that filters with larger
+            norms, scales, activations and Taylor scores matter more, which the agent then
+            keeps, reweights or unlearns; with a budget of a few episodes a policy that
+            starts from a blank ranking only rediscovers it (0 gives that blank start).
     """
 
-    def __init__(self, max_filters: int, hidden: int = 64, keep_bias: float = 2.0):
+    def __init__(self, max_filters: int, hidden: int = 64, keep_bias: float = 1.0,
+                 feature_prior: float = 4.0):
         super().__init__()
         self.max_filters = max_filters
         self.n_desc, self.n_feat = len(DESCRIPTOR), len(FEATURES)
@@ -98,6 +103,7 @@ class L2PFPolicy(nn.Module):
                                     nn.Linear(hidden, 1))
         self.group = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh(),
                                    nn.Linear(hidden, 3))  # drop logit, Beta alpha, Beta beta
+        self.prior = nn.Parameter(torch.full((self.n_feat,), feature_prior / self.n_feat))
         for head, bias in ((self.filter[-1], keep_bias), (self.group[-1], 0.0)):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.constant_(head.bias, bias)
@@ -115,7 +121,9 @@ class L2PFPolicy(nn.Module):
         ctx = self.context(desc)
         per_filter = torch.cat([feats, ctx[:, None].expand(-1, self.max_filters, -1)], -1)
         hidden = self.filter[:2](per_filter)
-        keep_logits = self.filter[2](hidden).squeeze(-1)
+        score = feats @ self.prior  # the feature prior, centred per group
+        mean = (score * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp(min=1)
+        keep_logits = self.filter[2](hidden).squeeze(-1) + score - mean
         pooled = (hidden * valid[..., None]).sum(1) / valid.sum(-1, keepdim=True).clamp(min=1)
         head = self.group(torch.cat([ctx, pooled], -1))
         alpha = 1 + nn.functional.softplus(head[:, 1])

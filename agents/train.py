@@ -28,6 +28,7 @@ from agents import sb3
 from agents.l2pf import L2PF, L2PFConfig
 from prune_env.data import load_data
 from prune_env.episode import env_options
+from prune_env.export import FORMATS
 from prune_env.finalize import Candidate, finalize, policy_episode
 from prune_env.rundir import new_run_dir
 from prune_env.tensorboard import EpisodeLogger
@@ -57,6 +58,7 @@ def train(args: argparse.Namespace) -> tuple[dict, Path]:
     env = gym.make("prune_env/Prune-v0", final_report=False, **options)
     if args.resume:
         run_dir = Path(args.resume)
+        print(f"resuming {run_dir} at episode {read_progress(run_dir)['episodes']}", flush=True)
     else:  # made only once the environment stands: a bad option leaves no empty run
         run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.agent, args.seed)
         (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
@@ -84,7 +86,8 @@ def train(args: argparse.Namespace) -> tuple[dict, Path]:
     bar.close()
     search_seconds = time.perf_counter() - started
     best = max(candidates, key=Candidate.key)
-    report = finalize(env, best, run_dir, steps=args.final_steps, seed=args.seed, extra={
+    report = finalize(env, best, run_dir, steps=args.final_steps, seed=args.seed,
+                      formats=() if args.no_export else FORMATS, extra={
         "method": args.agent, "episodes": args.episodes,
         "search": {"seconds": search_seconds,
                    "candidates": [{"source": c.source, "val_accuracy_subset": c.accuracy,

@@ -15,6 +15,7 @@ import prune_env  # noqa: F401  (registers the environment)
 from baselines.simple import make_policy, uniform_ratio_for
 from prune_env.data import load_data
 from prune_env.episode import env_options
+from prune_env.export import FORMATS
 from prune_env.finalize import finalize, policy_episode
 from prune_env.rundir import new_run_dir
 from prune_env.tensorboard import EpisodeLogger, candidate_log
@@ -26,8 +27,12 @@ def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
                      seed=args.seed, synthetic_size=args.synthetic_size,
                      image_size=args.image_size)
     env = gym.make("prune_env/Prune-v0", final_report=False, **env_options(args, data))
-    ratio = (uniform_ratio_for(env.unwrapped, args.target) if args.ratio == "auto"
-             else float(args.ratio))
+    if args.name == "keep-all":
+        ratio = 1.0
+    elif args.ratio == "auto":
+        ratio = uniform_ratio_for(env.unwrapped, args.target)
+    else:
+        ratio = float(args.ratio)
     run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
     (run_dir / "args.json").write_text(json.dumps(vars(args) | {"ratio": ratio}, indent=2))
     logger = EpisodeLogger(SummaryWriter(str(run_dir)), env.unwrapped, 1)
@@ -37,6 +42,7 @@ def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
     candidate = policy_episode(env, policy, args.seed, f"{args.name} policy, ratio {ratio:.2f}")
     logger.episode(candidate_log(env.unwrapped, candidate, 0, args.finetune))
     report = finalize(env, candidate, run_dir, steps=args.final_steps, seed=args.seed,
+                      formats=() if args.no_export else FORMATS,
                       extra={"method": args.name, "ratio": ratio, "episodes": 1,
                              "search": {"seconds": time.perf_counter() - start}})
     logger.final(report, vars(args) | {"ratio": ratio})

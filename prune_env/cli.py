@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fine-tune fraction at every step, in [0, 1] (default: 0.2)")
     bas.add_argument("--final-steps", type=int, default=300,
                      help="SGD steps of the final fine-tune (default: 300)")
+    bas.add_argument("--no-export", action="store_true",
+                     help="skip the ONNX and TorchScript files (`prune-env export` later)")
 
     exp = sub.add_parser("export", help="export a finished run's network (ONNX, TorchScript)",
                          description="Write RUN_DIR/model.onnx and/or RUN_DIR/model.ts from "
@@ -175,6 +177,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                              "arguments are used)")
     parser.add_argument("--final-steps", type=int, default=300,
                         help="SGD steps of the final fine-tune (default: 300)")
+    parser.add_argument("--no-export", action="store_true",
+                        help="skip the ONNX and TorchScript files (`prune-env export` later)")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:

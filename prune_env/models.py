@@ -159,4 +159,5 @@ def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
     if shape is None:
         raise ValueError("model has no input_shape: build it with prune_env.models.build_model "
                          "or set model.input_shape = (C, H, W)")
-    return torch.randn(batch, *shape)
+    # a private generator: tracing must not move the global RNG that agents sample from
+    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))

@@ -122,7 +122,8 @@ class CostMeter:
             return None
         dev = torch.device(self.device)
         net = model.to(dev).eval()
-        x = torch.randn(self.batch, *self.input_shape, device=dev)
+        x = torch.randn(self.batch, *self.input_shape,
+                        generator=torch.Generator().manual_seed(0)).to(dev)
         with torch.inference_mode():
             result = measure_energy(lambda: net(x), self.energy_meter,
                                     sync=synchronizer(dev))

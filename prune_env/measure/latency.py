@@ -89,7 +89,9 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...
     """
     dev = torch.device(device)
     sync = synchronizer(dev)
-    x = torch.randn(batch, *input_shape, device=dev)
+    # a private generator: timing (done or skipped, by the table's cache) must not move the
+    # global RNG that agents sample from, or a resumed run would differ from a straight one
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(dev)
     nets = {name: _on_device(model, dev) for name, model in models.items()}
     modes = {name: net.training for name, net in nets.items()}
     for net in nets.values():

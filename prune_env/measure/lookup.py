@@ -121,10 +121,13 @@ class LatencyTable:
         """The layer's latency, timed now if the table has not seen its shape."""
         key = shape.key(self.batch, self.device, self.threads)
         if key not in self.entries:
-            result = measure_latency({"layer": shape.layer()}, shape.input_shape(),
-                                     batch=self.batch, device=self.device,
-                                     threads=self.threads, warmup=2, blocks=3,
-                                     repeats=self.repeats)
+            # the layer's random weights must not move the global RNG: whether a shape is
+            # timed depends on the cache, and agents sample from that RNG
+            with torch.random.fork_rng(devices=[]):
+                result = measure_latency({"layer": shape.layer()}, shape.input_shape(),
+                                         batch=self.batch, device=self.device,
+                                         threads=self.threads, warmup=2, blocks=3,
+                                         repeats=self.repeats)
             self.entries[key] = result["layer"].estimate_ms
             self.measured += 1
         return self.entries[key]

@@ -1,0 +1,95 @@
+"""The L2PF agent: its policy, its REINFORCE update, its tries (snapshots, workers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from agents.l2pf import L2PF, L2PFConfig, Try
+from agents.l2pf_policy import REMOVABLE, L2PFPolicy, to_env_action
+
+
+def observation(max_filters: int, size: int, removable: bool) -> np.ndarray:
+    policy = L2PFPolicy(max_filters)
+    obs = np.zeros(policy.n_desc + (policy.n_feat + 1) * max_filters, np.float32)
+    obs[REMOVABLE] = float(removable)
+    start = policy.n_desc
+    obs[start: start + policy.n_feat * size] = np.linspace(0, 1, policy.n_feat * size)
+    obs[start + policy.n_feat * max_filters: start + policy.n_feat * max_filters + size] = 1
+    return obs
+
+
+def test_policy_starts_from_the_feature_prior_and_drop_removes_the_group():
+    torch.manual_seed(0)
+    policy = L2PFPolicy(8)
+    obs = observation(8, 5, removable=True)
+    action, _ = policy.predict(obs, deterministic=True)
+    keep = action["keep"][:5].astype(bool)
+    # the features rise with the filter index: the prior keeps the top filters
+    assert 2 <= keep.sum() < 5 and keep[-1] and not keep[0]
+    assert np.all(np.diff(keep.astype(int)) >= 0)
+    assert 0 < action["finetune"][0] < 1
+    dist = policy.distribution(torch.as_tensor(obs)[None])
+    dropped = {"keep": torch.ones(1, 8), "drop": torch.ones(1),
+               "finetune": torch.full((1,), 0.5)}
+    assert to_env_action(dropped, 8)["keep"].sum() == 0
+    assert torch.isfinite(dist.log_prob(dropped)).all()
+    # not removable: the drop coin has no probability mass to spend
+    fixed = policy.distribution(torch.as_tensor(observation(8, 5, removable=False))[None])
+    assert fixed.sample()[0]["drop"].item() == 0
+
+
+def test_reinforce_learns_which_filters_pay():
+    """A bandit with the agent's own update: keeping filters 0-2 pays, keeping 3-5 costs."""
+    torch.manual_seed(0)
+    agent = L2PF.__new__(L2PF)  # the update alone, without an environment
+    agent.config = L2PFConfig(lr=1e-2, ent_coef=0.0)
+    agent.policy = L2PFPolicy(8, feature_prior=0.0)  # a blank start: the rule alone learns
+    agent.optimizer = torch.optim.Adam(agent.policy.parameters(), lr=agent.config.lr)
+    obs = observation(8, 6, removable=False)
+    for _ in range(150):
+        with torch.no_grad():
+            dist = agent.policy.distribution(torch.as_tensor(obs)[None])
+        tries = []
+        for _ in range(4):
+            action = dist.sample()[0]
+            score = float(action["keep"][0, :3].sum() - action["keep"][0, 3:6].sum())
+            tries.append(Try(action, score, score, obs, False, {}, {}))
+        agent.update(obs, tries)
+    probs = agent.policy.distribution(torch.as_tensor(obs)[None]).keep.probs[0]
+    assert probs[:3].min() > 0.9
+    assert probs[3:6].max() < 0.5
+
+
+def test_snapshot_restore_replays_a_step_exactly(make_env):
+    env = make_env(final_report=False)
+    obs, _ = env.reset(seed=3)
+    start = env.unwrapped.snapshot()
+    keep = np.zeros(env.unwrapped.max_filters, np.int8)
+    keep[: env.unwrapped.state.group.size // 2] = 1
+    action = {"keep": keep, "finetune": np.array([0.5], np.float32)}
+    first = env.step(action)
+    obs_back = env.unwrapped.restore(start)
+    np.testing.assert_array_equal(obs_back, obs)
+    second = env.step(action)
+    assert first[1] == second[1]  # same reward: same surgery, batches and validation
+    assert first[4]["accuracy"] == second[4]["accuracy"]
+    np.testing.assert_array_equal(first[0], second[0])
+
+
+def test_tries_in_workers_equal_tries_in_process(make_env):
+    results = []
+    for n_envs in (1, 2):
+        torch.manual_seed(0)
+        env = make_env(final_report=False)
+        agent = L2PF(env, L2PFConfig(tries=2), seed=0, n_envs=n_envs,
+                     env_fn=lambda: make_env(final_report=False))
+        obs, _ = env.reset(seed=0)
+        try:
+            results.append([(t.reward, t.info["accuracy"], t.info["kept"])
+                            for t in agent.try_group(obs)])
+        finally:
+            agent.close()
+    for (r1, a1, k1), (r2, a2, k2) in zip(*results, strict=True):
+        assert k1 == k2
+        assert abs(a1 - a2) < 0.01 and abs(r1 - r2) < 0.05  # threads differ: float order
