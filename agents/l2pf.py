@@ -14,9 +14,12 @@ how long to fine-tune. This implementation, on `prune_env.env.PruneEnv`'s hybrid
 - Score of a try: the environment's reward (psi * phi minus the fine-tune price, see
   `prune_env.reward`) plus a pacing term. Departure: L2PF's reward is not public and psi * phi
   alone ignores the cost target until the episode's last step, so a layer-by-layer search
-  would never aim at it; the pacing term charges ``pace_weight * (ratio - pace) / target``
-  whenever the cost ratio after a step exceeds a straight line from 1 (start) to the target
-  (end), the soft form of AMC's rule of keeping the budget reachable.
+  would never aim at it. The pace line goes from 1 to the target as the episode covers the
+  network's cost: after a group, ``line = 1 - (1 - target) * covered``, with ``covered`` the
+  summed cost shares (observation entries 7-8) of the groups visited so far. A try above the
+  line is charged ``pace_weight * (ratio - line) / target``, and the kept try is the best
+  scoring one ON the line when any is, else the one least behind it (AMC's rule of keeping
+  the budget reachable, applied to tries rather than by clamping one action).
 - The best network over all episodes (target met first, then validation accuracy) is kept.
 
 Example:
@@ -39,6 +42,7 @@ from torch import nn
 
 from agents.l2pf_policy import L2PFPolicy, to_env_action
 from agents.tries import TryPool, run_try
+from prune_env.env import DESCRIPTOR
 from prune_env.finalize import Candidate
 
 
@@ -52,16 +56,16 @@ class L2PFConfig:
         ent_coef: entropy bonus.
         pace_weight: weight of the pacing term that steers the cost toward the target.
         hidden: width of the policy's hidden layers.
-        keep_bias: initial keep logit of every filter.
+        keep_ratio: initial mean keep ratio of a group.
         feature_prior: initial weight of the filters' scores in their keep logits.
     """
 
     tries: int = 4
     lr: float = 3e-3
     ent_coef: float = 0.01
-    pace_weight: float = 1.0
+    pace_weight: float = 2.0
     hidden: int = 64
-    keep_bias: float = 1.0
+    keep_ratio: float = 0.7
     feature_prior: float = 4.0
 
     def __post_init__(self):
@@ -80,6 +84,7 @@ class Try:
     done: bool
     info: dict[str, Any]
     snapshot: dict[str, Any]
+    behind: float = 0.0  # how far above the pace line (0: on it)
 
 
 class L2PF:
@@ -101,11 +106,12 @@ class L2PF:
         self.seed = seed
         torch.manual_seed(seed)
         self.policy = L2PFPolicy(env.unwrapped.max_filters, self.config.hidden,
-                                 self.config.keep_bias, self.config.feature_prior)
+                                 self.config.keep_ratio, self.config.feature_prior)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.episodes = 0
         self.best: Candidate | None = None
         self.pool = None
+        self.covered = 0.0  # share of the network's cost the episode has visited
         if n_envs > 1:
             if env_fn is None:
                 raise ValueError("n_envs > 1 needs env_fn to build the workers' environments")
@@ -135,12 +141,14 @@ class L2PF:
         env, unwrapped = self.env, self.env.unwrapped
         obs, _ = env.reset(seed=self.seed + self.episodes)
         done, reward, losses, entropies, finetune, info = False, 0.0, [], [], [], {}
+        self.covered = 0.0
         while not done:
+            self.covered = min(1.0, self.covered + self.share(obs))
             tries = self.try_group(obs)
             loss, entropy = self.update(obs, tries)
             losses.append(loss)
             entropies.append(entropy)
-            best = max(tries, key=lambda t: t.score)
+            best = max(tries, key=lambda t: (-t.behind, t.score))
             unwrapped.restore(best.snapshot)
             obs, done, info = best.obs, best.done, best.info
             reward += best.reward
@@ -170,16 +178,25 @@ class L2PF:
         else:
             results = [run_try(self.env, start if k else None, a)
                        for k, a in enumerate(env_actions)]
-        return [Try(a, reward, reward + self.pace(next_obs, done, info), next_obs, done, info,
-                    snapshot) for a, (next_obs, reward, done, info, snapshot)
-                in zip(actions, results, strict=True)]
+        tries = []
+        for action, (next_obs, reward, done, info, snapshot) in zip(actions, results,
+                                                                    strict=True):
+            behind = self.behind(done, info)
+            tries.append(Try(action, reward, reward - self.config.pace_weight * behind,
+                             next_obs, done, info, snapshot, behind))
+        return tries
 
-    def pace(self, next_obs: np.ndarray, done: bool, info: dict[str, Any]) -> float:
-        """Charge for being above the straight line from the full cost to the target."""
+    def share(self, obs: np.ndarray) -> float:
+        """The current group's share of the network's cost (latency share, or FLOPs share
+        for the counted costs)."""
+        counted = self.env.unwrapped.cost_name in ("flops", "params")
+        return float(obs[DESCRIPTOR.index("flops_share" if counted else "latency_share")])
+
+    def behind(self, done: bool, info: dict[str, Any]) -> float:
+        """How far above the pace line a try left the cost, in units of the target."""
         target = self.env.unwrapped.reward_cfg.target
-        progress = 1.0 if done else float(next_obs[0])
-        line = 1.0 - (1.0 - target) * progress
-        return -self.config.pace_weight * max(0.0, info["cost_ratio"] - line) / target
+        line = 1.0 - (1.0 - target) * (1.0 if done else self.covered)
+        return max(0.0, info["cost_ratio"] - line) / target
 
     def update(self, obs: np.ndarray, tries: list[Try]) -> tuple[float, float]:
         """REINFORCE over the tries, baseline = their mean score; returns (loss, entropy)."""

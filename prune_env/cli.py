@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from prune_env.catalog import AGENTS, COSTS, DATASETS, OWN_MODELS, POLICIES, REWARDS
 
@@ -161,9 +162,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                         help="L2PF: Adam learning rate of the policy (default: 3e-3)")
     parser.add_argument("--ent-coef", type=float, default=0.01,
                         help="L2PF: entropy bonus (default: 0.01)")
-    parser.add_argument("--pace-weight", type=float, default=1.0,
+    parser.add_argument("--pace-weight", type=float, default=2.0,
                         help="L2PF: weight of the term pacing the cost toward the target "
-                             "(default: 1.0)")
+                             "(default: 2.0)")
     parser.add_argument("--sb3", nargs="*", default=[], metavar="KEY=VALUE",
                         help="stable-baselines3 hyper-parameters, e.g. n_steps=48 "
                              "learning_rate=1e-4 (default: sb3's, rollouts scaled to episodes)")
@@ -213,8 +214,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def finish(report: dict, run_dir, runs_dir: str) -> int:
     """The one-screen summary, where the files went, and how to look at the run."""
     print(summary_table(report))
-    print(f"\nrun: {run_dir} (report.json, compact.pt, model.onnx, model.ts)\n"
-          f"tensorboard --logdir {runs_dir}")
+    files = ", ".join(["report.json", "compact.pt", *(Path(e["path"]).name
+                                                      for e in report["exports"].values())])
+    print(f"\nrun: {run_dir} ({files})\ntensorboard --logdir {runs_dir}")
     return 0
 
 

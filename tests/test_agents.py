@@ -30,7 +30,7 @@ def test_policy_starts_from_the_feature_prior_and_drop_removes_the_group():
     assert np.all(np.diff(keep.astype(int)) >= 0)
     assert 0 < action["finetune"][0] < 1
     dist = policy.distribution(torch.as_tensor(obs)[None])
-    dropped = {"keep": torch.ones(1, 8), "drop": torch.ones(1),
+    dropped = {"ratio": torch.full((1,), 0.5), "keep": torch.ones(1, 8), "drop": torch.ones(1),
                "finetune": torch.full((1,), 0.5)}
     assert to_env_action(dropped, 8)["keep"].sum() == 0
     assert torch.isfinite(dist.log_prob(dropped)).all()
@@ -56,7 +56,8 @@ def test_reinforce_learns_which_filters_pay():
             score = float(action["keep"][0, :3].sum() - action["keep"][0, 3:6].sum())
             tries.append(Try(action, score, score, obs, False, {}, {}))
         agent.update(obs, tries)
-    probs = agent.policy.distribution(torch.as_tensor(obs)[None]).keep.probs[0]
+    dist = agent.policy.distribution(torch.as_tensor(obs)[None])
+    probs = dist.keep(dist.ratio.mean).probs[0]
     assert probs[:3].min() > 0.9
     assert probs[3:6].max() < 0.5
 
