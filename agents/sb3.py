@@ -62,7 +62,8 @@ def make_vec(env_fn: Callable[[], gym.Env], n_envs: int, seed: int) -> VecEnv:
         return FlatActionWrapper(env_fn())
 
     cls = SubprocVecEnv if n_envs > 1 else DummyVecEnv
-    kwargs = {"start_method": "fork"} if n_envs > 1 else None
+    # spawn: a forked child hangs once it runs OpenMP work on several threads (timing does)
+    kwargs = {"start_method": "spawn"} if n_envs > 1 else None
     return make_vec_env(flat_env, n_envs=n_envs, seed=seed, vec_env_cls=cls,
                         vec_env_kwargs=kwargs)
 

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import cloudpickle
 import gymnasium as gym
 import torch
 
@@ -19,10 +20,10 @@ Result = tuple[Any, float, bool, dict[str, Any], dict[str, Any]]
 _ENV: gym.Env | None = None  # the worker's environment
 
 
-def _start_worker(env_fn: Callable[[], gym.Env], threads: int) -> None:
+def _start_worker(env_fn_bytes: bytes, threads: int) -> None:
     global _ENV
     torch.set_num_threads(threads)
-    _ENV = env_fn()
+    _ENV = cloudpickle.loads(env_fn_bytes)()
     _ENV.reset(seed=0)  # sets up the episode order; each try restores its own state
 
 
@@ -43,7 +44,8 @@ def run_try(env: gym.Env, snapshot: dict[str, Any] | None, action: dict[str, Any
 
 
 class TryPool:
-    """``n`` worker processes (forked, so the data set is shared, not copied).
+    """``n`` worker processes, spawned: a forked child of a process that has run OpenMP work
+    hangs as soon as it uses more than one thread itself (latency timing does).
 
     Args:
         env_fn: builds one environment; called once in each worker.
@@ -52,8 +54,9 @@ class TryPool:
 
     def __init__(self, env_fn: Callable[[], gym.Env], n: int):
         threads = max(1, (os.cpu_count() or 1) // n)  # no oversubscription of the cores
-        context = multiprocessing.get_context("fork")
-        self.pool = context.Pool(n, initializer=_start_worker, initargs=(env_fn, threads))
+        context = multiprocessing.get_context("spawn")
+        self.pool = context.Pool(n, initializer=_start_worker,
+                                 initargs=(cloudpickle.dumps(env_fn), threads))
 
     def run(self, snapshot: dict[str, Any], actions: list[dict[str, Any]]) -> list[Result]:
         """Every action tried from ``snapshot``, in parallel, in order."""

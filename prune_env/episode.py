@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -24,7 +25,9 @@ def env_options(args: argparse.Namespace, data) -> dict[str, Any]:
     return {"model": args.model, "dataset": args.dataset, "data": data, "cost": args.cost,
             "target": args.target, "reward": args.reward, "allowed_drop": args.allowed_drop,
             "max_finetune_steps": args.max_finetune_steps, "val_samples": args.val_samples,
-            "device": args.device, "threads": args.threads, "checkpoint": args.checkpoint,
+            # fixed here, so that worker processes (which train on fewer threads) predict
+            # latency from the same table entries as the main process
+            "device": args.device, "threads": args.threads or torch.get_num_threads(), "checkpoint": args.checkpoint,
             "seed": args.seed, "latency_table": args.latency_table,
             "pretrain": PretrainConfig(args.epochs, args.batch_size, args.lr, args.seed)}
 

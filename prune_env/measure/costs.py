@@ -1,7 +1,7 @@
 """The costs the environment rewards: latency, energy, FLOPs and parameters of a network.
 
-During an episode latency is *predicted* from the per-layer lookup table plus a per-layer
-overhead measured once on the base network (a step must not spend seconds timing);
+During an episode latency is *predicted* from the per-layer lookup table plus an overhead
+model fitted once on the base network (a step must not spend seconds timing);
 at the episode's end the real compact network is timed, interleaved with the base. Energy,
 when it is the cost, is metered at every step; otherwise it is metered for the report only
 where a sensor exists (None elsewhere: never an invented number).
@@ -24,6 +24,22 @@ from prune_env.measure.lookup import LatencyTable, LayerShape, layer_shapes
 #: Key of each cost in the dict `CostMeter.costs` returns.
 COST_KEYS = {"latency": "latency_ms", "energy": "energy_mj", "flops": "flops",
              "params": "params"}
+
+
+def output_elements(shapes: dict[str, LayerShape]) -> int:
+    """Output values of all conv and linear layers at batch 1."""
+    return sum(s.out_channels * s.out_height * s.out_width for s in shapes.values())
+
+
+def half_width(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every filter group halved (for calibration: same depth)."""
+    from prune_env.groups import filter_groups
+    from prune_env.surgery import compact
+
+    keep = {}
+    for group in filter_groups(model):
+        keep |= group.keep_for(torch.arange(group.size) % 2 == 0)
+    return compact(model, keep)
 
 
 class CostMeter:
@@ -49,7 +65,7 @@ class CostMeter:
         self.batch = batch
         self.report_batch = report_batch
         self.table = LatencyTable(table, device=device, threads=self.threads, batch=batch)
-        self.overhead_per_layer_ms = 0.0
+        self.overhead = (0.0, 0.0)  # ms per layer, ms per output element (`calibrate`)
         # layer shapes per network object: a network's shapes never change once built
         self._shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.energy_meter: EnergyMeter | None = None
@@ -63,11 +79,11 @@ class CostMeter:
         """latency_ms (looked up), energy_mj (metered if it is the cost), flops, params.
 
         Args:
-            calibrate: time ``model`` for real and spread the part its layers' entries do not
-                explain over its layers, as a per-layer overhead (done on the base network).
+            calibrate: fit the overhead model on ``model`` (the base network), see
+                `calibrate`.
         """
         if calibrate:
-            self.overhead_per_layer_ms = self.calibrate(model)
+            self.overhead = self.calibrate(model)
         return {"latency_ms": self.predict_ms(model),
                 "energy_mj": self.energy_mj(model) if self.cost == "energy" else None,
                 "flops": self.flops(model), "params": count_params(model)}
@@ -83,32 +99,48 @@ class CostMeter:
         (FlopCounterMode) counts, asserted equal in the tests, without a second trace."""
         return sum(s.flops() for s in self.shapes(model).values())
 
-    def calibrate(self, model: nn.Module) -> float:
-        """Per-layer overhead (ms) of ``model``: measured once, then kept in the table's file.
+    def calibrate(self, model: nn.Module) -> tuple[float, float]:
+        """The overhead model (ms per layer, ms per output element) fitted on ``model``.
 
-        Cached so that every run on this machine predicts the same latencies, and the same
-        seed gives the same episode.
+        What the layers' table entries do not explain (BatchNorm, activations, additions,
+        framework calls) has a part fixed per layer and a part that scales with the layers'
+        output sizes (element-wise work). Two networks of the same depth, ``model`` and its
+        half-width copy, are timed interleaved; their two unexplained remainders give the
+        two coefficients. Cached in the table's file, so every run on this machine predicts
+        the same latencies and the same seed gives the same episode.
         """
         shapes = self.shapes(model)
-        key = "overhead|" + hashlib.sha1("/".join(
+        key = "overhead2|" + hashlib.sha1("/".join(
             s.key(self.batch, self.device, self.threads) for s in shapes.values()
         ).encode()).hexdigest()
         if key not in self.table.entries:
-            measured = self.measure({"model": model})["model"].estimate_ms
-            spare = measured - sum(self.table.layers_ms(shapes).values())
-            self.table.entries[key] = max(spare, 0.0) / len(shapes)
+            half = half_width(model)
+            timed = self.measure({"base": model, "half": half})
+            rest = {n: timed[n].estimate_ms - sum(self.table.layers_ms(self.shapes(m)).values())
+                    for n, m in (("base", model), ("half", half))}
+            elements = {"base": output_elements(shapes),
+                        "half": output_elements(self.shapes(half))}
+            per_element = max(0.0, (rest["base"] - rest["half"])
+                              / max(elements["base"] - elements["half"], 1))
+            per_layer = (rest["base"] - per_element * elements["base"]) / len(shapes)
+            if per_layer < 0:  # all of it scales with size
+                per_layer, per_element = 0.0, max(rest["base"], 0.0) / elements["base"]
+            self.table.entries[key] = [per_layer, per_element]
             self.table.save()
-        return self.table.entries[key]
+        per_layer, per_element = self.table.entries[key]
+        return per_layer, per_element
 
     def predict_ms(self, model: nn.Module) -> float:
-        """Looked-up latency: the layers' table entries plus the per-layer overhead.
+        """Looked-up latency: the layers' table entries plus the fitted overhead.
 
-        The overhead (BatchNorm, activations, additions, framework calls) goes with the
-        number of layers, so a network that lost residual branches also loses their share.
+        The overhead goes with the number of layers and their output sizes, so a network
+        that lost residual branches loses their share, and a thinner one its element-wise
+        work.
         """
         shapes = self.shapes(model)
         table = sum(self.table.layers_ms(shapes).values())
-        return table + self.overhead_per_layer_ms * len(shapes)
+        per_layer, per_element = self.overhead
+        return table + per_layer * len(shapes) + per_element * output_elements(shapes)
 
     def measure(self, models: dict[str, nn.Module], batch: int | None = None,
                 repeats: int = 10):
