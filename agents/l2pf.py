@@ -44,6 +44,7 @@ from agents.l2pf_policy import L2PFPolicy, to_env_action
 from agents.tries import TryPool, run_try
 from prune_env.env import DESCRIPTOR
 from prune_env.finalize import Candidate
+from prune_env.uniform import uniform_ratio_for
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ class L2PFConfig:
         ent_coef: entropy bonus.
         pace_weight: weight of the pacing term that steers the cost toward the target.
         hidden: width of the policy's hidden layers.
-        keep_ratio: initial mean keep ratio of a group.
+        keep_ratio: initial mean keep ratio of a group; None: the uniform ratio whose
+            L1-pruned network meets the target (`prune_env.uniform`), so that the first tries
+            explore around the L1-uniform allocation instead of far from the target.
         feature_prior: initial weight of the filters' scores in their keep logits.
     """
 
@@ -65,8 +68,8 @@ class L2PFConfig:
     ent_coef: float = 0.01
     pace_weight: float = 2.0
     hidden: int = 64
-    keep_ratio: float = 0.7
-    feature_prior: float = 4.0
+    keep_ratio: float | None = None
+    feature_prior: float = 16.0
 
     def __post_init__(self):
         if self.tries < 1:
@@ -104,9 +107,10 @@ class L2PF:
         self.env = env
         self.config = config or L2PFConfig()
         self.seed = seed
+        self.keep_ratio = self.initial_keep_ratio()
         torch.manual_seed(seed)
         self.policy = L2PFPolicy(env.unwrapped.max_filters, self.config.hidden,
-                                 self.config.keep_ratio, self.config.feature_prior)
+                                 self.keep_ratio, self.config.feature_prior)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.episodes = 0
         self.best: Candidate | None = None
@@ -116,6 +120,13 @@ class L2PF:
             if env_fn is None:
                 raise ValueError("n_envs > 1 needs env_fn to build the workers' environments")
             self.pool = TryPool(env_fn, n_envs)
+
+    def initial_keep_ratio(self) -> float:
+        """The configured keep ratio, or the uniform one meeting the target."""
+        if self.config.keep_ratio is not None:
+            return self.config.keep_ratio
+        env = self.env.unwrapped
+        return uniform_ratio_for(env, env.reward_cfg.target)
 
     def close(self) -> None:
         """Stop the worker processes, if any."""

@@ -4,13 +4,17 @@ It reads the environment's observation (see `prune_env.env.PruneEnv`): the group
 descriptor, four features per filter and the validity mask, and returns a distribution over
 the hybrid action:
 
-- ``ratio`` then ``keep``: the group's keep ratio from a Beta (AMC's per-layer action), then
-  one Bernoulli per filter whose logit is the filter's score, centred on the group, plus
-  logit(ratio). The score comes from the filter's own features and the group's context
-  through one small network shared by all filters and all groups (the multi-task agent of
-  L2PF: one policy for every layer, conditioned on the layer). Independent coins alone
-  would make every try prune about the same amount; the ratio lets tries range from light
-  to heavy pruning and lets the agent learn how much each layer takes.
+- ``ratio`` then ``keep``: the group's keep ratio rho from a Beta (AMC's per-layer action),
+  then exactly k = round(rho * n) filters drawn without replacement, each next one with
+  probability proportional to exp(score) (Plackett-Luce, sampled as the top k of the scores
+  plus Gumbel noise). The score comes from the filter's own features and the group's
+  context through one small network shared by all filters and all groups (the multi-task
+  agent of L2PF: one policy for every layer, conditioned on the layer), plus a prior on the
+  features. Departure: L2PF draws one Bernoulli per filter; independent coins make the kept
+  count random around the mean, and unless the scores are far apart they pick close to a
+  random subset, which on a trained network costs most of its accuracy. The ratio lets tries
+  range from light to heavy pruning and lets the agent learn how much each layer takes; the
+  ranking decides which filters go.
 - ``drop``: for groups whose filters can all go (residual branches), one more Bernoulli that
   removes the whole group. Independent per-filter coins almost never drop all 16 filters of a
   group together, so without it the agent could not find block removal, which on
@@ -45,9 +49,11 @@ EPS = 1e-4
 class HybridDistribution:
     """The policy's distribution over one batch of hybrid actions.
 
-    Sampling order: the group's keep ratio rho ~ Beta; then each filter is kept with
-    probability sigmoid(score_i + logit(rho)), its score centred on the group's mean, so about
-    a fraction rho of the filters survives and the better-scored ones more often.
+    Sampling order: the group's keep ratio rho ~ Beta; then k = round(rho * n) filters,
+    chosen by Plackett-Luce sampling without replacement over the filters' scores. The
+    log-probability counts the order in which the k filters were drawn (the sampled random
+    variable; the network depends only on the set, a function of it, so REINFORCE with it
+    stays unbiased).
 
     Attributes:
         scores: centred per-filter keep scores, (B, max_filters).
@@ -65,43 +71,61 @@ class HybridDistribution:
     valid: torch.Tensor
     removable: torch.Tensor
 
-    def keep(self, ratio: torch.Tensor) -> Bernoulli:
-        """The per-filter coins given the group's keep ratio."""
-        return Bernoulli(logits=self.scores + torch.logit(ratio)[:, None])
+    def count(self, ratio: torch.Tensor) -> torch.Tensor:
+        """Filters kept at a keep ratio: round(ratio * n), at least 1."""
+        n = self.valid.sum(-1)
+        return (ratio * n).round().clamp(min=1).minimum(n)
+
+    def masked_scores(self) -> torch.Tensor:
+        """Scores with padding slots pushed last (finite, so that gradients stay finite)."""
+        return self.scores.masked_fill(self.valid == 0, -1e9)
+
+    def kept(self, order: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """The keep mask of the first k = count(ratio) filters of ``order``."""
+        first = torch.arange(order.shape[-1]) < self.count(ratio)[:, None]
+        keep = torch.zeros_like(self.scores).scatter(-1, order, first.float())
+        return keep * self.valid
 
     def sample(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """A sampled action (tensors) and its log-probability."""
         ratio = self.ratio.sample().clamp(EPS, 1 - EPS)
-        action = {"ratio": ratio, "keep": self.keep(ratio).sample(),
+        gumbel = -torch.log(-torch.log(torch.rand_like(self.scores).clamp(1e-20, 1)))
+        order = (self.masked_scores() + gumbel).argsort(-1, descending=True)
+        action = {"ratio": ratio, "order": order, "keep": self.kept(order, ratio),
                   "drop": self.drop.sample() * self.removable,
                   "finetune": self.finetune.sample().clamp(EPS, 1 - EPS)}
         return action, self.log_prob(action)
 
     def mode(self) -> dict[str, torch.Tensor]:
-        """The deterministic action: the mean ratio, the round(ratio * n) best-scored filters
-        (what the coins keep on average), the mean duration."""
+        """The deterministic action: the mean ratio, the round(ratio * n) best-scored filters,
+        the mean duration; the group removed if that is more likely than not."""
         ratio = self.ratio.mean
-        count = self.valid.sum(-1)
-        k = (ratio * count).round().clamp(min=1)
-        masked = self.scores.masked_fill(self.valid == 0, float("-inf"))
-        rank = masked.argsort(-1, descending=True).argsort(-1)
-        keep = ((rank < k[:, None]) & (self.valid > 0)).float()
-        return {"ratio": ratio, "keep": keep,
+        order = self.masked_scores().argsort(-1, descending=True)
+        return {"ratio": ratio, "order": order, "keep": self.kept(order, ratio),
                 "drop": (self.drop.probs > 0.5).float() * self.removable,
                 "finetune": self.finetune.mean}
 
+    def order_log_prob(self, order: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """log P(the first k filters of ``order`` drawn in that order): the sum over j < k of
+        score(o_j) - logsumexp(scores of the filters not drawn before j)."""
+        drawn = self.masked_scores().gather(-1, order)
+        rest = drawn.flip(-1).logcumsumexp(-1).flip(-1)  # logsumexp over o_j, o_j+1, ...
+        first = torch.arange(order.shape[-1]) < self.count(ratio)[:, None]
+        terms = (drawn - rest).masked_fill(~first, 0.0)
+        return terms.sum(-1)
+
     def log_prob(self, action: dict[str, torch.Tensor]) -> torch.Tensor:
-        """log pi(action); a dropped group's ratio and filter coins do not count (they had no
+        """log pi(action); a dropped group's ratio and filters do not count (they had no
         effect on the network)."""
         kept = 1 - action["drop"]
-        coins = (self.keep(action["ratio"]).log_prob(action["keep"]) * self.valid).sum(-1)
-        keep = (coins + self.ratio.log_prob(action["ratio"])) * kept
+        keep = self.ratio.log_prob(action["ratio"]) \
+            + self.order_log_prob(action["order"], action["ratio"])
         drop = self.drop.log_prob(action["drop"]) * self.removable
-        return keep + drop + self.finetune.log_prob(action["finetune"])
+        return keep * kept + drop + self.finetune.log_prob(action["finetune"])
 
     def entropy(self) -> torch.Tensor:
-        """Entropies of the ratio, the group removal and the duration (the filter coins'
-        entropy follows from the ratio's)."""
+        """Entropies of the ratio, the group removal and the duration (the filters' choice
+        follows the scores, which the reward shapes)."""
         return self.ratio.entropy() + self.drop.entropy() * self.removable \
             + self.finetune.entropy()
 
@@ -112,17 +136,19 @@ class L2PFPolicy(nn.Module):
     Args:
         max_filters: the environment's ``action_space["keep"].n``.
         hidden: width of the hidden layers.
-        keep_ratio: initial mean of the keep-ratio Beta (its spread lets the first tries
-            range from light to heavy pruning).
-        feature_prior: initial weight of a filter's mean score (its four features, centred
-            on the group's mean) in its keep logit. The prior that filters with larger
+        keep_ratio: initial mean of the keep-ratio Beta, clipped to [0.15, 0.85] (its
+            spread lets the first tries range from lighter to heavier pruning).
+        feature_prior: initial weight of a filter's summed features (each in [0, 1], the
+            sum centred on the group's mean) in its score. The prior that filters with larger
             norms, scales, activations and Taylor scores matter more, which the agent then
             keeps, reweights or unlearns; with a budget of a few episodes a policy that
-            starts from a blank ranking only rediscovers it (0 gives that blank start).
+            starts from a blank ranking only rediscovers it (0 gives that blank start). At
+            16 the draw's Gumbel noise (scale 1) swaps filters whose features are close, so
+            tries explore near the features' ranking, not among random subsets.
     """
 
     def __init__(self, max_filters: int, hidden: int = 64, keep_ratio: float = 0.7,
-                 feature_prior: float = 4.0):
+                 feature_prior: float = 16.0):
         super().__init__()
         self.max_filters = max_filters
         self.n_desc, self.n_feat = len(DESCRIPTOR), len(FEATURES)
@@ -137,11 +163,13 @@ class L2PFPolicy(nn.Module):
         for head in (self.filter[-1], self.group[-1]):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
-        concentration = 4.0  # alpha + beta - 2 of the ratio's Beta: wide, not flat
+        # alpha + beta of the ratio's Beta: wide (std 0.17 at a mean of 0.5), not flat; the
+        # mean is clipped so that alpha, beta = 1 + softplus(.) can be reached
+        total, mean = 8.0, min(max(keep_ratio, 0.15), 0.85)
         with torch.no_grad():
             self.group[-1].bias[0] = -1.1  # a try removes a block with p = 0.25 at first
-            self.group[-1].bias[3] = inverse_softplus(concentration * keep_ratio)
-            self.group[-1].bias[4] = inverse_softplus(concentration * (1 - keep_ratio))
+            self.group[-1].bias[3] = inverse_softplus(total * mean - 1)
+            self.group[-1].bias[4] = inverse_softplus(total * (1 - mean) - 1)
 
     def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(descriptor, per-filter features, validity mask) of a batch of observations."""

@@ -12,13 +12,14 @@ import gymnasium as gym
 from torch.utils.tensorboard import SummaryWriter
 
 import prune_env  # noqa: F401  (registers the environment)
-from baselines.simple import make_policy, uniform_ratio_for
+from baselines.simple import make_policy
 from prune_env.data import load_data
 from prune_env.episode import env_options
 from prune_env.export import FORMATS
 from prune_env.finalize import finalize, policy_episode
 from prune_env.rundir import new_run_dir
 from prune_env.tensorboard import EpisodeLogger, candidate_log
+from prune_env.uniform import uniform_ratio_for
 
 
 def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:

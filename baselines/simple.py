@@ -92,44 +92,6 @@ class L1Uniform(SimplePolicy):
 POLICIES = {"keep-all": KeepAll, "random": RandomKeep, "l1": L1Uniform}
 
 
-
-def uniform_ratio_for(env, target: float, step: float = 0.05) -> float:
-    """The largest uniform keep ratio whose L1-pruned network meets ``target`` (predicted).
-
-    Pruning is done on the base network without fine-tuning (the cost does not depend on the
-    weights), so the search costs only surgeries and table lookups. Where even the smallest
-    ratio misses the target (on overhead-bound hardware, say) that smallest ratio is returned.
-    """
-    import torch
-
-    from prune_env.surgery import compact
-
-    scores = {g.leader: l1_of_group(env.base_model, g) for g in env.base_groups}
-    ratio = 1.0
-    while ratio > step + 1e-9:
-        ratio = round(ratio - step, 4)
-        keep = {}
-        for group in env.base_groups:
-            mask = torch.zeros(group.size, dtype=torch.bool)
-            mask[torch.argsort(-scores[group.leader])[: max(1, round(ratio * group.size))]] = True
-            keep |= group.keep_for(mask)
-        cost = env.meter.costs(compact(env.base_model, keep))[env.cost_key]
-        if cost <= target * env.base_cost:
-            return ratio
-    return ratio
-
-
-def l1_of_group(model, group):
-    """Each filter's L1 norm summed over the group's convs (the `l1` feature, unscaled)."""
-    import torch
-
-    total = torch.zeros(group.size)
-    for conv, idxs in zip(group.convs, group.local, strict=True):
-        weight = model.get_submodule(conv).weight.detach()
-        total += weight.abs().flatten(1).sum(1)[list(idxs)]
-    return total
-
-
 def make_policy(name: str, max_filters: int, *, ratio: float = 0.5, finetune: float = 0.2,
                 seed: int = 0) -> SimplePolicy:
     """A simple policy by name (keep-all, random, l1)."""

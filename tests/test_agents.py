@@ -30,8 +30,8 @@ def test_policy_starts_from_the_feature_prior_and_drop_removes_the_group():
     assert np.all(np.diff(keep.astype(int)) >= 0)
     assert 0 < action["finetune"][0] < 1
     dist = policy.distribution(torch.as_tensor(obs)[None])
-    dropped = {"ratio": torch.full((1,), 0.5), "keep": torch.ones(1, 8), "drop": torch.ones(1),
-               "finetune": torch.full((1,), 0.5)}
+    dropped = {"ratio": torch.full((1,), 0.5), "order": torch.arange(8)[None],
+               "keep": torch.ones(1, 8), "drop": torch.ones(1), "finetune": torch.full((1,), 0.5)}
     assert to_env_action(dropped, 8)["keep"].sum() == 0
     assert torch.isfinite(dist.log_prob(dropped)).all()
     # not removable: the drop coin has no probability mass to spend
@@ -57,9 +57,10 @@ def test_reinforce_learns_which_filters_pay():
             tries.append(Try(action, score, score, obs, False, {}, {}))
         agent.update(obs, tries)
     dist = agent.policy.distribution(torch.as_tensor(obs)[None])
-    probs = dist.keep(dist.ratio.mean).probs[0]
-    assert probs[:3].min() > 0.9
-    assert probs[3:6].max() < 0.5
+    first = dist.scores[0, :6].softmax(-1)
+    assert first[:3].sum() > 0.9  # the first filter drawn is a paying one
+    assert dist.mode()["keep"][0, :3].sum() == 3
+    assert 0.3 < dist.ratio.mean.item() < 0.7  # keep about 3 of 6: the rest costs
 
 
 def test_snapshot_restore_replays_a_step_exactly(make_env):
@@ -94,3 +95,26 @@ def test_tries_in_workers_equal_tries_in_process(make_env):
     for (r1, a1, k1), (r2, a2, k2) in zip(*results, strict=True):
         assert k1 == k2
         assert abs(a1 - a2) < 0.01 and abs(r1 - r2) < 0.05  # threads differ: float order
+
+
+def test_plackett_luce_order_probabilities_sum_to_one_and_match_sampling():
+    """k = 2 of 4 filters: the probabilities of all ordered pairs sum to 1, and the Gumbel
+    draw picks each first filter as often as its softmax says."""
+    from itertools import permutations
+
+    torch.manual_seed(0)
+    policy = L2PFPolicy(6)
+    obs = torch.as_tensor(observation(6, 4, removable=False))[None]
+    with torch.no_grad():
+        dist = policy.distribution(obs)
+    ratio = torch.full((1,), 0.5)  # round(0.5 * 4) = 2 filters
+    total = 0.0
+    for pair in permutations(range(4), 2):
+        rest = [i for i in range(6) if i not in pair]
+        order = torch.tensor([[*pair, *rest]])
+        total += dist.order_log_prob(order, ratio).exp().item()
+    assert abs(total - 1) < 1e-5
+    firsts = torch.stack([dist.sample()[0]["order"][0, 0] for _ in range(4000)])
+    freq = torch.bincount(firsts, minlength=6).float() / len(firsts)
+    np.testing.assert_allclose(freq[:4], dist.scores[0, :4].softmax(-1), atol=0.03)
+    assert freq[4:].sum() == 0  # padding slots are never drawn

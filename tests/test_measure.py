@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from prune_env.measure import LatencyTable, count_flops, count_params, measure_latency
-from prune_env.measure.lookup import layer_shapes
+from prune_env.measure.latency import Latency
+from prune_env.measure.lookup import LayerShape, layer_shapes
 from prune_env.models import build_model
 from prune_env.surgery import compact
 
@@ -67,7 +69,8 @@ def test_lookup_table_times_each_shape_once_and_persists(tmp_path):
     table = LatencyTable(path, threads=1, repeats=3)
     first = table.network_ms(model, (1, 16, 16))
     entries = json.loads(path.read_text())
-    assert len(entries) == len(set(layer_shapes(model, (1, 16, 16)).values()))
+    # one entry per shape, plus the reference layer's time
+    assert len(entries) == len(set(layer_shapes(model, (1, 16, 16)).values())) + 1
     again = LatencyTable(path, threads=1, repeats=3)
     assert again.network_ms(model, (1, 16, 16)) == pytest.approx(first)
     assert again.measured == 0  # all from disk
@@ -85,6 +88,33 @@ def test_table_prediction_tracks_measured_speedup(tmp_path):
     meter.costs(model, calibrate=True)
     pair = meter.measure_pair(model, small)
     measured = pair["base"].estimate_ms / pair["pruned"].estimate_ms
-    predicted = pair["base"].estimate_ms / pair["pruned_predicted_ms"]
+    predicted = meter.predict_ms(model) / pair["pruned_predicted_ms"]
     assert measured > 1.3
     assert 0.6 < predicted / measured < 1.6, (predicted, measured)
+
+
+def test_lookup_table_is_immune_to_a_slow_period(tmp_path, monkeypatch):
+    """A shape first timed while the machine runs 3x slower gets the same entry: it is timed
+    as a ratio to the reference layer, which slows down with it."""
+    from prune_env.measure import lookup
+
+    first = LayerShape("conv", 8, 8, 3, 1, 1, 16, 16)
+    later = LayerShape("conv", 8, 16, 3, 1, 1, 16, 16)
+    real = lookup.measure_latency
+    fake = {name: Latency(ms, ms, 0.0, 1, 1, "cpu", 1)
+            for name, ms in (("layer", 0.2), ("ref", 0.1))}
+
+    def timed(slowdown):
+        return lambda *a, **k: {n: replace(v, estimate_ms=v.estimate_ms * slowdown)
+                                for n, v in fake.items()}
+
+    tables = {}
+    for slowdown in (1.0, 3.0):
+        table = LatencyTable(tmp_path / f"lut{slowdown}.json", threads=1)
+        monkeypatch.setattr(lookup, "measure_latency", timed(1.0))
+        table.layer_ms(first)  # the table starts in a quiet period
+        monkeypatch.setattr(lookup, "measure_latency", timed(slowdown))
+        tables[slowdown] = table.layer_ms(later)
+    monkeypatch.setattr(lookup, "measure_latency", real)
+    assert tables[1.0] == pytest.approx(0.2)
+    assert tables[3.0] == pytest.approx(tables[1.0])

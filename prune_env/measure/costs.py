@@ -106,18 +106,22 @@ class CostMeter:
         framework calls) has a part fixed per layer and a part that scales with the layers'
         output sizes (element-wise work). Two networks of the same depth, ``model`` and its
         half-width copy, are timed interleaved; their two unexplained remainders give the
-        two coefficients. Cached in the table's file, so every run on this machine predicts
-        the same latencies and the same seed gives the same episode.
+        two coefficients, in the table's units (timed with its reference layer). Cached in
+        the table's file, so every run on this machine predicts the same latencies and the
+        same seed gives the same episode.
         """
         shapes = self.shapes(model)
-        key = "overhead2|" + hashlib.sha1("/".join(
+        key = "overhead3|" + hashlib.sha1("/".join(
             s.key(self.batch, self.device, self.threads) for s in shapes.values()
         ).encode()).hexdigest()
         if key not in self.table.entries:
             half = half_width(model)
-            timed = self.measure({"base": model, "half": half})
-            rest = {n: timed[n].estimate_ms - sum(self.table.layers_ms(self.shapes(m)).values())
-                    for n, m in (("base", model), ("half", half))}
+            layers = {n: sum(self.table.layers_ms(self.shapes(m)).values())
+                      for n, m in (("base", model), ("half", half))}
+            # with the table's reference, so that the remainders are in the table's units
+            timed = self.measure({"base": model, "half": half, "ref": self.table.reference()})
+            rest = {n: self.table.to_ms(timed[n].estimate_ms, timed["ref"].estimate_ms)
+                    - layers[n] for n in layers}
             elements = {"base": output_elements(shapes),
                         "half": output_elements(self.shapes(half))}
             per_element = max(0.0, (rest["base"] - rest["half"])

@@ -3,10 +3,17 @@
 An environment step changes a few layers' widths; timing the whole network at every step
 would dominate it. Instead each (layer type, channels, kernel, stride, groups, input size,
 batch, device, threads) is timed once, in isolation, and stored in a JSON file. A network's
-predicted latency is the sum of its layers' entries plus a per-layer overhead: what the base
-network's measured latency exceeds its own table sum by, divided by its layers (BN,
-activations, additions, framework calls; see `prune_env.measure.costs`). Each episode's end
-measures the real compact network, and the report shows predicted and measured side by side.
+predicted latency is the sum of its layers' entries plus an overhead model fitted on the base
+network (BN, activations, additions, framework calls; see `prune_env.measure.costs`). Each
+episode's end measures the real compact network, and the report shows predicted and measured
+side by side.
+
+Entries are relative. On a shared machine the same layer runs 2-3x slower from one minute to
+the next, and a table filled over a run (a step meets a new width, a worker process times it
+while another one trains) would mix fast and slow periods: a network's prediction would
+depend on when its layers were first seen. So each layer is timed interleaved with a fixed
+reference layer, and the table stores the ratio; a slow period slows both and cancels. The
+reference's own time, from when the table was started, turns ratios back into milliseconds.
 """
 
 from __future__ import annotations
@@ -97,8 +104,30 @@ def default_table_path() -> Path:
     return root / "latency-table.json"
 
 
+#: The layer every entry is timed against, interleaved: a mid-sized 3x3 conv.
+REFERENCE = LayerShape("conv", 32, 32, 3, 1, 1, 16, 16, 16, 16)
+
+
+class FixedInput(nn.Module):
+    """A layer run on its own fixed input, whatever it is given: lets the reference be timed
+    interleaved with a layer of another input shape by `measure_latency`."""
+
+    def __init__(self, shape: LayerShape, batch: int):
+        super().__init__()
+        self.layer = shape.layer()
+        self.register_buffer("x", torch.randn(batch, *shape.input_shape(),
+                                              generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, _):
+        return self.layer(self.x)
+
+
 class LatencyTable:
-    """Per-layer latencies (ms) for one device, thread count and batch, cached in a file.
+    """Per-layer latencies for one device, thread count and batch, cached in a file.
+
+    Entries are ratios to `REFERENCE` timed interleaved with them (see the module
+    docstring); `layer_ms` turns them into milliseconds with the reference's time stored
+    when the table was started.
 
     Example:
         >>> table = LatencyTable("/tmp/lut.json", device="cpu", threads=1)  # doctest: +SKIP
@@ -117,20 +146,34 @@ class LatencyTable:
             self.entries = json.loads(self.path.read_text())
         self.measured = 0  # layer shapes timed since the last save
 
+    @property
+    def reference_key(self) -> str:
+        return "reference|" + REFERENCE.key(self.batch, self.device, self.threads)
+
+    def reference(self) -> nn.Module:
+        """The reference layer, to time interleaved with anything (it ignores its input)."""
+        return FixedInput(REFERENCE, self.batch)
+
+    def to_ms(self, timed_ms: float, reference_ms: float) -> float:
+        """A time taken interleaved with the reference, in the table's milliseconds."""
+        return timed_ms / reference_ms * self.entries[self.reference_key]
+
     def layer_ms(self, shape: LayerShape) -> float:
         """The layer's latency, timed now if the table has not seen its shape."""
-        key = shape.key(self.batch, self.device, self.threads)
+        key = "relative|" + shape.key(self.batch, self.device, self.threads)
         if key not in self.entries:
             # the layer's random weights must not move the global RNG: whether a shape is
             # timed depends on the cache, and agents sample from that RNG
             with torch.random.fork_rng(devices=[]):
-                result = measure_latency({"layer": shape.layer()}, shape.input_shape(),
-                                         batch=self.batch, device=self.device,
-                                         threads=self.threads, warmup=2, blocks=3,
-                                         repeats=self.repeats)
-            self.entries[key] = result["layer"].estimate_ms
+                result = measure_latency({"layer": shape.layer(), "ref": self.reference()},
+                                         shape.input_shape(), batch=self.batch,
+                                         device=self.device, threads=self.threads, warmup=2,
+                                         blocks=3, repeats=self.repeats)
+            reference = result["ref"].estimate_ms
+            self.entries.setdefault(self.reference_key, reference)
+            self.entries[key] = result["layer"].estimate_ms / reference
             self.measured += 1
-        return self.entries[key]
+        return self.entries[key] * self.entries[self.reference_key]
 
     def network_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """Sum of the table's entries over the network's layers (uncalibrated)."""
