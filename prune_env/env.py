@@ -259,9 +259,10 @@ class PruneEnv(gym.Env):
         result = compact_report(state.model, group.keep_for(torch.as_tensor(keep)))
         model = result.model
         steps = round(finetune * self.max_finetune_steps)
-        seconds = train_steps(model, self.data.train, self.task, steps, self.train_cfg,
-                              self._generator)
-        accuracy = evaluate(model, self.data.val, self.task, limit=self.val_samples)
+        with self.meter.computing():  # no latency timing meanwhile, in any process
+            seconds = train_steps(model, self.data.train, self.task, steps, self.train_cfg,
+                                  self._generator)
+            accuracy = evaluate(model, self.data.val, self.task, limit=self.val_samples)
         costs = self.meter.costs(model)
         reward = step_reward(self.reward_cfg, self.base_accuracy, accuracy, state.cost,
                              costs[self.cost_key], self.base_cost, finetune)
@@ -354,7 +355,8 @@ class PruneEnv(gym.Env):
         n = FEATURE_BATCH
         idx = torch.randint(len(self.data.train), (n,), generator=self._generator)
         batch = (self.data.train.images[idx], self.data.train.labels[idx])
-        return filter_features(self.state.model, group, self._bn_of, batch, self.task)
+        with self.meter.computing():
+            return filter_features(self.state.model, group, self._bn_of, batch, self.task)
 
     # ----------------------------------------------------------------- observation
     def _observation(self) -> np.ndarray:

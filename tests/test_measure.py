@@ -118,3 +118,32 @@ def test_lookup_table_is_immune_to_a_slow_period(tmp_path, monkeypatch):
     monkeypatch.setattr(lookup, "measure_latency", real)
     assert tables[1.0] == pytest.approx(0.2)
     assert tables[3.0] == pytest.approx(tables[1.0])
+
+
+def _compute_for_a_while(path, log):
+    table = LatencyTable(path, threads=1)
+    with table.computing():
+        with open(log, "a") as f:
+            f.write("held\n")
+        import time
+        time.sleep(0.5)
+        with open(log, "a") as f:
+            f.write("released\n")
+
+
+def test_timing_waits_for_other_processes_computing(tmp_path):
+    """A process fine-tuning (shared lock) keeps another from timing until it is done."""
+    import multiprocessing
+    import time
+
+    path, log = tmp_path / "lut.json", tmp_path / "log"
+    child = multiprocessing.get_context("spawn").Process(target=_compute_for_a_while,
+                                                         args=(path, log))
+    child.start()
+    while not log.exists():
+        time.sleep(0.01)
+    with LatencyTable(path, threads=1).timing():
+        with open(log, "a") as f:
+            f.write("timed\n")
+    child.join()
+    assert log.read_text().split() == ["held", "released", "timed"]

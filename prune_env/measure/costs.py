@@ -114,25 +114,32 @@ class CostMeter:
         key = "overhead3|" + hashlib.sha1("/".join(
             s.key(self.batch, self.device, self.threads) for s in shapes.values()
         ).encode()).hexdigest()
-        if key not in self.table.entries:
-            half = half_width(model)
-            layers = {n: sum(self.table.layers_ms(self.shapes(m)).values())
-                      for n, m in (("base", model), ("half", half))}
-            # with the table's reference, so that the remainders are in the table's units
-            timed = self.measure({"base": model, "half": half, "ref": self.table.reference()})
-            rest = {n: self.table.to_ms(timed[n].estimate_ms, timed["ref"].estimate_ms)
-                    - layers[n] for n in layers}
-            elements = {"base": output_elements(shapes),
-                        "half": output_elements(self.shapes(half))}
-            per_element = max(0.0, (rest["base"] - rest["half"])
-                              / max(elements["base"] - elements["half"], 1))
-            per_layer = (rest["base"] - per_element * elements["base"]) / len(shapes)
-            if per_layer < 0:  # all of it scales with size
-                per_layer, per_element = 0.0, max(rest["base"], 0.0) / elements["base"]
-            self.table.entries[key] = [per_layer, per_element]
-            self.table.save()
+        with self.table.timing():
+            self.table.reload()
+            if key not in self.table.entries:
+                self.table.entries[key] = self._fit_overhead(model)
+                self.table.save()
         per_layer, per_element = self.table.entries[key]
         return per_layer, per_element
+
+    def _fit_overhead(self, model: nn.Module) -> list[float]:
+        """[ms per layer, ms per output element] from ``model`` and its half-width copy."""
+        shapes = self.shapes(model)
+        half = half_width(model)
+        layers = {n: sum(self.table.layers_ms(self.shapes(m)).values())
+                  for n, m in (("base", model), ("half", half))}
+        # with the table's reference, so that the remainders are in the table's units
+        timed = self.measure({"base": model, "half": half, "ref": self.table.reference()})
+        rest = {n: self.table.to_ms(timed[n].estimate_ms, timed["ref"].estimate_ms)
+                - layers[n] for n in layers}
+        elements = {"base": output_elements(shapes),
+                    "half": output_elements(self.shapes(half))}
+        per_element = max(0.0, (rest["base"] - rest["half"])
+                          / max(elements["base"] - elements["half"], 1))
+        per_layer = (rest["base"] - per_element * elements["base"]) / len(shapes)
+        if per_layer < 0:  # all of it scales with size
+            per_layer, per_element = 0.0, max(rest["base"], 0.0) / elements["base"]
+        return [per_layer, per_element]
 
     def predict_ms(self, model: nn.Module) -> float:
         """Looked-up latency: the layers' table entries plus the fitted overhead.
@@ -148,9 +155,15 @@ class CostMeter:
 
     def measure(self, models: dict[str, nn.Module], batch: int | None = None,
                 repeats: int = 10):
-        """Time the networks for real, interleaved (see `measure_latency`)."""
-        return measure_latency(models, self.input_shape, batch=batch or self.batch,
-                               device=self.device, threads=self.threads, repeats=repeats)
+        """Time the networks for real, interleaved (see `measure_latency`), once no process
+        sharing the table computes."""
+        with self.table.timing():
+            return measure_latency(models, self.input_shape, batch=batch or self.batch,
+                                   device=self.device, threads=self.threads, repeats=repeats)
+
+    def computing(self):
+        """Hold while training or validating (see `LatencyTable.computing`)."""
+        return self.table.computing()
 
     def energy_mj(self, model: nn.Module) -> float | None:
         """Metered millijoules per image, or None where no sensor exists."""
@@ -160,7 +173,7 @@ class CostMeter:
         net = model.to(dev).eval()
         x = torch.randn(self.batch, *self.input_shape,
                         generator=torch.Generator().manual_seed(0)).to(dev)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.table.timing():
             result = measure_energy(lambda: net(x), self.energy_meter,
                                     sync=synchronizer(dev))
         model.to("cpu")

@@ -14,12 +14,21 @@ while another one trains) would mix fast and slow periods: a network's predictio
 depend on when its layers were first seen. So each layer is timed interleaved with a fixed
 reference layer, and the table stores the ratio; a slow period slows both and cancels. The
 reference's own time, from when the table was started, turns ratios back into milliseconds.
+
+Timing waits for a quiet machine. Processes sharing a table file (parallel workers of one
+run, or several runs) take a shared lock on it while they compute (fine-tuning, validation)
+and an exclusive one while they time, so that nothing of theirs competes with a timing; the
+process that takes it re-reads the file first, so a shape is timed once, by whichever process
+meets it first, and every process predicts from the same entries.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +153,8 @@ class LatencyTable:
         self.entries: dict[str, float] = {}
         if self.path.exists():
             self.entries = json.loads(self.path.read_text())
-        self.measured = 0  # layer shapes timed since the last save
+        self.measured = 0  # layer shapes this process timed
+        self._held = False
 
     @property
     def reference_key(self) -> str:
@@ -158,38 +168,76 @@ class LatencyTable:
         """A time taken interleaved with the reference, in the table's milliseconds."""
         return timed_ms / reference_ms * self.entries[self.reference_key]
 
+    @contextmanager
+    def computing(self) -> Iterator[None]:
+        """Hold while computing (training, validating): timings wait for the block's end."""
+        with self._locked(fcntl.LOCK_SH):
+            yield
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        """Hold while timing: waits until no process sharing the table is computing, and
+        keeps them from starting. Re-entrant within a process."""
+        with self._locked(fcntl.LOCK_EX):
+            yield
+
+    @contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        if self._held:  # already held by this process: flock would deadlock on itself
+            yield
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a") as handle:
+            fcntl.flock(handle, mode)
+            self._held = True
+            try:
+                yield
+            finally:
+                self._held = False
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def layer_ms(self, shape: LayerShape) -> float:
         """The layer's latency, timed now if the table has not seen its shape."""
         key = "relative|" + shape.key(self.batch, self.device, self.threads)
         if key not in self.entries:
-            # the layer's random weights must not move the global RNG: whether a shape is
-            # timed depends on the cache, and agents sample from that RNG
-            with torch.random.fork_rng(devices=[]):
-                result = measure_latency({"layer": shape.layer(), "ref": self.reference()},
-                                         shape.input_shape(), batch=self.batch,
-                                         device=self.device, threads=self.threads, warmup=2,
-                                         blocks=3, repeats=self.repeats)
-            reference = result["ref"].estimate_ms
-            self.entries.setdefault(self.reference_key, reference)
-            self.entries[key] = result["layer"].estimate_ms / reference
-            self.measured += 1
+            with self.timing():
+                self.reload()  # another process may have timed it meanwhile
+                if key not in self.entries:
+                    self._time(shape, key)
         return self.entries[key] * self.entries[self.reference_key]
+
+    def _time(self, shape: LayerShape, key: str) -> None:
+        # the layer's random weights must not move the global RNG: whether a shape is timed
+        # depends on the cache, and agents sample from that RNG
+        with torch.random.fork_rng(devices=[]):
+            result = measure_latency({"layer": shape.layer(), "ref": self.reference()},
+                                     shape.input_shape(), batch=self.batch,
+                                     device=self.device, threads=self.threads, warmup=2,
+                                     blocks=3, repeats=self.repeats)
+        reference = result["ref"].estimate_ms
+        self.entries.setdefault(self.reference_key, reference)
+        self.entries[key] = result["layer"].estimate_ms / reference
+        self.save()
+        self.measured += 1
+
+    def reload(self) -> None:
+        """Add the entries other processes saved (ours are never replaced)."""
+        if self.path.exists():
+            self.entries = json.loads(self.path.read_text()) | self.entries
 
     def network_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """Sum of the table's entries over the network's layers (uncalibrated)."""
         return sum(self.layers_ms(layer_shapes(model, input_shape)).values())
 
     def layers_ms(self, shapes: dict[str, LayerShape]) -> dict[str, float]:
-        """Each layer's entry (timing unseen shapes now and saving them)."""
-        times = {name: self.layer_ms(shape) for name, shape in shapes.items()}
-        if self.measured:
-            self.save()
-        return times
+        """Each layer's entry (timing unseen shapes now)."""
+        return {name: self.layer_ms(shape) for name, shape in shapes.items()}
 
     def save(self) -> None:
-        """Write the table atomically (a killed run never leaves a broken file)."""
+        """Merge our entries into the file, atomically (a killed run never leaves a broken
+        file). Called under `timing`, so no other process writes meanwhile."""
+        self.reload()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
         tmp.replace(self.path)
-        self.measured = 0
