@@ -29,7 +29,7 @@ from agents.l2pf import L2PF, L2PFConfig
 from prune_env.data import load_data
 from prune_env.episode import env_options
 from prune_env.export import FORMATS
-from prune_env.finalize import Candidate, finalize, policy_episode
+from prune_env.finalize import Candidate, finalize, measured_ratio, policy_episode
 from prune_env.rundir import new_run_dir
 from prune_env.tensorboard import EpisodeLogger
 from prune_env.wrappers import FlatActionWrapper
@@ -91,7 +91,9 @@ def train(args: argparse.Namespace) -> tuple[dict, Path]:
         "method": args.agent, "episodes": args.episodes,
         "search": {"seconds": search_seconds,
                    "candidates": [{"source": c.source, "val_accuracy_subset": c.accuracy,
-                                   "cost_ratio": c.cost_ratio} for c in candidates]}})
+                                   "cost_ratio": c.cost_ratio,
+                                   "measured_cost_ratio": measured_ratio(env, c)}
+                                  for c in candidates]}})
     logger.final(report, vars(args))
     return report, run_dir
 

@@ -27,7 +27,8 @@ def env_options(args: argparse.Namespace, data) -> dict[str, Any]:
             "max_finetune_steps": args.max_finetune_steps, "val_samples": args.val_samples,
             # fixed here, so that worker processes (which train on fewer threads) predict
             # latency from the same table entries as the main process
-            "device": args.device, "threads": args.threads or torch.get_num_threads(), "checkpoint": args.checkpoint,
+            "device": args.device, "threads": args.threads or torch.get_num_threads(),
+            "checkpoint": args.checkpoint,
             "seed": args.seed, "latency_table": args.latency_table,
             "pretrain": PretrainConfig(args.epochs, args.batch_size, args.lr, args.seed)}
 

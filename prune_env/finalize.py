@@ -73,6 +73,14 @@ def candidate_from(env: gym.Env, source: str, reward: float) -> Candidate:
                      state.finetune_steps)
 
 
+def measured_ratio(env: gym.Env, candidate: Candidate) -> float:
+    """The candidate's cost ratio as the report will judge it (latency timed interleaved
+    with the base). Shown beside the looked-up ratio; candidates are picked on the looked-up
+    one, so that the same seed on the same machine gives the same report."""
+    unwrapped = env.unwrapped
+    return unwrapped.meter.measured_ratio(unwrapped.base_model, candidate.model)
+
+
 def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, seed: int,
              formats: tuple[str, ...] = FORMATS, extra: dict[str, Any] | None = None) -> dict:
     """Fine-tune ``candidate`` for ``steps`` SGD steps, measure, export, write report.json.

@@ -46,7 +46,8 @@ def candidate_log(env, candidate, episode: int, finetune_mean: float) -> dict[st
     costs = env.meter.costs(model)
     return {"episode": episode, "reward": candidate.reward, "accuracy": candidate.accuracy,
             "cost_ratio": candidate.cost_ratio, "latency_ms": costs["latency_ms"],
-            "energy_mj": costs["energy_mj"], "flops": costs["flops"], "params": costs["params"], "finetune_seconds": candidate.finetune_seconds,
+            "energy_mj": costs["energy_mj"], "flops": costs["flops"], "params": costs["params"],
+            "finetune_seconds": candidate.finetune_seconds,
             "finetune_steps": candidate.finetune_steps, "finetune_mean": finetune_mean,
             "kept": {n: m.out_channels for n, m in model.named_modules()
                      if isinstance(m, nn.Conv2d)}}

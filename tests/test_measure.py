@@ -142,8 +142,7 @@ def test_timing_waits_for_other_processes_computing(tmp_path):
     child.start()
     while not log.exists():
         time.sleep(0.01)
-    with LatencyTable(path, threads=1).timing():
-        with open(log, "a") as f:
-            f.write("timed\n")
+    with LatencyTable(path, threads=1).timing(), open(log, "a") as f:
+        f.write("timed\n")
     child.join()
     assert log.read_text().split() == ["held", "released", "timed"]

@@ -161,6 +161,15 @@ class CostMeter:
             return measure_latency(models, self.input_shape, batch=batch or self.batch,
                                    device=self.device, threads=self.threads, repeats=repeats)
 
+    def measured_ratio(self, base: nn.Module, model: nn.Module) -> float:
+        """``model``'s cost / ``base``'s, timed interleaved for latency (the figure reports
+        judge targets on), from the other costs as counted."""
+        if self.cost != "latency":
+            key = COST_KEYS[self.cost]
+            return self.costs(model)[key] / self.costs(base)[key]
+        timed = self.measure({"base": base, "model": model})
+        return timed["model"].estimate_ms / timed["base"].estimate_ms
+
     def computing(self):
         """Hold while training or validating (see `LatencyTable.computing`)."""
         return self.table.computing()
