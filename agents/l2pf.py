@@ -126,7 +126,7 @@ class L2PF:
         if self.config.keep_ratio is not None:
             return self.config.keep_ratio
         env = self.env.unwrapped
-        return uniform_ratio_for(env, env.reward_cfg.target, measured=False)
+        return uniform_ratio_for(env, env.reward_cfg.target)
 
     def close(self) -> None:
         """Stop the worker processes, if any."""
