@@ -26,7 +26,7 @@ data:
 # `prune-env pretrain` alone uses the full default (3 epochs, about 10 minutes).
 DEMO_CHECKPOINT := checkpoints/resnet20-fashion-mnist-demo.pt
 DEMO_RUNS := runs/demo-$(shell date +%Y%m%d-%H%M%S)
-DEMO_TARGET ?= 0.6
+DEMO_TARGET ?= 0.7
 DEMO_ENV := --checkpoint $(DEMO_CHECKPOINT) --val-samples 500 --max-finetune-steps 20 \
 	--target $(DEMO_TARGET) --final-steps 200 --runs-dir $(DEMO_RUNS)
 PRUNE_ENV := $(VENV)/bin/prune-env

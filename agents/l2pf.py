@@ -18,8 +18,10 @@ how long to fine-tune. This implementation, on `prune_env.env.PruneEnv`'s hybrid
   network's cost: after a group, ``line = 1 - (1 - target) * covered``, with ``covered`` the
   summed cost shares (observation entries 7-8) of the groups visited so far. A try above the
   line is charged ``pace_weight * (ratio - line) / target``, and the kept try is the best
-  scoring one ON the line when any is, else the one least behind it (AMC's rule of keeping
-  the budget reachable, applied to tries rather than by clamping one action).
+  scoring one: a try a little behind the line can still win over one that met it by
+  removing a block and half the accuracy, and the groups after it then make up the
+  difference. At the last group a try that meets the target comes first (AMC's rule that
+  the budget is met, applied to tries rather than by clamping one action).
 - The best network over all episodes (target met first, then validation accuracy) is kept.
 
 Example:
@@ -66,7 +68,7 @@ class L2PFConfig:
     tries: int = 4
     lr: float = 3e-3
     ent_coef: float = 0.01
-    pace_weight: float = 2.0
+    pace_weight: float = 10.0
     hidden: int = 64
     keep_ratio: float | None = None
     feature_prior: float = 16.0
@@ -159,7 +161,7 @@ class L2PF:
             loss, entropy = self.update(obs, tries)
             losses.append(loss)
             entropies.append(entropy)
-            best = max(tries, key=lambda t: (-t.behind, t.score))
+            best = max(tries, key=lambda t: (-t.behind if t.done else 0.0, t.score))
             unwrapped.restore(best.snapshot)
             obs, done, info = best.obs, best.done, best.info
             reward += best.reward

@@ -167,7 +167,7 @@ class L2PFPolicy(nn.Module):
         # mean is clipped so that alpha, beta = 1 + softplus(.) can be reached
         total, mean = 8.0, min(max(keep_ratio, 0.15), 0.85)
         with torch.no_grad():
-            self.group[-1].bias[0] = -1.1  # a try removes a block with p = 0.25 at first
+            self.group[-1].bias[0] = -2.2  # a try removes a block with p = 0.1 at first
             self.group[-1].bias[3] = inverse_softplus(total * mean - 1)
             self.group[-1].bias[4] = inverse_softplus(total * (1 - mean) - 1)
 

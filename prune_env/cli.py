@@ -141,8 +141,10 @@ def add_env_args(parser: argparse.ArgumentParser) -> None:
                         help="validation images scored at each step (default: 2000)")
     parser.add_argument("--device", default="cpu",
                         help="where latency and energy are measured: cpu, cuda, cuda:N")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for timing (default: all torch uses)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for timing (default: 1, embedded-style batch-1 "
+                             "latency; on 2 cores ResNet-20 runs no faster on 2 threads and "
+                             "its timings vary about 5x more)")
     parser.add_argument("--latency-table", default=None,
                         help="latency lookup-table file (default: ~/.cache/prune-env)")
     parser.add_argument("--runs-dir", default="runs",
@@ -162,9 +164,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                         help="L2PF: Adam learning rate of the policy (default: 3e-3)")
     parser.add_argument("--ent-coef", type=float, default=0.01,
                         help="L2PF: entropy bonus (default: 0.01)")
-    parser.add_argument("--pace-weight", type=float, default=2.0,
+    parser.add_argument("--pace-weight", type=float, default=10.0,
                         help="L2PF: weight of the term pacing the cost toward the target "
-                             "(default: 2.0)")
+                             "(default: 10.0)")
     parser.add_argument("--sb3", nargs="*", default=[], metavar="KEY=VALUE",
                         help="stable-baselines3 hyper-parameters, e.g. n_steps=48 "
                              "learning_rate=1e-4 (default: sb3's, rollouts scaled to episodes)")
