@@ -7,8 +7,11 @@ from pathlib import Path
 
 from prune_env.finalize import load_report
 
-COLUMNS = ("method", "val_acc", "test_acc", "drop", "latency_ms", "speedup", "energy_mj",
-           "mflops", "params", "search_s", "finetune_s", "target_met")
+#: ``table_ratio``: the cost ratio the episode looked up (the same on every run of a seed);
+#: ``measured_ratio``: timed against the base at the end (what ``target_met`` judges; on a
+#: shared machine it varies by a few hundredths between runs).
+COLUMNS = ("method", "val_acc", "test_acc", "drop", "table_ratio", "measured_ratio", "speedup",
+           "latency_ms", "energy_mj", "mflops", "params", "search_s", "finetune_s", "target_met")
 
 
 def row(run_dir: str | Path) -> dict[str, object]:
@@ -17,6 +20,7 @@ def row(run_dir: str | Path) -> dict[str, object]:
     p = r["pruned"]
     return {"method": r.get("method", Path(run_dir).name), "val_acc": p["val_accuracy"],
             "test_acc": p["test_accuracy"], "drop": r["accuracy_drop"],
+            "table_ratio": r["episode_cost_ratio"], "measured_ratio": r["cost_ratio"],
             "latency_ms": p["latency_ms"], "speedup": r["speedup"],
             "energy_mj": p["energy_mj"], "mflops": p["flops"] / 1e6, "params": p["params"],
             "search_s": r.get("search", {}).get("seconds"),

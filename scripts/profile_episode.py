@@ -1,7 +1,8 @@
 """Where an episode's time goes: profile one episode and group the time by phase.
 
 Usage: .venv/bin/python scripts/profile_episode.py [--agent l1|l2pf] [--model resnet20]
-       [--dataset fashion-mnist] [--finetune 0.2] [--val-samples 2000]
+       [--dataset fashion-mnist] [--checkpoint PATH] [--target 0.7] [--finetune 0.2]
+       [--val-samples 2000] [--max-finetune-steps 50] [--threads 1]
 
 ``--agent l1`` profiles a plain episode (with the timed report at its end); ``--agent l2pf``
 one training episode of the L2PF agent (tries, snapshots, policy updates; no report).
@@ -36,8 +37,13 @@ def main() -> None:
     parser.add_argument("--agent", default="l1", choices=("l1", "l2pf"))
     parser.add_argument("--val-samples", type=int, default=2000)
     parser.add_argument("--max-finetune-steps", type=int, default=50)
+    parser.add_argument("--checkpoint", default=None,
+                        help="base network (default: checkpoints/{model}-{dataset}.pt)")
+    parser.add_argument("--target", type=float, default=0.7)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for timing")
     args = parser.parse_args()
     env = gym.make("prune_env/Prune-v0", model=args.model, dataset=args.dataset,
+                   checkpoint=args.checkpoint, target=args.target, threads=args.threads,
                    val_samples=args.val_samples, max_finetune_steps=args.max_finetune_steps,
                    final_report=args.agent == "l1")
     profile = cProfile.Profile()
