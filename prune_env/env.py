@@ -256,7 +256,8 @@ class PruneEnv(gym.Env):
         keep, finetune = self._parse_action(action)
         state, group = self.state, self.state.group
         keep, forced = self._legal_keep(group, keep)
-        result = compact_report(state.model, group.keep_for(torch.as_tensor(keep)))
+        result = compact_report(state.model, group.keep_for(torch.as_tensor(keep)),
+                                bn_of=self._bn_of)
         model = result.model
         steps = round(finetune * self.max_finetune_steps)
         with self.meter.computing():  # no latency timing meanwhile, in any process

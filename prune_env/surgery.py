@@ -84,12 +84,18 @@ def compact(model: nn.Module, keep: Mapping[str, MaskLike],
 
 
 def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
-                   example_inputs: torch.Tensor | None = None) -> CompactResult:
-    """`compact`, returning a `CompactResult` with the notes on unions and removed branches."""
+                   example_inputs: torch.Tensor | None = None,
+                   bn_of: Mapping[str, str] | None = None) -> CompactResult:
+    """`compact`, returning a `CompactResult` with the notes on unions and removed branches.
+
+    ``bn_of`` (conv -> the BatchNorm after it, `following_batchnorms`) may be given when it
+    is known, e.g. from the unpruned network: pruning never changes it, and tracing it again
+    at every step costs a forward pass.
+    """
     masks = validate_keep(model, keep)
     x = example_inputs if example_inputs is not None else example_input(model, 2)
     with evaluating(model), torch.no_grad():
-        bn_of = following_batchnorms(model, x)
+        bn_of = dict(bn_of) if bn_of is not None else following_batchnorms(model, x)
         trace = masked_trace(model, masks, bn_of, x)
     new = copy.deepcopy(model)
     result = CompactResult(model=new)

@@ -172,6 +172,23 @@ def test_compact_twice_stays_exact():
     assert_equivalent(first, keep)
 
 
+def test_batchnorm_map_of_the_base_serves_its_pruned_copies():
+    """The environment passes the base network's conv -> BN map instead of tracing it again
+    at every step: same network as when it is traced."""
+    model = model_for("resnet20")
+    x = example_input(model, 2)
+    with torch.no_grad():
+        base_map = following_batchnorms(model.eval(), x)
+    first = compact_report(model, {"3.branch.0": torch.zeros(16, dtype=torch.bool),
+                                   "9.branch.0": torch.arange(64) < 40}).model.eval()
+    keep = {"0": torch.arange(16) % 3 != 0, "10.branch.0": torch.arange(64) < 9}
+    traced = compact_report(first, keep).model.eval()
+    given = compact_report(first, keep, bn_of=base_map).model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(given(x), traced(x))
+    assert str(given) == str(traced)
+
+
 def test_removed_branch_with_zero_constant_still_trains():
     """A fresh network's BN shifts are 0: the block becomes act(x), which must not be in place."""
     model = build_model("resnet20", 1, 10, (16, 16)).eval()
