@@ -119,9 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     com = sub.add_parser("compare", help="compare finished runs in one table",
                          description="Markdown table on the terminal and a CSV file: method, "
                          "accuracies, measured latency and speed-up, energy, FLOPs, params, "
-                         "search compute.")
+                         "search compute; Pareto plots of accuracy against measured cost, "
+                         "a method run at several targets drawn as a curve.")
     com.add_argument("run_dirs", nargs="+", help="run directories with report.json")
     com.add_argument("--csv", default=None, help="CSV path (default: none)")
+    com.add_argument("--plot", default=None, metavar="STEM",
+                     help="Pareto plots of test accuracy against measured latency (and "
+                          "energy) as STEM-latency.png, STEM-energy.png (default: none)")
+    com.add_argument("--logdir", default=None,
+                     help="also log the plots as TensorBoard images there (default: none)")
     return parser
 
 
@@ -234,7 +240,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from prune_env.compare import compare
 
-    print(compare(args.run_dirs, args.csv))
+    print(compare(args.run_dirs, args.csv, args.plot, args.logdir))
     return 0
 
 

@@ -146,3 +146,4 @@ def test_timing_waits_for_other_processes_computing(tmp_path):
         f.write("timed\n")
     child.join()
     assert log.read_text().split() == ["held", "released", "timed"]
+

@@ -59,10 +59,15 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     # a baseline at the same target, then both in one table
     assert main(["baseline", "l1", "--runs-dir", str(runs), "--no-export", *small_args]) == 0
     csv = tmp_path / "table.csv"
-    assert main(["compare", *map(str, sorted(runs.iterdir())), "--csv", str(csv)]) == 0
+    assert main(["compare", *map(str, sorted(runs.iterdir())), "--csv", str(csv),
+                 "--plot", str(tmp_path / "pareto"), "--logdir", str(tmp_path / "tb")]) == 0
     table = capsys.readouterr().out
     assert "| l2pf |" in table and "| l1 |" in table
     assert len(csv.read_text().splitlines()) == 3
+    assert (tmp_path / "pareto-latency.png").stat().st_size > 10_000
+    assert not (tmp_path / "pareto-energy.png").exists()  # no energy sensor here
+    images = EventAccumulator(str(tmp_path / "tb")).Reload().Tags()["images"]
+    assert images == ["pareto/latency"]
 
 
 @pytest.mark.parametrize("agent", ["ppo", "a2c", "sac"])

@@ -1,0 +1,11 @@
+"""The Pareto front of `prune-env compare` (its table and plots run end to end in
+test_train)."""
+
+from __future__ import annotations
+
+from prune_env.pareto import pareto_front
+
+
+def test_pareto_front_keeps_the_runs_nothing_beats():
+    points = [(0.5, 0.80), (0.6, 0.90), (0.7, 0.85), (0.6, 0.70), (1.0, 0.91)]
+    assert pareto_front(points) == [0, 1, 4]
