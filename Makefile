@@ -41,7 +41,8 @@ demo: install data $(DEMO_CHECKPOINT)
 	for name in keep-all random l1; do \
 		$(PRUNE_ENV) baseline $$name --no-export $(DEMO_ENV) || exit 1; \
 	done
-	$(PRUNE_ENV) compare $(DEMO_RUNS)/* --csv $(DEMO_RUNS)/compare.csv
+	$(PRUNE_ENV) compare $(DEMO_RUNS)/* --csv $(DEMO_RUNS)/compare.csv \
+		--plot $(DEMO_RUNS)/pareto --logdir $(DEMO_RUNS)/pareto
 	@echo "\nTensorBoard: $(VENV)/bin/tensorboard --logdir runs"
 
 lint: install

@@ -121,7 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "accuracies, measured latency and speed-up, energy, FLOPs, params, "
                          "search compute; Pareto plots of accuracy against measured cost, "
                          "a method run at several targets drawn as a curve.")
-    com.add_argument("run_dirs", nargs="+", help="run directories with report.json")
+    com.add_argument("run_dirs", nargs="*", help="run directories with report.json")
+    com.add_argument("--sweep", nargs="+", default=None, metavar="METHOD",
+                     help="first run these methods (agents and baselines) at each of "
+                          "--targets into runs/sweep-TIME, then compare those runs")
+    com.add_argument("--targets", nargs="+", type=float, default=[0.7, 0.5, 0.3],
+                     help="targets of --sweep (default: 0.7 0.5 0.3)")
+    com.add_argument("--ratio", default="auto", help="--sweep: baselines' keep ratio "
+                     "(default: auto, the uniform ratio meeting each target)")
+    com.add_argument("--finetune", type=float, default=0.2,
+                     help="--sweep: baselines' fine-tune fraction per step (default: 0.2)")
+    add_data_args(com)
+    add_pretrain_args(com)
+    add_env_args(com)
+    add_train_args(com)
     com.add_argument("--csv", default=None, help="CSV path (default: none)")
     com.add_argument("--plot", default=None, metavar="STEM",
                      help="Pareto plots of test accuracy against measured latency (and "
@@ -240,7 +253,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from prune_env.compare import compare
 
-    print(compare(args.run_dirs, args.csv, args.plot, args.logdir))
+    run_dirs, plot, logdir = args.run_dirs, args.plot, args.logdir
+    if args.sweep:
+        from prune_env.sweep import sweep
+
+        runs, root = sweep(args)
+        run_dirs = [*run_dirs, *map(str, runs)]
+        plot, logdir = plot or str(root / "pareto"), logdir or str(root / "pareto")
+        args.csv = args.csv or str(root / "compare.csv")
+    if not run_dirs:
+        raise SystemExit("give run directories to compare, or --sweep METHOD ...")
+    print(compare(run_dirs, args.csv, plot, logdir))
+    if plot:
+        print(f"\nPareto plot: {plot}-latency.png; tensorboard --logdir {logdir}")
     return 0
 
 

@@ -1,0 +1,40 @@
+"""``prune-env compare --sweep METHOD... --targets T...``: methods at several targets.
+
+Every method (agents and baselines) runs at every target with the same data, base network,
+seed, environment budget and final fine-tuning, into one sweep directory; then the runs are
+compared in one table and one Pareto plot, where each method is a curve over the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from prune_env.catalog import AGENTS, POLICIES
+
+
+def sweep(args: argparse.Namespace) -> tuple[list[Path], Path]:
+    """Run ``args.sweep`` methods at ``args.targets``; returns (run directories, sweep dir)."""
+    from agents.train import train
+    from baselines.run import run_baseline
+
+    unknown = [m for m in args.sweep if m not in AGENTS + POLICIES]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}: choose from {', '.join(AGENTS + POLICIES)}")
+    root = Path(args.runs_dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    root.mkdir(parents=True, exist_ok=False)  # a sweep directory is never reused
+    runs = []
+    for target in args.targets:
+        for method in args.sweep:
+            run = argparse.Namespace(**vars(args))
+            run.target, run.runs_dir, run.resume = target, str(root), None
+            print(f"\n== {method} at target {target} ==")
+            if method in AGENTS:
+                run.agent = method
+                _, run_dir = train(run)
+            else:
+                run.name = method
+                _, run_dir = run_baseline(run)
+            runs.append(run_dir)
+    return runs, root
