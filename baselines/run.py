@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,6 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import prune_env  # noqa: F401  (registers the environment)
 from baselines.simple import make_policy
+from baselines.swd import SWDConfig, SWDPenalty, SWDPolicy
 from prune_env.data import load_data
 from prune_env.episode import env_options
 from prune_env.export import FORMATS
@@ -28,6 +30,8 @@ def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
                      seed=args.seed, synthetic_size=args.synthetic_size,
                      image_size=args.image_size)
     env = gym.make("prune_env/Prune-v0", final_report=False, **env_options(args, data))
+    if args.name == "swd":
+        return run_swd(args, env)
     if args.name == "keep-all":
         ratio = 1.0
     elif args.ratio == "auto":
@@ -47,4 +51,25 @@ def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
                       extra={"method": args.name, "ratio": ratio, "episodes": 1,
                              "search": {"seconds": time.perf_counter() - start}})
     logger.final(report, vars(args) | {"ratio": ratio})
+    return report, run_dir
+
+
+def run_swd(args: argparse.Namespace, env: gym.Env) -> tuple[dict, Path]:
+    """SWD (`baselines.swd`): the penalised warm-up at reset, then its mask as the policy."""
+    config = SWDConfig(steps=args.swd_steps)
+    penalty = SWDPenalty(env.unwrapped, config)
+    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
+    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+    logger = EpisodeLogger(SummaryWriter(str(run_dir)), env.unwrapped, 1)
+    policy = SWDPolicy(env.unwrapped.max_filters, finetune=args.finetune)
+    start = time.perf_counter()
+    candidate = policy_episode(env, policy, args.seed, f"swd, {config.steps} penalised steps",
+                               options={"warmup": (config.steps, penalty)})
+    logger.episode(candidate_log(env.unwrapped, candidate, 0, args.finetune))
+    report = finalize(env, candidate, run_dir, steps=args.final_steps, seed=args.seed,
+                      formats=() if args.no_export else FORMATS,
+                      extra={"method": "swd", "swd": asdict(config), "episodes": 1,
+                             "swd_dropped_filter_norm": penalty.history,
+                             "search": {"seconds": time.perf_counter() - start}})
+    logger.final(report, vars(args))
     return report, run_dir

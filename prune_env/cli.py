@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from prune_env.catalog import AGENTS, COSTS, DATASETS, OWN_MODELS, POLICIES, REWARDS
+from prune_env.catalog import AGENTS, BASELINES, COSTS, DATASETS, OWN_MODELS, POLICIES, REWARDS
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     bas = sub.add_parser("baseline", help="prune with a baseline method, same report as train",
                          description="Run a baseline through the same environment and final "
                          "stage as the agents: report.json, exports and a TensorBoard run.")
-    bas.add_argument("name", choices=POLICIES, help="the baseline")
+    bas.add_argument("name", choices=BASELINES,
+                     help="keep-all, random, l1 (uniform ratio), or swd (selective weight "
+                          "decay, then its mask)")
     add_data_args(bas)
     add_pretrain_args(bas)
     add_env_args(bas)
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: auto)")
     bas.add_argument("--finetune", type=float, default=0.2,
                      help="fine-tune fraction at every step, in [0, 1] (default: 0.2)")
+    bas.add_argument("--swd-steps", type=int, default=300,
+                     help="swd: SGD steps of the penalised warm-up (default: 300)")
     bas.add_argument("--final-steps", type=int, default=300,
                      help="SGD steps of the final fine-tune (default: 300)")
     bas.add_argument("--no-export", action="store_true",
@@ -131,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: auto, the uniform ratio meeting each target)")
     com.add_argument("--finetune", type=float, default=0.2,
                      help="--sweep: baselines' fine-tune fraction per step (default: 0.2)")
+    com.add_argument("--swd-steps", type=int, default=300,
+                     help="--sweep: SGD steps of SWD's penalised warm-up (default: 300)")
     add_data_args(com)
     add_pretrain_args(com)
     add_env_args(com)

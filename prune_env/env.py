@@ -125,6 +125,10 @@ class PruneEnv(gym.Env):
 
     The base network (loaded from its checkpoint, or pretrained on first use), unpruned.
     `reset(seed=...)` seeds fine-tuning batches and the feature batch.
+    `reset(options={"warmup": (steps, grad_hook)})` first trains the network for `steps` SGD
+    steps with `grad_hook(model, step, steps)` called after each backward pass (how a method
+    such as SWD shapes the weights before pruning; `prune_env.training.GradHook`), charged to
+    the episode's fine-tuning compute.
 
     ## Episode End
 
@@ -246,6 +250,7 @@ class PruneEnv(gym.Env):
         model = copy.deepcopy(self.base_model)
         self.state = EpisodeState(model=model, cost=self.base_cost,
                                   accuracy=self.base_accuracy)
+        self._warm_up(options or {})
         self._order = [g.leader for g in self.base_groups]
         self._advance(self.base_groups)
         return self._observation(), {"accuracy": self.base_accuracy, **self.base_costs}
@@ -290,6 +295,22 @@ class PruneEnv(gym.Env):
         else:
             state.total_reward += reward
         return self._observation(), float(reward), terminated, False, info
+
+    def _warm_up(self, options: dict[str, Any]) -> None:
+        """``options["warmup"] = (steps, grad_hook)``: train the fresh network for ``steps``
+        SGD steps with a method's extra gradient (SWD's penalty, say) before the first step,
+        charged to the episode's fine-tuning compute."""
+        if "warmup" not in options:
+            return
+        steps, hook = options["warmup"]
+        state = self.state
+        with self.meter.computing():
+            state.finetune_seconds += train_steps(state.model, self.data.train, self.task,
+                                                  int(steps), self.train_cfg, self._generator,
+                                                  grad_hook=hook, progress="warm-up")
+            state.accuracy = evaluate(state.model, self.data.val, self.task,
+                                      limit=self.val_samples)
+        state.finetune_steps += int(steps)
 
     # ----------------------------------------------------------------- tries
     def snapshot(self) -> dict[str, Any]:

@@ -52,9 +52,11 @@ class Candidate:
         return (self.target_met, self.accuracy if self.target_met else -self.cost_ratio)
 
 
-def policy_episode(env: gym.Env, policy: Any, seed: int, source: str) -> Candidate:
-    """Run one episode of ``policy.predict(obs, deterministic=True)``; the network it left."""
-    obs, _ = env.reset(seed=seed)
+def policy_episode(env: gym.Env, policy: Any, seed: int, source: str,
+                   options: dict[str, Any] | None = None) -> Candidate:
+    """Run one episode of ``policy.predict(obs, deterministic=True)`` (reset with
+    ``options``); the network it left."""
+    obs, _ = env.reset(seed=seed, options=options)
     done, reward = False, 0.0
     while not done:
         action, _ = policy.predict(obs, deterministic=True)

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from prune_env.catalog import AGENTS, POLICIES
+from prune_env.catalog import AGENTS, BASELINES
 
 
 def sweep(args: argparse.Namespace) -> tuple[list[Path], Path]:
@@ -19,9 +19,9 @@ def sweep(args: argparse.Namespace) -> tuple[list[Path], Path]:
     from agents.train import train
     from baselines.run import run_baseline
 
-    unknown = [m for m in args.sweep if m not in AGENTS + POLICIES]
+    unknown = [m for m in args.sweep if m not in AGENTS + BASELINES]
     if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}: choose from {', '.join(AGENTS + POLICIES)}")
+        raise SystemExit(f"unknown method(s) {unknown}: choose from {', '.join(AGENTS + BASELINES)}")
     root = Path(args.runs_dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     root.mkdir(parents=True, exist_ok=False)  # a sweep directory is never reused
     runs = []
