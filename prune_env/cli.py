@@ -271,7 +271,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise SystemExit("give run directories to compare, or --sweep METHOD ...")
     print(compare(run_dirs, args.csv, plot, logdir))
     if plot:
-        print(f"\nPareto plot: {plot}-latency.png; tensorboard --logdir {logdir}")
+        print(f"\nPareto plot: {plot}-latency.png")
+    if logdir:
+        print(f"tensorboard --logdir {logdir}")
     return 0
 
 

@@ -34,6 +34,13 @@ def row(run_dir: str | Path) -> dict[str, object]:
             "target_met": r["target_met"]}
 
 
+def is_run(path: str | Path) -> bool:
+    """A run directory (finished or not): what a glob like runs/demo-*/* also matches besides
+    runs (compare.csv, the pareto images) is skipped; an unfinished run is an error later."""
+    path = Path(path)
+    return (path / "args.json").exists() or (path / "report.json").exists()
+
+
 def fmt(value: object) -> str:
     if value is None:
         return "-"
@@ -49,7 +56,9 @@ def compare(run_dirs: list[str], csv_path: str | None = None, plot: str | None =
     """The markdown table of ``run_dirs``; also the CSV file at ``csv_path``, the Pareto plots
     ``{plot}-latency.png`` (and ``-energy.png``), and the plots as TensorBoard images in
     ``logdir`` (tags ``pareto/latency``, ``pareto/energy``), each when given."""
-    rows = [row(d) for d in run_dirs]
+    rows = [row(d) for d in run_dirs if is_run(d)]
+    if not rows:
+        raise SystemExit(f"no run directories among {', '.join(map(str, run_dirs))}")
     if csv_path:
         with open(csv_path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
