@@ -13,6 +13,12 @@ import gymnasium as gym
 from torch.utils.tensorboard import SummaryWriter
 
 import prune_env  # noqa: F401  (registers the environment)
+from baselines.layerprune import (
+    LayerPrunePolicy,
+    block_importance,
+    blocks_to_remove,
+    removable_blocks,
+)
 from baselines.simple import make_policy
 from baselines.swd import SWDConfig, SWDPenalty, SWDPolicy
 from prune_env.data import load_data
@@ -32,6 +38,8 @@ def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
     env = gym.make("prune_env/Prune-v0", final_report=False, **env_options(args, data))
     if args.name == "swd":
         return run_swd(args, env)
+    if args.name == "layerprune":
+        return run_layerprune(args, env)
     if args.name == "keep-all":
         ratio = 1.0
     elif args.ratio == "auto":
@@ -71,5 +79,30 @@ def run_swd(args: argparse.Namespace, env: gym.Env) -> tuple[dict, Path]:
                       extra={"method": "swd", "swd": asdict(config), "episodes": 1,
                              "swd_dropped_filter_norm": penalty.history,
                              "search": {"seconds": time.perf_counter() - start}})
+    logger.final(report, vars(args))
+    return report, run_dir
+
+
+def run_layerprune(args: argparse.Namespace, env: gym.Env) -> tuple[dict, Path]:
+    """LayerPrune (`baselines.layerprune`): block importance, blocks removed to the target."""
+    unwrapped = env.unwrapped
+    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
+    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+    logger = EpisodeLogger(SummaryWriter(str(run_dir)), unwrapped, 1)
+    start = time.perf_counter()
+    importance = block_importance(unwrapped, args.criterion, args.criterion_batches,
+                                  seed=args.seed)
+    removed = blocks_to_remove(unwrapped, importance)
+    leaders = removable_blocks(unwrapped)
+    policy = LayerPrunePolicy(unwrapped.max_filters, [g.leader for g in unwrapped.base_groups],
+                              [leaders[b] for b in removed], finetune=args.finetune)
+    candidate = policy_episode(env, policy, args.seed,
+                               f"layerprune ({args.criterion}), removed {', '.join(removed)}")
+    logger.episode(candidate_log(unwrapped, candidate, 0, args.finetune))
+    report = finalize(env, candidate, run_dir, steps=args.final_steps, seed=args.seed,
+                      formats=() if args.no_export else FORMATS,
+                      extra={"method": "layerprune", "criterion": args.criterion,
+                             "block_importance": importance, "removed_blocks": removed,
+                             "episodes": 1, "search": {"seconds": time.perf_counter() - start}})
     logger.final(report, vars(args))
     return report, run_dir

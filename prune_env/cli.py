@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run a baseline through the same environment and final "
                          "stage as the agents: report.json, exports and a TensorBoard run.")
     bas.add_argument("name", choices=BASELINES,
-                     help="keep-all, random, l1 (uniform ratio), or swd (selective weight "
-                          "decay, then its mask)")
+                     help="keep-all, random, l1 (uniform ratio), swd (selective weight "
+                          "decay, then its mask), or layerprune (whole blocks removed)")
     add_data_args(bas)
     add_pretrain_args(bas)
     add_env_args(bas)
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fine-tune fraction at every step, in [0, 1] (default: 0.2)")
     bas.add_argument("--swd-steps", type=int, default=300,
                      help="swd: SGD steps of the penalised warm-up (default: 300)")
+    add_layerprune_args(bas)
     bas.add_argument("--final-steps", type=int, default=300,
                      help="SGD steps of the final fine-tune (default: 300)")
     bas.add_argument("--no-export", action="store_true",
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="--sweep: baselines' fine-tune fraction per step (default: 0.2)")
     com.add_argument("--swd-steps", type=int, default=300,
                      help="--sweep: SGD steps of SWD's penalised warm-up (default: 300)")
+    add_layerprune_args(com)
     add_data_args(com)
     add_pretrain_args(com)
     add_env_args(com)
@@ -148,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--logdir", default=None,
                      help="also log the plots as TensorBoard images there (default: none)")
     return parser
+
+
+def add_layerprune_args(parser: argparse.ArgumentParser) -> None:
+    """LayerPrune's block criterion and its data pass."""
+    parser.add_argument("--criterion", default="taylor",
+                        choices=("taylor", "l1", "bn", "imprinting"),
+                        help="layerprune: block importance (default: taylor)")
+    parser.add_argument("--criterion-batches", type=int, default=100,
+                        help="layerprune: training batches of the taylor pass (default: 100)")
 
 
 def add_env_args(parser: argparse.ArgumentParser) -> None:

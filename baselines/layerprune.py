@@ -1,0 +1,179 @@
+"""LayerPrune (Elkerdawy et al., ACCV 2020): remove whole residual blocks to a latency budget.
+
+Paper: one pass (about an epoch) over the training data accumulates a per-filter criterion
+without pruning; a block's importance is the mean criterion over its first conv; the least
+important blocks are replaced by their identity shortcut until the latency budget is met
+(blocks whose shortcut changes shape are not removable); then the network is fine-tuned. The
+"imprinting" variant scores a block by how much a class-mean (imprinted) linear probe on the
+pooled features gains after the block over before it.
+
+Here: `block_importance` computes the criterion on the base network (``taylor``:
+(sum over a filter's weights of w * dL/dw)^2 per batch, accumulated; ``l1``; ``bn``: |gamma|;
+or ``imprinting``), `blocks_to_remove` picks blocks in increasing importance until the
+environment's looked-up cost meets its target, and `LayerPrunePolicy` walks the episode,
+emptying those blocks' branch groups (the environment then removes the branches, the block
+becomes its identity shortcut) and keeping every other filter; the environment's per-step
+and final fine-tuning follow, as for every method.
+
+Departures: the pass is ``batches`` batches (default 100 of 64 images, about a tenth of a
+Fashion-MNIST epoch: the whole budget of a demo-sized run), and the imprinting probe uses
+``probe_images`` training images for the class means and the environment's validation subset
+for the accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from baselines.simple import SimplePolicy
+from prune_env.data import infinite_batches
+from prune_env.layers import Residual
+from prune_env.surgery import compact
+
+CRITERIA = ("taylor", "l1", "bn", "imprinting")
+
+
+def removable_blocks(env) -> dict[str, str]:
+    """Block name -> the leader of its branch group, for blocks with an identity shortcut
+    whose branch the environment can remove."""
+    blocks = {}
+    for group in env.base_groups:
+        block = group.leader.rsplit(".branch.", 1)[0]
+        if group.removable and ".branch." in group.leader:
+            module = env.base_model.get_submodule(block)
+            if isinstance(module, Residual) and module.shortcut is None:
+                blocks[block] = group.leader
+    return blocks
+
+
+def block_importance(env, criterion: str = "taylor", batches: int = 100,
+                     probe_images: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Each removable block's importance (larger: keep), see the module docstring."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+    blocks = removable_blocks(env)
+    model = env.base_model
+    if criterion == "imprinting":
+        return imprinting_gain(env, list(blocks), probe_images, seed)
+    modules = dict(model.named_modules())
+    if criterion == "l1":
+        return {b: float(modules[c].weight.detach().abs().flatten(1).sum(1).mean())
+                for b, c in blocks.items()}
+    if criterion == "bn":
+        return {b: float(modules[env._bn_of[c]].weight.detach().abs().mean())
+                for b, c in blocks.items()}
+    return taylor(env, blocks, batches, seed)
+
+
+def taylor(env, blocks: dict[str, str], batches: int, seed: int) -> dict[str, float]:
+    """Mean over each block's first conv of (sum_w w * dL/dw)^2 per filter, accumulated."""
+    model = env.base_model
+    convs = {b: model.get_submodule(c) for b, c in blocks.items()}
+    total = {b: torch.zeros(conv.out_channels) for b, conv in convs.items()}
+    generator = torch.Generator().manual_seed(seed)
+    data = infinite_batches(env.data.train, env.train_cfg.batch_size, generator=generator)
+    was = model.training
+    model.eval()  # the base network's BN statistics must not move: every episode starts there
+    try:
+        for _, (images, labels) in zip(range(batches), data, strict=False):
+            model.zero_grad(set_to_none=True)
+            env.task.loss(model(images), labels).backward()
+            for b, conv in convs.items():
+                total[b] += (conv.weight * conv.weight.grad).flatten(1).sum(1).detach() ** 2
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was)
+    return {b: float(t.mean()) for b, t in total.items()}
+
+
+def imprinting_gain(env, blocks: list[str], images: int, seed: int) -> dict[str, float]:
+    """Accuracy of a class-mean probe on the pooled output of each block minus on its input."""
+    model = env.base_model
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(env.data.train), generator=generator)[:images]
+    train = pooled(model, blocks, env.data.train.images[idx])
+    val_n = env.val_samples or len(env.data.val)
+    val = pooled(model, blocks, env.data.val.images[:val_n])
+    train_y, val_y = env.data.train.labels[idx], env.data.val.labels[:val_n]
+    gain = {}
+    for b in blocks:
+        acc = [probe_accuracy(train[b][k], train_y, val[b][k], val_y) for k in (0, 1)]
+        gain[b] = acc[1] - acc[0]
+    return gain
+
+
+def pooled(model: nn.Module, blocks: list[str], images: torch.Tensor):
+    """block -> (pooled input features, pooled output features) for ``images``."""
+    found: dict[str, list] = {b: [[], []] for b in blocks}
+
+    def hook(name):
+        def record(_module, inputs, out):
+            found[name][0].append(inputs[0].mean((2, 3)))
+            found[name][1].append(out.mean((2, 3)))
+        return record
+
+    handles = [model.get_submodule(b).register_forward_hook(hook(b)) for b in blocks]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for chunk in images.split(500):
+                model(chunk)
+    finally:
+        model.train(was)
+        for handle in handles:
+            handle.remove()
+    return {b: (torch.cat(v[0]), torch.cat(v[1])) for b, v in found.items()}
+
+
+def probe_accuracy(train_x, train_y, val_x, val_y) -> float:
+    """Accuracy of the imprinted classifier: normalised class means, cosine similarity."""
+    train_x = nn.functional.normalize(train_x, dim=1)
+    classes = int(max(train_y.max(), val_y.max())) + 1
+    weights = torch.zeros(classes, train_x.shape[1]).index_add_(0, train_y, train_x)
+    weights = nn.functional.normalize(weights, dim=1)
+    predicted = (nn.functional.normalize(val_x, dim=1) @ weights.T).argmax(1)
+    return float((predicted == val_y).float().mean())
+
+
+def blocks_to_remove(env, importance: dict[str, float]) -> list[str]:
+    """The least important blocks, in order, until the looked-up cost meets the target (all
+    removable blocks when even that misses it)."""
+    leaders = removable_blocks(env)
+    removed: list[str] = []
+    for block in sorted(importance, key=importance.get):
+        if cost_without(env, [leaders[b] for b in removed]) <= env.reward_cfg.target:
+            break
+        removed.append(block)
+    return removed
+
+
+def cost_without(env, leaders: list[str]) -> float:
+    """Looked-up cost ratio of the base network with these branch groups emptied."""
+    keep = {}
+    for group in env.base_groups:
+        if group.leader in leaders:
+            keep |= group.keep_for(torch.zeros(group.size, dtype=torch.bool))
+    model = compact(env.base_model, keep) if keep else env.base_model
+    return env.meter.costs(model)[env.cost_key] / env.base_cost
+
+
+class LayerPrunePolicy(SimplePolicy):
+    """Empties the chosen blocks' branch groups, keeps every other filter.
+
+    Args:
+        leaders: every group's leader in the environment's order (``env.base_groups``); the
+            observation's progress entry says which one is current.
+        drop: the leaders of the branch groups to empty.
+    """
+
+    def __init__(self, max_filters: int, leaders: list[str], drop: list[str],
+                 finetune: float = 0.2):
+        super().__init__(max_filters, finetune)
+        self.leaders, self.drop = leaders, set(drop)
+
+    def keep(self, obs: np.ndarray, n: int) -> np.ndarray:
+        leader = self.leaders[round(float(obs[0]) * len(self.leaders))]
+        return np.full(n, leader not in self.drop, dtype=np.int8)
