@@ -1,5 +1,6 @@
-"""Baselines through the environment: SWD (selective weight decay, then its mask) and
-LayerPrune (whole blocks removed to the latency target)."""
+"""Baselines through the environment: L1-uniform and random at the ratio meeting the target,
+SWD (selective weight decay, then its mask) and LayerPrune (whole blocks removed to the
+latency target)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from baselines.layerprune import (
     blocks_to_remove,
     removable_blocks,
 )
+from baselines.simple import make_policy
 from baselines.swd import SWDConfig, SWDPenalty, SWDPolicy
 from prune_env.cli import main
 from prune_env.finalize import policy_episode
+from prune_env.uniform import uniform_ratio_for
 
 
 def test_swd_drives_the_masked_filters_down_then_prunes_them_to_the_target(make_env):
@@ -99,3 +102,19 @@ def test_layerprune_baseline_writes_a_report(tmp_path, checkpoint, latency_table
     assert report["method"] == "layerprune" and report["removed_blocks"]
     assert report["episode_cost_ratio"] <= 0.8
     assert report["pruned"]["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+
+
+def test_uniform_baselines_reach_their_target_at_the_auto_ratio(make_env):
+    env = make_env(final_report=False, target=0.8)
+    ratio = uniform_ratio_for(env.unwrapped, 0.8)
+    assert 0.05 <= ratio < 1
+    results = {}
+    for name in ("l1", "random"):
+        policy = make_policy(name, env.unwrapped.max_filters, ratio=ratio, seed=0)
+        results[name] = policy_episode(env, policy, 0, name)
+        assert results[name].cost_ratio <= 0.8
+    # same widths: the uniform ratio decides the cost, not which filters are kept
+    assert results["l1"].cost_ratio == results["random"].cost_ratio
+    # one step up misses it: the ratio is the largest that meets the target
+    policy = make_policy("l1", env.unwrapped.max_filters, ratio=ratio + 0.05)
+    assert policy_episode(env, policy, 0, "l1").cost_ratio > 0.8
