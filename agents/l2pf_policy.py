@@ -16,9 +16,8 @@ the hybrid action:
   range from light to heavy pruning and lets the agent learn how much each layer takes; the
   ranking decides which filters go.
 - ``drop``: for groups whose filters can all go (residual branches), one more Bernoulli that
-  removes the whole group. Independent per-filter coins almost never drop all 16 filters of a
-  group together, so without it the agent could not find block removal, which on
-  overhead-bound hardware is where real latency is won.
+  removes the whole group. The draw keeps at least one filter, so without it the agent could
+  not find block removal, which on overhead-bound hardware is where real latency is won.
 - ``finetune``: a Beta distribution over the fine-tune fraction in [0, 1] (bounded, so no
   squashing correction is needed).
 

@@ -36,73 +36,64 @@ def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
                      seed=args.seed, synthetic_size=args.synthetic_size,
                      image_size=args.image_size)
     env = gym.make("prune_env/Prune-v0", final_report=False, **env_options(args, data))
+    start = time.perf_counter()
     if args.name == "swd":
-        return run_swd(args, env)
+        return run_swd(args, env, start)
     if args.name == "layerprune":
-        return run_layerprune(args, env)
+        return run_layerprune(args, env, start)
     if args.name == "keep-all":
         ratio = 1.0
     elif args.ratio == "auto":
         ratio = uniform_ratio_for(env.unwrapped, args.target)
     else:
         ratio = float(args.ratio)
-    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
-    (run_dir / "args.json").write_text(json.dumps(vars(args) | {"ratio": ratio}, indent=2))
-    logger = EpisodeLogger(SummaryWriter(str(run_dir)), env.unwrapped, 1)
     policy = make_policy(args.name, env.unwrapped.max_filters, ratio=ratio,
                          finetune=args.finetune, seed=args.seed)
-    start = time.perf_counter()
-    candidate = policy_episode(env, policy, args.seed, f"{args.name} policy, ratio {ratio:.2f}")
-    logger.episode(candidate_log(env.unwrapped, candidate, 0, args.finetune))
-    report = finalize(env, candidate, run_dir, steps=args.final_steps, seed=args.seed,
-                      formats=() if args.no_export else FORMATS,
-                      extra={"method": args.name, "ratio": ratio, "episodes": 1,
-                             "search": {"seconds": time.perf_counter() - start}})
-    logger.final(report, vars(args) | {"ratio": ratio})
-    return report, run_dir
+    return run_policy(args, env, policy, start, f"{args.name} policy, ratio {ratio:.2f}",
+                      extra={"ratio": ratio})
 
 
-def run_swd(args: argparse.Namespace, env: gym.Env) -> tuple[dict, Path]:
+def run_swd(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict, Path]:
     """SWD (`baselines.swd`): the penalised warm-up at reset, then its mask as the policy."""
     config = SWDConfig(steps=args.swd_steps)
     penalty = SWDPenalty(env.unwrapped, config)
-    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
-    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
-    logger = EpisodeLogger(SummaryWriter(str(run_dir)), env.unwrapped, 1)
     policy = SWDPolicy(env.unwrapped.max_filters, finetune=args.finetune)
-    start = time.perf_counter()
-    candidate = policy_episode(env, policy, args.seed, f"swd, {config.steps} penalised steps",
-                               options={"warmup": (config.steps, penalty)})
-    logger.episode(candidate_log(env.unwrapped, candidate, 0, args.finetune))
-    report = finalize(env, candidate, run_dir, steps=args.final_steps, seed=args.seed,
-                      formats=() if args.no_export else FORMATS,
-                      extra={"method": "swd", "swd": asdict(config), "episodes": 1,
-                             "swd_dropped_filter_norm": penalty.history,
-                             "search": {"seconds": time.perf_counter() - start}})
-    logger.final(report, vars(args))
-    return report, run_dir
+    # the penalty's record is filled during the episode: the report reads it afterwards
+    extra = {"swd": asdict(config), "swd_dropped_filter_norm": penalty.history}
+    return run_policy(args, env, policy, start, f"swd, {config.steps} penalised steps",
+                      options={"warmup": (config.steps, penalty)}, extra=extra)
 
 
-def run_layerprune(args: argparse.Namespace, env: gym.Env) -> tuple[dict, Path]:
+def run_layerprune(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict, Path]:
     """LayerPrune (`baselines.layerprune`): block importance, blocks removed to the target."""
     unwrapped = env.unwrapped
-    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
-    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
-    logger = EpisodeLogger(SummaryWriter(str(run_dir)), unwrapped, 1)
-    start = time.perf_counter()
     importance = block_importance(unwrapped, args.criterion, args.criterion_batches,
                                   seed=args.seed)
     removed = blocks_to_remove(unwrapped, importance)
     leaders = removable_blocks(unwrapped)
     policy = LayerPrunePolicy(unwrapped.max_filters, [g.leader for g in unwrapped.base_groups],
                               [leaders[b] for b in removed], finetune=args.finetune)
-    candidate = policy_episode(env, policy, args.seed,
-                               f"layerprune ({args.criterion}), removed {', '.join(removed)}")
-    logger.episode(candidate_log(unwrapped, candidate, 0, args.finetune))
+    return run_policy(args, env, policy, start,
+                      f"layerprune ({args.criterion}), removed {', '.join(removed)}",
+                      extra={"criterion": args.criterion, "block_importance": importance,
+                             "removed_blocks": removed})
+
+
+def run_policy(args: argparse.Namespace, env: gym.Env, policy, start: float, source: str, *,
+               options: dict | None = None, extra: dict | None = None) -> tuple[dict, Path]:
+    """One episode of ``policy`` (reset with ``options``), then the final stage, into a new run
+    directory; ``extra`` goes into args.json's record and the report. ``start``: when the
+    method's search began (its seconds are reported)."""
+    extra = extra or {}
+    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
+    logged = vars(args) | {k: v for k, v in extra.items() if k == "ratio"}
+    (run_dir / "args.json").write_text(json.dumps(logged, indent=2))
+    logger = EpisodeLogger(SummaryWriter(str(run_dir)), env.unwrapped, 1)
+    candidate = policy_episode(env, policy, args.seed, source, options=options)
+    logger.episode(candidate_log(env.unwrapped, candidate, 0, args.finetune))
     report = finalize(env, candidate, run_dir, steps=args.final_steps, seed=args.seed,
                       formats=() if args.no_export else FORMATS,
-                      extra={"method": "layerprune", "criterion": args.criterion,
-                             "block_importance": importance, "removed_blocks": removed,
-                             "episodes": 1, "search": {"seconds": time.perf_counter() - start}})
-    logger.final(report, vars(args))
+                      extra={"method": args.name, "episodes": 1, **extra,
+                             "search": {"seconds": time.perf_counter() - start}})
+    logger.final(report, logged)
     return report, run_dir

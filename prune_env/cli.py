@@ -100,15 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(bas)
     add_pretrain_args(bas)
     add_env_args(bas)
-    bas.add_argument("--ratio", default="auto",
-                     help="fraction of each group's filters kept by random and l1, or 'auto': "
-                          "the largest uniform ratio whose predicted cost meets --target "
-                          "(default: auto)")
-    bas.add_argument("--finetune", type=float, default=0.2,
-                     help="fine-tune fraction at every step, in [0, 1] (default: 0.2)")
-    bas.add_argument("--swd-steps", type=int, default=300,
-                     help="swd: SGD steps of the penalised warm-up (default: 300)")
-    add_layerprune_args(bas)
+    add_baseline_args(bas)
     bas.add_argument("--final-steps", type=int, default=300,
                      help="SGD steps of the final fine-tune (default: 300)")
     bas.add_argument("--no-export", action="store_true",
@@ -128,17 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "a method run at several targets drawn as a curve.")
     com.add_argument("run_dirs", nargs="*", help="run directories with report.json")
     com.add_argument("--sweep", nargs="+", default=None, metavar="METHOD",
+                     choices=AGENTS + BASELINES,
                      help="first run these methods (agents and baselines) at each of "
                           "--targets into runs/sweep-TIME, then compare those runs")
     com.add_argument("--targets", nargs="+", type=float, default=[0.7, 0.5, 0.3],
                      help="targets of --sweep (default: 0.7 0.5 0.3)")
-    com.add_argument("--ratio", default="auto", help="--sweep: baselines' keep ratio "
-                     "(default: auto, the uniform ratio meeting each target)")
-    com.add_argument("--finetune", type=float, default=0.2,
-                     help="--sweep: baselines' fine-tune fraction per step (default: 0.2)")
-    com.add_argument("--swd-steps", type=int, default=300,
-                     help="--sweep: SGD steps of SWD's penalised warm-up (default: 300)")
-    add_layerprune_args(com)
+    add_baseline_args(com)
     add_data_args(com)
     add_pretrain_args(com)
     add_env_args(com)
@@ -152,8 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_layerprune_args(parser: argparse.ArgumentParser) -> None:
-    """LayerPrune's block criterion and its data pass."""
+def add_baseline_args(parser: argparse.ArgumentParser) -> None:
+    """The baselines' own options (`prune-env baseline`, `compare --sweep`)."""
+    parser.add_argument("--ratio", default="auto",
+                        help="fraction of each group's filters kept by random and l1, or "
+                             "'auto': the largest uniform ratio whose predicted cost meets "
+                             "the target (default: auto)")
+    parser.add_argument("--finetune", type=float, default=0.2,
+                        help="fine-tune fraction at every step, in [0, 1] (default: 0.2)")
+    parser.add_argument("--swd-steps", type=int, default=300,
+                        help="swd: SGD steps of the penalised warm-up (default: 300)")
     parser.add_argument("--criterion", default="taylor",
                         choices=("taylor", "l1", "bn", "imprinting"),
                         help="layerprune: block importance (default: taylor)")

@@ -11,17 +11,17 @@ import argparse
 import time
 from pathlib import Path
 
-from prune_env.catalog import AGENTS, BASELINES
+from prune_env.catalog import AGENTS
 
 
 def sweep(args: argparse.Namespace) -> tuple[list[Path], Path]:
-    """Run ``args.sweep`` methods at ``args.targets``; returns (run directories, sweep dir)."""
+    """Run ``args.sweep`` methods at ``args.targets``; returns (run directories, sweep dir).
+
+    A stopped sweep keeps its finished runs (each a complete run directory); compare them
+    with ``prune-env compare runs/sweep-TIME/*``."""
     from agents.train import train
     from baselines.run import run_baseline
 
-    unknown = [m for m in args.sweep if m not in AGENTS + BASELINES]
-    if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}: choose from {', '.join(AGENTS + BASELINES)}")
     root = Path(args.runs_dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     root.mkdir(parents=True, exist_ok=False)  # a sweep directory is never reused
     runs = []
