@@ -13,6 +13,7 @@ import gymnasium as gym
 from torch.utils.tensorboard import SummaryWriter
 
 import prune_env  # noqa: F401  (registers the environment)
+from baselines.alf import ALFConfig, ALFPolicy, ALFTrainer, code_filters, deploy, wrap
 from baselines.layerprune import (
     LayerPrunePolicy,
     block_importance,
@@ -41,6 +42,8 @@ def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
         return run_swd(args, env, start)
     if args.name == "layerprune":
         return run_layerprune(args, env, start)
+    if args.name == "alf":
+        return run_alf(args, env, start)
     if args.name == "keep-all":
         ratio = 1.0
     elif args.ratio == "auto":
@@ -77,6 +80,22 @@ def run_layerprune(args: argparse.Namespace, env: gym.Env, start: float) -> tupl
                       f"layerprune ({args.criterion}), removed {', '.join(removed)}",
                       extra={"criterion": args.criterion, "block_importance": importance,
                              "removed_blocks": removed})
+
+
+def run_alf(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict, Path]:
+    """ALF (`baselines.alf`): autoencoder blocks trained with the task at reset, deployed as
+    code + 1x1 expansion convs; the episode drops the code filters ALF masked."""
+    config = ALFConfig(steps=args.alf_steps)
+    trainer = ALFTrainer(env.unwrapped, config)
+    policy = ALFPolicy(env.unwrapped.max_filters, finetune=args.finetune)
+    options = {"wrap": wrap, "warmup": (config.steps, trainer), "deploy": deploy}
+    report, run_dir = run_policy(args, env, policy, start, f"alf, {config.steps} steps",
+                                 options=options,
+                                 extra={"alf": asdict(config), "alf_training": trainer.history})
+    # the report says how many code filters each layer kept (and rewrites report.json)
+    report["alf_code_filters"] = code_filters(env.unwrapped.state.model)
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return report, run_dir
 
 
 def run_policy(args: argparse.Namespace, env: gym.Env, policy, start: float, source: str, *,

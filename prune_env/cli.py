@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "stage as the agents: report.json, exports and a TensorBoard run.")
     bas.add_argument("name", choices=BASELINES,
                      help="keep-all, random, l1 (uniform ratio), swd (selective weight "
-                          "decay, then its mask), or layerprune (whole blocks removed)")
+                          "decay, then its mask), layerprune (whole blocks removed), alf "
+                          "(autoencoder code filters, deployed as conv + 1x1 expansion), or "
+                          "gating (dynamic filter gating, executed at batch 1)")
     add_data_args(bas)
     add_pretrain_args(bas)
     add_env_args(bas)
@@ -149,6 +151,8 @@ def add_baseline_args(parser: argparse.ArgumentParser) -> None:
                         help="fine-tune fraction at every step, in [0, 1] (default: 0.2)")
     parser.add_argument("--swd-steps", type=int, default=300,
                         help="swd: SGD steps of the penalised warm-up (default: 300)")
+    parser.add_argument("--alf-steps", type=int, default=300,
+                        help="alf: SGD steps training the autoencoder blocks (default: 300)")
     parser.add_argument("--criterion", default="taylor",
                         choices=("taylor", "l1", "bn", "imprinting"),
                         help="layerprune: block importance (default: taylor)")

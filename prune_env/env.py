@@ -221,8 +221,9 @@ class PruneEnv(gym.Env):
         self.base_groups = filter_groups(self.base_model)
         with evaluating(self.base_model), torch.no_grad():
             # conv -> its BatchNorm: pruning never changes it (removed convs just vanish)
-            self._bn_of = following_batchnorms(self.base_model,
-                                               example_input(self.base_model, 2))
+            self._base_bn_of = following_batchnorms(self.base_model,
+                                                    example_input(self.base_model, 2))
+        self._bn_of = self._base_bn_of
         self.max_filters = max(g.size for g in self.base_groups)
         self.max_in = max(m.in_channels for m in self.base_model.modules()
                           if isinstance(m, nn.Conv2d))
@@ -247,12 +248,17 @@ class PruneEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self._generator.manual_seed(int(self.np_random.integers(2**31)))
+        options = options or {}
         model = copy.deepcopy(self.base_model)
+        if "wrap" in options:
+            model = options["wrap"](model)
         self.state = EpisodeState(model=model, cost=self.base_cost,
                                   accuracy=self.base_accuracy)
-        self._warm_up(options or {})
-        self._order = [g.leader for g in self.base_groups]
-        self._advance(self.base_groups)
+        self._bn_of = self._base_bn_of
+        self._warm_up(options)
+        groups = self._deploy(options["deploy"]) if "deploy" in options else self.base_groups
+        self._order = [g.leader for g in groups]
+        self._advance(groups)
         return self._observation(), {"accuracy": self.base_accuracy, **self.base_costs}
 
     def step(self, action: dict[str, Any]):
@@ -311,6 +317,19 @@ class PruneEnv(gym.Env):
             state.accuracy = evaluate(state.model, self.data.val, self.task,
                                       limit=self.val_samples)
         state.finetune_steps += int(steps)
+
+    def _deploy(self, deploy) -> list[FilterGroup]:
+        """``options["deploy"](model) -> network``: the structure a method deploys after its
+        training (ALF's code and expansion convs, say) becomes the episode's network; its
+        groups are walked instead of the base's. Returns them."""
+        state = self.state
+        model = deploy(state.model)
+        with evaluating(model), torch.no_grad():
+            self._bn_of = following_batchnorms(model, example_input(model, 2))
+        with self.meter.computing():
+            state.accuracy = evaluate(model, self.data.val, self.task, limit=self.val_samples)
+        state.model, state.cost = model, self.meter.costs(model)[self.cost_key]
+        return filter_groups(model)
 
     # ----------------------------------------------------------------- tries
     def snapshot(self) -> dict[str, Any]:

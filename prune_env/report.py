@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 
 
 def kept_filters(base: nn.Module, pruned: nn.Module) -> dict[str, list[int]]:
-    """Per conv of the base network: [filters before, filters after] (0: branch removed)."""
+    """Per conv of the base network: [filters before, filters after] (0: branch removed;
+    a conv that a method deployed as ``code`` and ``expand`` convs, ALF's, counts its
+    expansion's filters)."""
     after = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
-    return {n: [m.out_channels, after.get(n, 0)] for n, m in base.named_modules()
-            if isinstance(m, nn.Conv2d)}
+    return {n: [m.out_channels, after.get(n, after.get(f"{n}.expand", 0))]
+            for n, m in base.named_modules() if isinstance(m, nn.Conv2d)}
 
 
 def episode_report(env: PruneEnv, state: EpisodeState, latency: dict[str, Any]) -> dict:
