@@ -208,7 +208,16 @@ class ALFTrainer:
                 lo = mid
             else:
                 hi = mid - 1
-        for name, mask in masks_at(gates, order[lo - 1]).items():
+        masks = masks_at(gates, order[lo - 1])
+        if lo == 1 and not self.meets(model, masks):
+            env = self.env
+            floor = env.meter.costs(deploy(model, masks, drop_masked=True))[env.cost_key]
+            raise ValueError(
+                f"ALF cannot reach a {env.cost_name} target of {env.reward_cfg.target} here: "
+                f"with one code filter per layer its deployed network still costs "
+                f"{floor / env.base_cost:.2f} of the base (each ALF layer adds a 1x1 conv); "
+                "choose a higher --target or --cost flops")
+        for name, mask in masks.items():
             found[name].mask.copy_(mask)
 
     def meets(self, model: nn.Module, masks: dict[str, torch.Tensor]) -> bool:

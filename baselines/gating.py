@@ -134,13 +134,21 @@ class GatedNetwork(nn.Module):
         agreement: after a teacher forward, the mean over gates of the fraction of predicted
             bits equal to the teacher's.
         last_masks: the masks ([B, C] bool) of the last forward, per gate.
+        train_masks: which masks multiply the backbone's outputs in train mode: "predicted"
+            (default: the backbone learns to work with the filters it will execute) or
+            "teacher". The predictors learn the teacher masks either way. Where the paper is
+            silent; measured on the synthetic data at 0.6 of the base FLOPs, 30 predictor
+            batches per step: validation accuracy with predicted masks 0.77 trained on
+            predicted, 0.67 trained on teacher masks (0.81 with teacher masks at inference,
+            which no deployment has).
 
     Args:
         model: a trained CIFAR ResNet from `prune_env.models.build_model`.
         budget: initial r of every gate.
+        train_masks: see Attributes.
     """
 
-    def __init__(self, model: nn.Module, budget: float = 0.9):
+    def __init__(self, model: nn.Module, budget: float = 0.9, train_masks: str = "predicted"):
         super().__init__()
         self.blocks = set(gated_blocks(model))  # checked before copying a model we reject
         self.backbone = copy.deepcopy(model)
@@ -156,6 +164,9 @@ class GatedNetwork(nn.Module):
         self.aux_loss: Tensor = torch.zeros(())
         self.agreement = float("nan")
         self.last_masks: dict[str, Tensor] = {}
+        if train_masks not in ("predicted", "teacher"):
+            raise ValueError(f"train_masks must be 'predicted' or 'teacher', not {train_masks!r}")
+        self.train_masks = train_masks
 
     def predictor(self, gate: str) -> MaskPredictor:
         """The mask predictor of a gate."""
@@ -198,6 +209,8 @@ class GatedNetwork(nn.Module):
             bce = F.binary_cross_entropy_with_logits(logits, mask.float(), reduction="none")
             self._losses.append(bce.sum(1).mean())
             self._agreements.append(((logits.detach() > 0) == mask).float().mean())
+            if self.training and self.train_masks == "predicted":
+                mask = predicted_masks(logits.detach())
         else:
             mask = predicted_masks(logits)
         self.last_masks[gate] = mask
@@ -209,7 +222,10 @@ class PredictorTrainer:
 
     Called after the task loss's backward pass: backpropagates the model's ``aux_loss``, steps
     SGD (lr 0.1, momentum 0.9, no weight decay: the paper's separate predictor optimiser, at a
-    constant rate since the paper's schedule is the backbone's concern), then sets the
+    constant rate since the paper's schedule is the backbone's concern) or Adam (what the
+    gating environment uses: the softmax makes the predictor's inputs about 1/C each, so SGD
+    learns their input dependence slowly in a few dozen batches; measured 0.67 vs 0.61
+    validation accuracy with predicted masks at the same budget), then sets the
     predictors' ``.grad`` to None so that the caller's optimiser, which skips parameters
     without a gradient, applies neither its update nor its weight decay to them.
 
@@ -218,10 +234,14 @@ class PredictorTrainer:
         agreement: the fraction of predicted mask bits equal to the teacher's at each step.
     """
 
-    def __init__(self, model: GatedNetwork, lr: float = 0.1, momentum: float = 0.9):
+    def __init__(self, model: GatedNetwork, lr: float = 0.1, momentum: float = 0.9,
+                 optimizer: str = "sgd"):
         self.params = list(model.predictors.parameters())
         self.bits = sum(p.linear.out_features for p in model.predictors.values())
-        self.optimizer = torch.optim.SGD(self.params, lr=lr, momentum=momentum)
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        self.optimizer = (torch.optim.SGD(self.params, lr=lr, momentum=momentum)
+                          if optimizer == "sgd" else torch.optim.Adam(self.params, lr=lr))
         self.bce: list[float] = []
         self.agreement: list[float] = []
 

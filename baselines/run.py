@@ -14,6 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import prune_env  # noqa: F401  (registers the environment)
 from baselines.alf import ALFConfig, ALFPolicy, ALFTrainer, code_filters, deploy, wrap
+from baselines.gating_policy import FixedBudget, budget_for
 from baselines.layerprune import (
     LayerPrunePolicy,
     block_importance,
@@ -26,6 +27,7 @@ from prune_env.data import load_data
 from prune_env.episode import env_options
 from prune_env.export import FORMATS
 from prune_env.finalize import finalize, policy_episode
+from prune_env.gate_report import finalize_gating, gate_log
 from prune_env.rundir import new_run_dir
 from prune_env.tensorboard import EpisodeLogger, candidate_log
 from prune_env.uniform import uniform_ratio_for
@@ -36,8 +38,10 @@ def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
     data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
                      seed=args.seed, synthetic_size=args.synthetic_size,
                      image_size=args.image_size)
-    env = gym.make("prune_env/Prune-v0", final_report=False, **env_options(args, data))
     start = time.perf_counter()
+    if args.name == "gating":
+        return run_gating(args, data, start)
+    env = gym.make("prune_env/Prune-v0", final_report=False, **env_options(args, data))
     if args.name == "swd":
         return run_swd(args, env, start)
     if args.name == "layerprune":
@@ -95,6 +99,36 @@ def run_alf(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict,
     # the report says how many code filters each layer kept (and rewrites report.json)
     report["alf_code_filters"] = code_filters(env.unwrapped.state.model)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return report, run_dir
+
+
+def run_gating(args: argparse.Namespace, data, start: float) -> tuple[dict, Path]:
+    """Dynamic gating (`baselines.gating`) at one budget r for every gate, through the
+    gating environment; its own final stage (a dynamic network has no static export)."""
+    env = gym.make("prune_env/Gate-v0", final_report=False,
+                   predictor_steps=args.predictor_steps, **env_options(args, data))
+    unwrapped = env.unwrapped
+    budget = (budget_for(unwrapped, args.target) if args.budget == "auto"
+              else float(args.budget))
+    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
+    logged = vars(args) | {"budget": budget}
+    (run_dir / "args.json").write_text(json.dumps(logged, indent=2))
+    logger = EpisodeLogger(SummaryWriter(str(run_dir)), unwrapped, 1)
+    policy = FixedBudget(budget, args.finetune)
+    obs, _ = env.reset(seed=args.seed)
+    done, reward = False, 0.0
+    while not done:
+        action, _ = policy.predict(obs)
+        obs, r, done, _, info = env.step(action)
+        reward += r
+    logger.episode(gate_log(unwrapped, reward, info, args.finetune))
+    search = time.perf_counter() - start
+    report = finalize_gating(env, run_dir, steps=args.final_steps, seed=args.seed)
+    report.update({"method": args.name, "episodes": 1, "budget": budget,
+                   "source": f"gating, budget r = {budget:.3f} at every gate",
+                   "search": {"seconds": search}, "exports": {}})
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    logger.final(report, logged)
     return report, run_dir
 
 

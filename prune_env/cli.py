@@ -153,6 +153,11 @@ def add_baseline_args(parser: argparse.ArgumentParser) -> None:
                         help="swd: SGD steps of the penalised warm-up (default: 300)")
     parser.add_argument("--alf-steps", type=int, default=300,
                         help="alf: SGD steps training the autoencoder blocks (default: 300)")
+    parser.add_argument("--budget", default="auto",
+                        help="gating: budget r of every gate, or 'auto': the largest r whose "
+                             "estimated cost meets the target (default: auto)")
+    parser.add_argument("--predictor-steps", type=int, default=30,
+                        help="gating: predictor-only batches after each step (default: 30)")
     parser.add_argument("--criterion", default="taylor",
                         choices=("taylor", "l1", "bn", "imprinting"),
                         help="layerprune: block importance (default: taylor)")

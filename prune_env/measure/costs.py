@@ -148,7 +148,11 @@ class CostMeter:
         that lost residual branches loses their share, and a thinner one its element-wise
         work.
         """
-        shapes = self.shapes(model)
+        return self.predict_shapes_ms(self.shapes(model))
+
+    def predict_shapes_ms(self, shapes: dict[str, LayerShape]) -> float:
+        """`predict_ms` of a network given by its layer shapes (a dynamic network's mean
+        widths, say, which no static module has)."""
         table = sum(self.table.layers_ms(shapes).values())
         per_layer, per_element = self.overhead
         return table + per_layer * len(shapes) + per_element * output_elements(shapes)
