@@ -4,6 +4,7 @@ the agents (same report.json, exports and TensorBoard layout as ``prune-env trai
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from dataclasses import asdict
@@ -13,7 +14,15 @@ import gymnasium as gym
 from torch.utils.tensorboard import SummaryWriter
 
 import prune_env  # noqa: F401  (registers the environment)
-from baselines.alf import ALFConfig, ALFPolicy, ALFTrainer, code_filters, deploy, wrap
+from baselines.alf import (
+    ALFConfig,
+    ALFPolicy,
+    ALFTrainer,
+    blocks,
+    code_filters,
+    deploy,
+    wrap,
+)
 from baselines.gating_policy import FixedBudget, budget_for
 from baselines.layerprune import (
     LayerPrunePolicy,
@@ -91,6 +100,8 @@ def run_alf(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict,
     code + 1x1 expansion convs; the episode drops the code filters ALF masked."""
     config = ALFConfig(steps=args.alf_steps)
     trainer = ALFTrainer(env.unwrapped, config)
+    # an unreachable target is an error before any run directory exists
+    trainer.set_masks(wrapped := wrap(copy.deepcopy(env.unwrapped.base_model)), blocks(wrapped))
     policy = ALFPolicy(env.unwrapped.max_filters, finetune=args.finetune)
     options = {"wrap": wrap, "warmup": (config.steps, trainer), "deploy": deploy}
     report, run_dir = run_policy(args, env, policy, start, f"alf, {config.steps} steps",
@@ -104,7 +115,9 @@ def run_alf(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict,
 
 def run_gating(args: argparse.Namespace, data, start: float) -> tuple[dict, Path]:
     """Dynamic gating (`baselines.gating`) at one budget r for every gate, through the
-    gating environment; its own final stage (a dynamic network has no static export)."""
+    gating environment: backbone and predictors trained together at r for
+    ``--gating-steps`` at reset (FTWT's training), then the episode at r; its own final stage
+    (a dynamic network has no static export)."""
     env = gym.make("prune_env/Gate-v0", final_report=False,
                    predictor_steps=args.predictor_steps, **env_options(args, data))
     unwrapped = env.unwrapped
@@ -115,7 +128,7 @@ def run_gating(args: argparse.Namespace, data, start: float) -> tuple[dict, Path
     (run_dir / "args.json").write_text(json.dumps(logged, indent=2))
     logger = EpisodeLogger(SummaryWriter(str(run_dir)), unwrapped, 1)
     policy = FixedBudget(budget, args.finetune)
-    obs, _ = env.reset(seed=args.seed)
+    obs, _ = env.reset(seed=args.seed, options={"warmup": (args.gating_steps, budget)})
     done, reward = False, 0.0
     while not done:
         action, _ = policy.predict(obs)
@@ -125,7 +138,8 @@ def run_gating(args: argparse.Namespace, data, start: float) -> tuple[dict, Path
     search = time.perf_counter() - start
     report = finalize_gating(env, run_dir, steps=args.final_steps, seed=args.seed)
     report.update({"method": args.name, "episodes": 1, "budget": budget,
-                   "source": f"gating, budget r = {budget:.3f} at every gate",
+                   "source": f"gating, budget r = {budget:.3f} at every gate, "
+                             f"{args.gating_steps} joint steps",
                    "search": {"seconds": search}, "exports": {}})
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     logger.final(report, logged)

@@ -156,6 +156,9 @@ def add_baseline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", default="auto",
                         help="gating: budget r of every gate, or 'auto': the largest r whose "
                              "estimated cost meets the target (default: auto)")
+    parser.add_argument("--gating-steps", type=int, default=300,
+                        help="gating: SGD steps training backbone and predictors together "
+                             "at the budget before the episode (default: 300)")
     parser.add_argument("--predictor-steps", type=int, default=30,
                         help="gating: predictor-only batches after each step (default: 30)")
     parser.add_argument("--criterion", default="taylor",

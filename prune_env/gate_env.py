@@ -82,6 +82,10 @@ class GateEnv(PruneEnv):
 
     The base network gated everywhere with r = 1 and predictors that start with every filter
     on (zero weights, bias +4), so the first observation is the base network's.
+    `reset(options={"warmup": (steps, r)})` first gates every conv at budget r and trains the
+    backbone and predictors together for `steps` SGD steps (FTWT's own training, what the
+    fixed-budget baseline does), charged to the episode's fine-tuning compute; a step that
+    leaves a gate's budget unchanged then keeps its trained predictor.
 
     ## Episode End
 
@@ -143,11 +147,30 @@ class GateEnv(PruneEnv):
                 predictor.linear.weight.zero_()
                 predictor.linear.bias.fill_(4.0)  # every filter on until trained
         self.trainer = PredictorTrainer(gated, lr=self.predictor_lr, optimizer="adam")
+        self.state = EpisodeState(model=gated, accuracy=self.base_accuracy, prev_keep=1.0)
+        if "warmup" in (options or {}):
+            self._warm_up_gated(*options["warmup"])
         costs, _ = self.dynamic_costs(gated)
-        self.state = EpisodeState(model=gated, cost=costs[self.cost_key],
-                                  accuracy=self.base_accuracy, prev_keep=1.0)
+        self.state.cost = costs[self.cost_key]
         self._prev_active = 1.0
-        return self._observation(), {"accuracy": self.base_accuracy, **costs}
+        return self._observation(), {"accuracy": self.state.accuracy, **costs}
+
+    def _warm_up_gated(self, steps: int, budget: float) -> None:
+        """``reset(options={"warmup": (steps, r)})``: gate every conv at budget r and train
+        the backbone and the predictors together for ``steps`` SGD steps, as FTWT trains its
+        networks, before the first step (charged to the episode's fine-tuning compute)."""
+        state, gated = self.state, self.state.model
+        with self.meter.computing():
+            for gate in self.gates:
+                gated.budgets[gate] = float(budget)
+                self.start_predictor(gate)
+            state.finetune_seconds += train_steps(
+                gated, self.data.train, self.task, int(steps), self.train_cfg, self._generator,
+                grad_hook=self.trainer, progress="warm-up")
+            state.finetune_seconds += self.fit_predictors(self.predictor_steps)
+            self.calibrate_predictors()
+            state.accuracy = evaluate(gated, self.data.val, self.task, limit=self.val_samples)
+        state.finetune_steps += int(steps) + self.predictor_steps
 
     def step(self, action):
         if self.state is None or self.state.step >= len(self.gates):
@@ -155,10 +178,12 @@ class GateEnv(PruneEnv):
         budget, finetune = self._parse_budget(action)
         state, gated = self.state, self.state.model
         gate = self.gates[state.step]
+        changed = budget != gated.budgets[gate]
         gated.budgets[gate] = budget
         steps = round(finetune * self.max_finetune_steps)
         with self.meter.computing():  # no latency timing meanwhile, in any process
-            self.start_predictor(gate)
+            if changed:  # a trained predictor (warm-up) keeps what it learned
+                self.start_predictor(gate)
             seconds = train_steps(gated, self.data.train, self.task, steps, self.train_cfg,
                                   self._generator, grad_hook=self.trainer)
             seconds += self.fit_predictors(self.predictor_steps)

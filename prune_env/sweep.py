@@ -30,11 +30,15 @@ def sweep(args: argparse.Namespace) -> tuple[list[Path], Path]:
             run = argparse.Namespace(**vars(args))
             run.target, run.runs_dir, run.resume = target, str(root), None
             print(f"\n== {method} at target {target} ==")
-            if method in AGENTS:
-                run.agent = method
-                _, run_dir = train(run)
-            else:
-                run.name = method
-                _, run_dir = run_baseline(run)
+            try:
+                if method in AGENTS:
+                    run.agent = method
+                    _, run_dir = train(run)
+                else:
+                    run.name = method
+                    _, run_dir = run_baseline(run)
+            except ValueError as err:  # a method that cannot reach this target says why
+                print(f"{method} at target {target} skipped: {err}")
+                continue
             runs.append(run_dir)
     return runs, root

@@ -53,6 +53,7 @@ def test_gating_baseline_meets_its_flops_target_and_reports_simulated_and_execut
     assert main(["baseline", "gating", "--dataset", "synthetic", "--synthetic-size", "1500",
                  "--image-size", "16", "--checkpoint", str(checkpoint[0]),
                  "--max-finetune-steps", "4", "--finetune", "1", "--predictor-steps", "20",
+                 "--gating-steps", "60",
                  "--val-samples", "300", "--threads", "1", "--latency-table", latency_table,
                  "--final-steps", "20", "--cost", "flops", "--target", "0.6",
                  "--runs-dir", str(runs)]) == 0
@@ -70,3 +71,13 @@ def test_gating_baseline_meets_its_flops_target_and_reports_simulated_and_execut
     assert all(0 < a < 64 for a in dyn["active_filters"].values())
     table = compare([str(run)])
     assert "| gating |" in table
+
+
+def test_stable_baselines3_accepts_the_gating_environment(gate_env):
+    from stable_baselines3.common.env_checker import check_env
+
+    env = gate_env(final_report=False)
+    # Gymnasium's and stable-baselines3's API checks (spaces, dtypes, reset/step contract):
+    # the Box action lets PPO, A2C and SAC act on it as it is, with no wrapper
+    check_env(env.unwrapped, warn=False)
+    assert isinstance(env.action_space, gym.spaces.Box) and env.action_space.shape == (2,)
