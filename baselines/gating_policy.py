@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines.gating import GatedNetwork, mean_active
+from prune_env.gating import GatedNetwork, mean_active
 
 
 class FixedBudget:

@@ -114,7 +114,7 @@ def run_alf(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict,
 
 
 def run_gating(args: argparse.Namespace, data, start: float) -> tuple[dict, Path]:
-    """Dynamic gating (`baselines.gating`) at one budget r for every gate, through the
+    """Dynamic gating (`prune_env.gating`) at one budget r for every gate, through the
     gating environment: backbone and predictors trained together at r for
     ``--gating-steps`` at reset (FTWT's training), then the episode at r; its own final stage
     (a dynamic network has no static export)."""

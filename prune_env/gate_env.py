@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from baselines.dynamic import DynamicResNet, dynamic_flops, measure_dynamic_latency
-from baselines.gating import GatedNetwork, PredictorTrainer
 from prune_env.data import infinite_batches
+from prune_env.dynamic import DynamicResNet, dynamic_flops, measure_dynamic_latency
 from prune_env.env import EpisodeState, PruneEnv
+from prune_env.gating import GatedNetwork, PredictorTrainer
 from prune_env.measure import count_params
 from prune_env.reward import final_reward, step_reward
 from prune_env.training import evaluate, train_steps
@@ -33,12 +33,12 @@ class GateEnv(PruneEnv):
 
     Dynamic filter gating, "Fire Together Wire Together" (FTWT, Elkerdawy et al. CVPR 2022),
     as an episode: the base network's residual-branch convs are gated per input by mask
-    predictors (`baselines.gating`), and at each step the agent sets the budget ``r`` of one
+    predictors (`prune_env.gating`), and at each step the agent sets the budget ``r`` of one
     gate (the teacher masks keep the fewest filters holding a fraction r of the unit's output
     mass on each image, so the number of active filters varies per image) AND how long to
     fine-tune afterwards. Gates are visited in forward order; gates not yet visited have
     r = 1 (every filter on). The network is deployed with REAL dynamic execution
-    (`baselines.dynamic.DynamicResNet`: at batch 1 only the predicted filters are computed),
+    (`prune_env.dynamic.DynamicResNet`: at batch 1 only the predicted filters are computed),
     and the final report times it, predictors included.
 
     ## Action Space
@@ -97,7 +97,7 @@ class GateEnv(PruneEnv):
 
     Each step starts the gate's predictor at its new budget's label frequencies, trains the
     backbone (with the predicted masks, which it will execute) and the predictors (towards
-    the teacher masks, with their own optimiser, `baselines.gating.PredictorTrainer`) for the
+    the teacher masks, with their own optimiser, `prune_env.gating.PredictorTrainer`) for the
     fine-tune steps, fits the predictors alone for `predictor_steps` batches (backbone in
     eval mode, unchanged), all charged to the episode's fine-tuning compute, and calibrates
     each predictor's threshold to fire as often as its teacher

@@ -2,7 +2,7 @@
 reads it like any other run), plus what only a dynamic network has: simulated and executed
 figures side by side.
 
-- executed: `baselines.dynamic.DynamicResNet` computes only the predicted filters, one image
+- executed: `prune_env.dynamic.DynamicResNet` computes only the predicted filters, one image
   at a time; its latency (``pruned.latency_ms``) is timed at batch 1 over real test images,
   interleaved with the dense base, predictors included; its FLOPs (``pruned.flops``) are
   what it computes, averaged over the same images, predictors included.
@@ -17,15 +17,15 @@ executed one (tested to 1e-4).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from baselines.dynamic import dynamic_flops
-from prune_env.checkpoint import save_compact
+import torch
+
+from prune_env.dynamic import dynamic_flops
 from prune_env.measure import count_params
-from prune_env.training import evaluate
+from prune_env.report import common_report, write_report
+from prune_env.training import evaluate, train_steps
 
 if TYPE_CHECKING:
     from prune_env.env import EpisodeState
@@ -53,20 +53,10 @@ def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> dict[str,
                   counted["executed"], count_params(gated))
     pruned["latency_predicted_ms"] = env.meter.predict_shapes_ms(
         env.mean_width_shapes(counted["active"]))
-    ratio = executed["ratio"] if env.cost_name == "latency" else counted["executed"] / \
-        counted["dense"]
-    return {
-        "model": env.model_name, "dataset": env.data.name, "cost": env.cost_name,
-        "target": env.reward_cfg.target, "reward": dataclasses.asdict(env.reward_cfg),
-        "episode_reward": state.total_reward, "device": env.meter.device,
-        "threads": env.meter.threads, "base": base, "pruned": pruned,
-        "speedup": executed["dense_ms"] / executed["dynamic_ms"],
-        "cost_ratio": ratio,
-        "cost_ratio_source": "measured" if env.cost_name == "latency" else "counted",
-        "episode_cost_ratio": state.cost / env.base_cost,
-        "target_met": ratio <= env.reward_cfg.target,
+    ratio = (executed["ratio"] if env.cost_name == "latency"
+             else counted["executed"] / counted["dense"])
+    return common_report(env, state, base, pruned, ratio) | {
         "kept_filters": mean_kept_filters(env, counted["active"]),
-        "finetune": {"seconds": state.finetune_seconds, "steps": state.finetune_steps},
         "dynamic": {"budgets": dict(gated.budgets), "active_filters": counted["active"],
                     "flops_simulated": counted["simulated"],
                     "flops_executed": counted["executed"], "flops_dense": counted["dense"],
@@ -86,10 +76,6 @@ def finalize_gating(env, out: Path, *, steps: int, seed: int) -> dict[str, Any]:
     episode's network fine-tuned for ``steps`` SGD steps (backbone and predictors, then the
     predictors alone), scored, timed, written to ``out``. No static export: a dynamic
     network's control flow depends on the image (the masked network's ONNX would run dense)."""
-    import torch
-
-    from prune_env.training import train_steps
-
     unwrapped = env.unwrapped
     state = unwrapped.state
     unwrapped._generator.manual_seed(seed)
@@ -129,14 +115,5 @@ def mean_kept_filters(env: GateEnv, active: dict[str, float]) -> dict[str, list]
 
 
 def write_gate_report(env: GateEnv, state: EpisodeState, report: dict, out: Path) -> Path:
-    """Add full validation and test accuracy; write report.json and the gated network."""
-    for key, model in (("base", env.base_model), ("pruned", state.model)):
-        report[key]["val_accuracy"] = evaluate(model, env.data.val, env.task)
-        report[key]["test_accuracy"] = evaluate(model, env.data.test, env.task)
-    report["accuracy_drop"] = report["base"]["test_accuracy"] - report["pruned"]["test_accuracy"]
-    out.mkdir(parents=True, exist_ok=True)
-    save_compact(out / "compact.pt", state.model, {"report": "report.json",
-                                                    "execution": "dynamic (DynamicResNet)"})
-    path = out / "report.json"
-    path.write_text(json.dumps(report, indent=2))
-    return path
+    """`prune_env.report.write_report`, the network saved as the gated one it is."""
+    return write_report(env, state, report, out, {"execution": "dynamic (DynamicResNet)"})

@@ -49,6 +49,17 @@ def episode_report(env: PruneEnv, state: EpisodeState, latency: dict[str, Any]) 
     ratio = (pruned["latency_ms"] / base["latency_ms"] if env.cost_name == "latency"
              else state.cost / env.base_cost)
     pruned["latency_predicted_ms"] = latency["pruned_predicted_ms"]
+    return common_report(env, state, base, pruned, ratio) | {
+        "kept_filters": kept_filters(env.base_model, state.model),
+        "latency_note": "latency_ms: batch 1, median of block minima, base and pruned "
+                        "interleaved; IQR over all runs",
+    }
+
+
+def common_report(env: PruneEnv, state: EpisodeState, base: dict, pruned: dict,
+                  ratio: float) -> dict[str, Any]:
+    """The fields every method's report has (what `prune_env.compare` reads), given the
+    base and pruned sides and the cost ratio the target is judged on."""
     return {
         "model": env.model_name, "dataset": env.data.name, "cost": env.cost_name,
         "target": env.reward_cfg.target, "reward": dataclasses.asdict(env.reward_cfg),
@@ -59,21 +70,20 @@ def episode_report(env: PruneEnv, state: EpisodeState, latency: dict[str, Any]) 
         "cost_ratio_source": "measured" if env.cost_name == "latency" else "counted",
         "episode_cost_ratio": state.cost / env.base_cost,
         "target_met": ratio <= env.reward_cfg.target,
-        "kept_filters": kept_filters(env.base_model, state.model),
         "finetune": {"seconds": state.finetune_seconds, "steps": state.finetune_steps},
-        "latency_note": "latency_ms: batch 1, median of block minima, base and pruned "
-                        "interleaved; IQR over all runs",
     }
 
 
-def write_report(env: PruneEnv, state: EpisodeState, report: dict, out: Path) -> Path:
-    """Add full validation and test accuracy, write report.json and compact.pt to ``out``."""
+def write_report(env: PruneEnv, state: EpisodeState, report: dict, out: Path,
+                 meta: dict[str, Any] | None = None) -> Path:
+    """Add full validation and test accuracy, write report.json and compact.pt (with
+    ``meta``) to ``out``."""
     for key, model in (("base", env.base_model), ("pruned", state.model)):
         report[key]["val_accuracy"] = evaluate(model, env.data.val, env.task)
         report[key]["test_accuracy"] = evaluate(model, env.data.test, env.task)
     report["accuracy_drop"] = report["base"]["test_accuracy"] - report["pruned"]["test_accuracy"]
     out.mkdir(parents=True, exist_ok=True)
-    save_compact(out / "compact.pt", state.model, {"report": "report.json"})
+    save_compact(out / "compact.pt", state.model, {"report": "report.json", **(meta or {})})
     path = out / "report.json"
     path.write_text(json.dumps(report, indent=2))
     return path

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.dynamic import DynamicResNet, dynamic_flops, measure_dynamic_latency
-from baselines.gating import GatedNetwork, PredictorTrainer, mean_active, target_masks
 from prune_env.data import load_data
+from prune_env.dynamic import DynamicResNet, dynamic_flops, measure_dynamic_latency
+from prune_env.gating import GatedNetwork, PredictorTrainer, mean_active, target_masks
 from prune_env.models import build_model
 from prune_env.task import get_task
 from prune_env.training import TrainConfig, train_steps

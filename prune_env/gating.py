@@ -16,7 +16,7 @@ inside `prune_env.training.train_steps` (as its grad hook), while the task loss 
 backbone, its outputs masked by the teacher masks.
 
 Inference (eval mode): mask = sigmoid(logit) > 0.5 and the dense outputs are multiplied by
-it, the "simulated" execution of the authors' code; `baselines.dynamic` really skips the
+it, the "simulated" execution of the authors' code; `prune_env.dynamic` really skips the
 filters.
 
 Example:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from baselines.gating import GatedNetwork, MaskPredictor, predicted_masks
+from prune_env.gating import GatedNetwork, MaskPredictor, predicted_masks
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
