@@ -13,7 +13,8 @@ from prune_env.pareto import AXES, pareto_figure, pareto_plots
 #: ``measured_ratio``: timed against the base at the end (what ``target_met`` judges; on a
 #: shared machine it varies by a few hundredths between runs).
 COLUMNS = ("method", "target", "val_acc", "test_acc", "drop", "table_ratio", "measured_ratio",
-           "speedup", "latency_ms", "energy_mj", "energy_ratio", "mflops", "params", "search_s",
+           "speedup", "latency_ms", "energy_mj", "energy_ratio", "mflops", "flops_ratio", "params",
+           "search_s",
            "finetune_s", "target_met")
 
 
@@ -28,7 +29,8 @@ def row(run_dir: str | Path) -> dict[str, object]:
             "test_acc": p["test_accuracy"], "drop": r["accuracy_drop"],
             "table_ratio": r["episode_cost_ratio"], "measured_ratio": r["cost_ratio"],
             "latency_ms": p["latency_ms"], "speedup": r["speedup"],
-            "energy_mj": p["energy_mj"], "energy_ratio": energy, "mflops": p["flops"] / 1e6, "params": p["params"],
+            "energy_mj": p["energy_mj"], "energy_ratio": energy, "mflops": p["flops"] / 1e6,
+            "flops_ratio": p["flops"] / r["base"]["flops"], "params": p["params"],
             "search_s": r.get("search", {}).get("seconds"),
             "finetune_s": r["finetune"]["seconds"] + r.get("final_finetune", {}).get("seconds", 0),
             "target_met": r["target_met"]}
@@ -54,8 +56,9 @@ def fmt(value: object) -> str:
 def compare(run_dirs: list[str], csv_path: str | None = None, plot: str | None = None,
             logdir: str | None = None) -> str:
     """The markdown table of ``run_dirs``; also the CSV file at ``csv_path``, the Pareto plots
-    ``{plot}-latency.png`` (and ``-energy.png``), and the plots as TensorBoard images in
-    ``logdir`` (tags ``pareto/latency``, ``pareto/energy``), each when given."""
+    ``{plot}-latency.png``, ``-flops.png`` (and ``-energy.png``), and the plots as
+    TensorBoard images in ``logdir`` (tags ``pareto/latency``, ``pareto/flops``,
+    ``pareto/energy``), each when given."""
     rows = [row(d) for d in run_dirs if is_run(d)]
     if not rows:
         raise SystemExit(f"no run directories among {', '.join(map(str, run_dirs))}")

@@ -3,7 +3,7 @@
 One point per run; the runs of one method at several targets are joined into a curve (sorted
 by cost), so methods compare along the whole trade-off, not at one target. Points on the
 Pareto front of all runs (no other run both more accurate and cheaper) are ringed. Drawn for
-the measured latency ratio, and for energy where every run has it.
+the measured latency ratio, the FLOPs ratio, and for energy where every run has it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 #: x axes: name -> (column of `prune_env.compare.row`, label); energy only where every run
 #: has it.
 AXES = {"latency": ("measured_ratio", "measured latency / base (batch 1)"),
-        "energy": ("energy_ratio", "measured energy / base")}
+        "energy": ("energy_ratio", "measured energy / base"),
+        "flops": ("flops_ratio", "FLOPs / base (per image, as executed)")}
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -52,7 +53,8 @@ def pareto_figure(rows: list[dict], x: str = "measured_ratio",
 
 
 def pareto_plots(rows: list[dict], stem: str | Path) -> list[Path]:
-    """PNG files ``{stem}-latency.png`` (and ``-energy.png`` where measured); their paths."""
+    """PNG files ``{stem}-latency.png``, ``-flops.png`` (and ``-energy.png`` where
+    measured); their paths."""
     written = []
     for name, (x, label) in AXES.items():
         if any(r.get(x) is None for r in rows):

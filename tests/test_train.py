@@ -65,9 +65,10 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     assert "| l2pf |" in table and "| l1 |" in table
     assert len(csv.read_text().splitlines()) == 3
     assert (tmp_path / "pareto-latency.png").stat().st_size > 10_000
+    assert (tmp_path / "pareto-flops.png").stat().st_size > 10_000
     assert not (tmp_path / "pareto-energy.png").exists()  # no energy sensor here
     images = EventAccumulator(str(tmp_path / "tb")).Reload().Tags()["images"]
-    assert images == ["pareto/latency"]
+    assert sorted(images) == ["pareto/flops", "pareto/latency"]
 
 
 @pytest.mark.parametrize("agent", ["ppo", "a2c", "sac"])
