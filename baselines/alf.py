@@ -245,10 +245,12 @@ def code_filters(model: nn.Module) -> dict[str, list[int]]:
 
 class ALFPolicy(SimplePolicy):
     """On an ALF-deployed network: drop the code filters ALF masked (zero weights, so their
-    L1 feature is 0, or near it once fine-tuning has touched them), keep every other filter.
+    L1 feature is 0, or near it once fine-tuning has touched them), keep the others.
 
-    ``alive``: the L1 feature (relative to the group's largest) below which a filter counts
-    as masked.
+    It reads only the observation, which does not say which groups are code convs: any
+    filter whose L1 feature (relative to its group's largest) is below ``alive`` is dropped.
+    An ordinary filter is rarely that weak (none was in the runs and tests here); where one
+    is, it goes too.
     """
 
     def __init__(self, max_filters: int, finetune: float = 0.0, alive: float = 0.01):

@@ -27,6 +27,10 @@ GATE_DESCRIPTOR = (
 )
 
 
+NO_TRIES = ("the gating environment trains its network in place and offers no tries: run "
+            "one episode per action sequence")
+
+
 class GateEnv(PruneEnv):
     """
     ## Description
@@ -212,10 +216,10 @@ class GateEnv(PruneEnv):
         return self._observation(), float(reward), terminated, False, info
 
     def snapshot(self):
-        raise NotImplementedError("the gating environment trains its network in place and "
-                                  "offers no tries: use one episode per action sequence")
+        raise NotImplementedError(NO_TRIES)
 
-    restore = snapshot
+    def restore(self, snapshot):
+        raise NotImplementedError(NO_TRIES)
 
     # ----------------------------------------------------------------- steps
     def _parse_budget(self, action) -> tuple[float, float]:
