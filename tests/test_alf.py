@@ -10,6 +10,7 @@ import torch
 from baselines import alf
 from prune_env.cli import main
 from prune_env.finalize import policy_episode
+from prune_env.measure.lookup import layer_shapes
 
 
 def test_alf_block_starts_equal_to_its_conv_and_deploys_exactly(checkpoint):
@@ -29,6 +30,11 @@ def test_alf_block_starts_equal_to_its_conv_and_deploys_exactly(checkpoint):
             assert (deployed(x) - masked).abs().max() < 1e-4
     kept = alf.code_filters(alf.deploy(model, drop_masked=True))
     assert kept["3.branch.0"] == [8, 16] and kept["0"] == [4, 16]  # stem: rank 9 (1x3x3)
+    # the latency model knows a code conv feeds its expansion directly: no BN or ReLU
+    # after it, so no element-wise overhead (it predicted ALF networks 0.16 too slow)
+    shapes = layer_shapes(alf.deploy(model), base.input_shape)
+    assert shapes["3.branch.0.code"].fused and not shapes["3.branch.0.expand"].fused
+    assert not any(s.fused for s in layer_shapes(base, base.input_shape).values())
 
 
 def test_alf_episode_prunes_the_code_to_the_target_and_equals_the_trained_blocks(make_env):

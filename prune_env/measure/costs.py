@@ -27,8 +27,15 @@ COST_KEYS = {"latency": "latency_ms", "energy": "energy_mj", "flops": "flops",
 
 
 def output_elements(shapes: dict[str, LayerShape]) -> int:
-    """Output values of all conv and linear layers at batch 1."""
-    return sum(s.out_channels * s.out_height * s.out_width for s in shapes.values())
+    """Output values at batch 1 of the conv and linear layers that element-wise work
+    follows (all but the `LayerShape.fused` ones)."""
+    return sum(s.out_channels * s.out_height * s.out_width for s in shapes.values()
+               if not s.fused)
+
+
+def overhead_layers(shapes: dict[str, LayerShape]) -> int:
+    """How many layers the per-layer overhead applies to (the unfused ones)."""
+    return sum(not s.fused for s in shapes.values())
 
 
 def half_width(model: nn.Module) -> nn.Module:
@@ -136,7 +143,7 @@ class CostMeter:
                     "half": output_elements(self.shapes(half))}
         per_element = max(0.0, (rest["base"] - rest["half"])
                           / max(elements["base"] - elements["half"], 1))
-        per_layer = (rest["base"] - per_element * elements["base"]) / len(shapes)
+        per_layer = (rest["base"] - per_element * elements["base"]) / overhead_layers(shapes)
         if per_layer < 0:  # all of it scales with size
             per_layer, per_element = 0.0, max(rest["base"], 0.0) / elements["base"]
         return [per_layer, per_element]
@@ -155,7 +162,8 @@ class CostMeter:
         widths, say, which no static module has)."""
         table = sum(self.table.layers_ms(shapes).values())
         per_layer, per_element = self.overhead
-        return table + per_layer * len(shapes) + per_element * output_elements(shapes)
+        return (table + per_layer * overhead_layers(shapes)
+                + per_element * output_elements(shapes))
 
     def measure(self, models: dict[str, nn.Module], batch: int | None = None,
                 repeats: int = 10):

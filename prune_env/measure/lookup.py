@@ -24,6 +24,7 @@ meets it first, and every process predicts from the same entries.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -52,6 +53,9 @@ class LayerShape:
     width: int
     out_height: int = 1  # not part of the key: it follows from the rest
     out_width: int = 1
+    #: the output goes straight into another conv (ALF's code conv, say): no BatchNorm or
+    #: activation follows, so the overhead model leaves the layer out. Not part of the key.
+    fused: bool = False
 
     def flops(self) -> int:
         """FLOPs at batch 1 as FlopCounterMode counts them: 2 per multiply-accumulate."""
@@ -79,10 +83,17 @@ class LayerShape:
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, LayerShape]:
     """The shapes of every conv and linear layer by name, in forward order, at batch 1."""
     shapes: dict[str, LayerShape] = {}
+    # conv outputs by id, kept alive so that no later tensor can reuse an id
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
 
     def hook(name):
         def record(module, inputs, out):
             x = inputs[0]
+            if id(x) in produced:  # a conv read another conv's output as it was
+                source = produced[id(x)][0]
+                shapes[source] = dataclasses.replace(shapes[source], fused=True)
+            if isinstance(module, nn.Conv2d):
+                produced[id(out)] = (name, out)
             if isinstance(module, nn.Conv2d):
                 shapes[name] = LayerShape("conv", module.in_channels, module.out_channels,
                                           module.kernel_size[0], module.stride[0],
