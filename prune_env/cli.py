@@ -289,7 +289,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise SystemExit("give run directories to compare, or --sweep METHOD ...")
     print(compare(run_dirs, args.csv, plot, logdir))
     if plot:
-        print(f"\nPareto plot: {plot}-latency.png")
+        print(f"\nPareto plots: {plot}-latency.png, {plot}-flops.png")
     if logdir:
         print(f"tensorboard --logdir {logdir}")
     return 0
