@@ -244,18 +244,32 @@ def code_filters(model: nn.Module) -> dict[str, list[int]]:
 
 
 class ALFPolicy(SimplePolicy):
-    """On an ALF-deployed network: drop the code filters ALF masked (zero weights, so their
-    L1 feature is 0, or near it once fine-tuning has touched them), keep the others.
+    """ALF's own episode: drop exactly the code filters ALF masked, keep every other filter.
 
-    It reads only the observation, which does not say which groups are code convs: any
-    filter whose L1 feature (relative to its group's largest) is below ``alive`` is dropped.
-    An ordinary filter is rarely that weak (none was in the runs and tests here); where one
-    is, it goes too.
+    Its `deploy` is the environment's ``deploy`` reset option: it records each block's mask
+    before deploying, and at each step the policy finds the group being visited from the
+    observation's progress and the environment's `visit_order` (as `LayerPrunePolicy`
+    does). Not from the filters' weights: the masked code filters start at zero, but the
+    fine-tuning of earlier steps moves them off it before their group is visited.
+
+    Args:
+        env: the unwrapped `PruneEnv`.
+        finetune: fine-tune fraction at every step.
     """
 
-    def __init__(self, max_filters: int, finetune: float = 0.0, alive: float = 0.01):
-        super().__init__(max_filters, finetune)
-        self.alive = alive
+    def __init__(self, env, finetune: float = 0.0):
+        super().__init__(env.max_filters, finetune)
+        self.env = env
+        self.masks: dict[str, np.ndarray] = {}
+
+    def deploy(self, model: nn.Module) -> nn.Module:
+        """`deploy`, recording the masks (by code conv name) for the episode."""
+        self.masks = {f"{name}.code": block.mask.bool().numpy()
+                      for name, block in blocks(model).items()}
+        return deploy(model)
 
     def keep(self, obs: np.ndarray, n: int) -> np.ndarray:
-        return (self.layout.feature(obs, "l1") > self.alive).astype(np.int8)
+        order = self.env.visit_order
+        leader = order[min(round(float(obs[0]) * len(order)), len(order) - 1)]
+        mask = self.masks.get(leader)
+        return np.ones(n, np.int8) if mask is None else mask.astype(np.int8)

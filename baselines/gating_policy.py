@@ -1,5 +1,6 @@
 """Dynamic gating at a fixed setting: one budget r for every gate (FTWT's own protocol),
-chosen as the largest r whose estimated cost meets the environment's target."""
+chosen as the largest r whose estimated cost meets the environment's target minus a margin
+(see `budget_for`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def budget_for(env, target: float, samples: int = 256, tolerance: float = 0.005,
     data)."""
     gated = GatedNetwork(env.base_model)
     images = env.data.val.images[:samples]
+    if env.cost_of_active(mean_active(gated, images, 0.0)) > (target - margin) * env.base_cost:
+        raise ValueError(f"gating cannot reach a {env.cost_name} target of {target} here: even "
+                         "one filter per gated conv (r = 0) costs more than the target minus "
+                         f"its margin {margin}; choose a higher --target")
     lo, hi = 0.0, 1.0
     while hi - lo > tolerance:
         mid = (lo + hi) / 2

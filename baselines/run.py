@@ -20,7 +20,6 @@ from baselines.alf import (
     ALFTrainer,
     blocks,
     code_filters,
-    deploy,
     wrap,
 )
 from baselines.gating_policy import FixedBudget, budget_for
@@ -102,8 +101,8 @@ def run_alf(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict,
     trainer = ALFTrainer(env.unwrapped, config)
     # an unreachable target is an error before any run directory exists
     trainer.set_masks(wrapped := wrap(copy.deepcopy(env.unwrapped.base_model)), blocks(wrapped))
-    policy = ALFPolicy(env.unwrapped.max_filters, finetune=args.finetune)
-    options = {"wrap": wrap, "warmup": (config.steps, trainer), "deploy": deploy}
+    policy = ALFPolicy(env.unwrapped, finetune=args.finetune)
+    options = {"wrap": wrap, "warmup": (config.steps, trainer), "deploy": policy.deploy}
     report, run_dir = run_policy(args, env, policy, start, f"alf, {config.steps} steps",
                                  options=options,
                                  extra={"alf": asdict(config), "alf_training": trainer.history})

@@ -155,7 +155,8 @@ def add_baseline_args(parser: argparse.ArgumentParser) -> None:
                         help="alf: SGD steps training the autoencoder blocks (default: 300)")
     parser.add_argument("--budget", default="auto",
                         help="gating: budget r of every gate, or 'auto': the largest r whose "
-                             "estimated cost meets the target (default: auto)")
+                             "estimated cost meets the target minus a 0.04 margin for "
+                             "drift while training (default: auto)")
     parser.add_argument("--gating-steps", type=int, default=300,
                         help="gating: SGD steps training backbone and predictors together "
                              "at the budget before the episode (default: 300)")

@@ -129,6 +129,12 @@ class PruneEnv(gym.Env):
     steps with `grad_hook(model, step, steps)` called after each backward pass (how a method
     such as SWD shapes the weights before pruning; `prune_env.training.GradHook`), charged to
     the episode's fine-tuning compute.
+    A method that changes the structure adds `"wrap": fn(model) -> model` (applied to the
+    fresh copy before the warm-up, e.g. ALF's autoencoder blocks) and `"deploy": fn(model)
+    -> network` (applied after it): the deployed network becomes the episode's, scored and
+    costed anew (the reset's info says so), and the episode walks ITS groups
+    (`visit_order`; ALF: each code conv is a group of its own, so the keep action prunes
+    the code, `baselines.alf`). Rewards and ratios stay relative to the base network.
 
     ## Episode End
 
@@ -259,7 +265,8 @@ class PruneEnv(gym.Env):
         groups = self._deploy(options["deploy"]) if "deploy" in options else self.base_groups
         self._order = [g.leader for g in groups]
         self._advance(groups)
-        return self._observation(), {"accuracy": self.base_accuracy, **self.base_costs}
+        costs = self.meter.costs(self.state.model) if "deploy" in options else self.base_costs
+        return self._observation(), {"accuracy": self.state.accuracy, **costs}
 
     def step(self, action: dict[str, Any]):
         if self.state is None or self.state.group is None:
@@ -449,6 +456,13 @@ class PruneEnv(gym.Env):
     def _absolute(self, cost: float) -> float:
         """A cost in absolute units (microseconds, microjoules, FLOPs, parameters)."""
         return cost * 1e3 if self.cost_name in ("latency", "energy") else cost
+
+    @property
+    def visit_order(self) -> list[str]:
+        """The leaders of the episode's groups in the order the episode visits them (the
+        deployed network's, after a ``deploy`` reset option); the observation's progress is
+        the current one's index / its length."""
+        return list(self._order)
 
     @property
     def model(self) -> nn.Module:

@@ -182,7 +182,7 @@ class GateEnv(PruneEnv):
         budget, finetune = self._parse_budget(action)
         state, gated = self.state, self.state.model
         gate = self.gates[state.step]
-        changed = budget != gated.budgets[gate]
+        changed = abs(budget - gated.budgets[gate]) > 1e-6  # float32 actions
         gated.budgets[gate] = budget
         steps = round(finetune * self.max_finetune_steps)
         with self.meter.computing():  # no latency timing meanwhile, in any process

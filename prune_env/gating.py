@@ -13,7 +13,8 @@ stem, the projection shortcuts and the classifier stay dense, as in the paper's 
 Training is decoupled: the predictors see detached inputs and detached targets, so their BCE
 loss never reaches the backbone; `PredictorTrainer` steps them with their own optimiser from
 inside `prune_env.training.train_steps` (as its grad hook), while the task loss trains the
-backbone, its outputs masked by the teacher masks.
+backbone, its outputs masked by the predicted masks (the ones it will execute; or by the
+teacher masks, ``train_masks="teacher"``).
 
 Inference (eval mode): mask = sigmoid(logit) > 0.5 and the dense outputs are multiplied by
 it, the "simulated" execution of the authors' code; `prune_env.dynamic` really skips the

@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
+from prune_env.report import kept_filters  # noqa: E402
+
 
 def kept_filters_figure(base: dict[str, int], kept: dict[str, int], title: str):
     """Bar chart: filters of each conv in the base network and what is left of them."""
@@ -49,8 +51,8 @@ def candidate_log(env, candidate, episode: int, finetune_mean: float) -> dict[st
             "energy_mj": costs["energy_mj"], "flops": costs["flops"], "params": costs["params"],
             "finetune_seconds": candidate.finetune_seconds,
             "finetune_steps": candidate.finetune_steps, "finetune_mean": finetune_mean,
-            "kept": {n: m.out_channels for n, m in model.named_modules()
-                     if isinstance(m, nn.Conv2d)}}
+            # per base conv (a deployed ALF layer counts its expansion's filters)
+            "kept": {n: after for n, (_, after) in kept_filters(env.base_model, model).items()}}
 
 
 class EpisodeLogger:

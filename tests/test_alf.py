@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
 import torch
 
 from baselines import alf
@@ -41,15 +42,16 @@ def test_alf_episode_prunes_the_code_to_the_target_and_equals_the_trained_blocks
     env = make_env(final_report=False, target=0.5, cost="flops")
     unwrapped = env.unwrapped
     trainer = alf.ALFTrainer(unwrapped, alf.ALFConfig(steps=60))
+    policy = alf.ALFPolicy(unwrapped, finetune=0.0)
     trained = {}
 
     def deploy(model):
         trained["model"] = copy.deepcopy(model)
-        return alf.deploy(model)
+        return policy.deploy(model)
 
-    candidate = policy_episode(env, alf.ALFPolicy(unwrapped.max_filters, finetune=0.0), 0,
-                               "alf", options={"wrap": alf.wrap, "warmup": (60, trainer),
-                                               "deploy": deploy})
+    candidate = policy_episode(env, policy, 0, "alf",
+                               options={"wrap": alf.wrap, "warmup": (60, trainer),
+                                        "deploy": deploy})
     assert candidate.cost_ratio <= 0.5 and candidate.target_met
     assert candidate.accuracy > 0.5  # 10 classes: chance is 0.1
     # the code conv of every layer kept exactly the filters its mask kept
@@ -68,9 +70,11 @@ def test_alf_episode_prunes_the_code_to_the_target_and_equals_the_trained_blocks
 
 def test_alf_baseline_reports_code_filters_per_layer(tmp_path, checkpoint, latency_table):
     runs = tmp_path / "runs"
+    # fine-tuning between steps moves the masked (zero) code filters: still dropped
     assert main(["baseline", "alf", "--alf-steps", "40", "--dataset", "synthetic",
                  "--synthetic-size", "1500", "--image-size", "16", "--checkpoint",
-                 str(checkpoint[0]), "--max-finetune-steps", "4", "--val-samples", "300",
+                 str(checkpoint[0]), "--max-finetune-steps", "20", "--finetune", "0.5",
+                 "--val-samples", "300",
                  "--threads", "1", "--latency-table", latency_table, "--final-steps", "20",
                  "--cost", "flops", "--target", "0.6", "--no-export",
                  "--runs-dir", str(runs)]) == 0
@@ -80,6 +84,10 @@ def test_alf_baseline_reports_code_filters_per_layer(tmp_path, checkpoint, laten
     assert report["pruned"]["flops"] <= 0.6 * report["base"]["flops"]
     code = report["alf_code_filters"]
     assert len(code) == 19 and all(0 < k < n for k, n in code.values())
+    # exactly the code ALF's mask kept: its share of all code filters (ranks: min(n, in*9))
+    ranks = {"0": 9} | {name: n for name, (_, n) in code.items() if name != "0"}
+    kept = sum(k for k, _ in code.values()) / sum(ranks.values())
+    assert kept == pytest.approx(report["alf_training"][-1]["code_kept"], abs=1e-9)
     # the base convs keep their output width: ALF shrinks the code, not the layer
     assert report["kept_filters"]["3.branch.0"] == [16, 16]
     assert report["pruned"]["test_accuracy"] > 0.3

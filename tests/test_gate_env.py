@@ -42,9 +42,14 @@ def test_the_budget_is_the_action_and_the_first_state_is_the_base(gate_env):
         env.step(np.array([1.5, 0.0], np.float32))
 
 
-def test_gating_refuses_costs_it_cannot_estimate(gate_env):
+def test_gating_refuses_costs_it_cannot_estimate_and_targets_it_cannot_reach(gate_env):
+    from baselines.gating_policy import budget_for
+
     with pytest.raises(ValueError, match="latency or flops"):
         gate_env(cost="params")
+    # stem, shortcuts and classifier stay dense: a tiny FLOPs target is out of reach
+    with pytest.raises(ValueError, match="cannot reach"):
+        budget_for(gate_env().unwrapped, 0.05)
 
 
 def test_gating_baseline_meets_its_flops_target_and_reports_simulated_and_executed(

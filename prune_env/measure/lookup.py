@@ -84,16 +84,18 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, La
     """The shapes of every conv and linear layer by name, in forward order, at batch 1."""
     shapes: dict[str, LayerShape] = {}
     # conv outputs by id, kept alive so that no later tensor can reuse an id
-    produced: dict[int, tuple[str, torch.Tensor]] = {}
+    produced: dict[int, tuple[str, torch.Tensor, int]] = {}
 
     def hook(name):
         def record(module, inputs, out):
             x = inputs[0]
-            if id(x) in produced:  # a conv read another conv's output as it was
+            # a conv read another conv's output as it was (an in-place activation would
+            # have bumped the tensor's version)
+            if id(x) in produced and produced[id(x)][2] == x._version:
                 source = produced[id(x)][0]
                 shapes[source] = dataclasses.replace(shapes[source], fused=True)
             if isinstance(module, nn.Conv2d):
-                produced[id(out)] = (name, out)
+                produced[id(out)] = (name, out, out._version)
             if isinstance(module, nn.Conv2d):
                 shapes[name] = LayerShape("conv", module.in_channels, module.out_channels,
                                           module.kernel_size[0], module.stride[0],
