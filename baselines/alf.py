@@ -70,14 +70,12 @@ class ALFWeight(nn.Module):
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
-        n = weight.shape[0]
         u, s, _ = torch.linalg.svd(weight.detach().flatten(1), full_matrices=False)
         self.encoder = nn.Parameter(u.T.clone())  # (c, n)
         self.decoder = nn.Parameter(u.clone())  # (n, c)
         rel = (s / s[0].clamp_min(1e-12)).clamp(0.05, 0.95)
         self.gate_logit = nn.Parameter(torch.log(rel / (1 - rel)))
         self.register_buffer("mask", torch.ones(len(s)))
-        self.n = n
 
     @property
     def rank(self) -> int:

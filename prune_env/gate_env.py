@@ -13,8 +13,9 @@ import torch
 from gymnasium import spaces
 
 from prune_env.data import infinite_batches
-from prune_env.dynamic import DynamicResNet, dynamic_flops, measure_dynamic_latency
+from prune_env.dynamic import dynamic_flops
 from prune_env.env import EpisodeState, PruneEnv
+from prune_env.gate_report import gate_report, write_gate_report
 from prune_env.gating import GatedNetwork, PredictorTrainer
 from prune_env.measure import count_params
 from prune_env.reward import final_reward, step_reward
@@ -139,6 +140,11 @@ class GateEnv(PruneEnv):
         self.action_space = spaces.Box(0.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Box(-1.0, 1.0, (len(GATE_DESCRIPTOR),), np.float32)
         self._base_shapes = self.meter.shapes(self.base_model)
+        # each gated conv's share of the base's FLOPs and looked-up latency (fixed)
+        flops = {n: s.flops() for n, s in self._base_shapes.items()}
+        times = self.meter.table.layers_ms(self._base_shapes)
+        self._shares = {g: (flops[g] / sum(flops.values()), times[g] / sum(times.values()))
+                        for g in self.gates}
         self._prev_active = 1.0
 
     # ----------------------------------------------------------------- gym API
@@ -338,14 +344,12 @@ class GateEnv(PruneEnv):
         gate = self.gates[state.step]
         conv, shape = self.base_model.get_submodule(gate), self._base_shapes[gate]
         area = shape.out_height * shape.out_width / (self.input_shape[1] * self.input_shape[2])
-        flops = {n: s.flops() for n, s in self._base_shapes.items()}
-        times = self.meter.table.layers_ms(self._base_shapes)
         ratio = state.cost / self.base_cost
         drop = (self.base_accuracy - state.accuracy) / self.reward_cfg.allowed_drop
         obs[:] = [state.step / len(self.gates), float(gate.endswith(".3")),
                   conv.in_channels / self.max_in, conv.out_channels / self.max_filters,
                   min(conv.stride[0] / 4, 1), min(area, 1),
-                  flops[gate] / sum(flops.values()), times[gate] / sum(times.values()),
+                  *self._shares[gate],
                   min(ratio, 1), np.clip(ratio - self.reward_cfg.target, -1, 1),
                   state.accuracy, np.clip(drop, -1, 1), state.prev_keep,
                   state.prev_finetune, self._prev_active]
@@ -353,26 +357,7 @@ class GateEnv(PruneEnv):
 
     # ----------------------------------------------------------------- end
     def _finish(self) -> dict[str, Any]:
-        from prune_env.gate_report import gate_report, write_gate_report
-
         report = gate_report(self, self.state)
         if self.report_dir is not None:
             write_gate_report(self, self.state, report, self.report_dir)
         return report
-
-    def executed(self) -> DynamicResNet:
-        """The episode's network with real dynamic execution (batch 1 per image)."""
-        return DynamicResNet(self.state.model.eval())
-
-
-def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
-                 rounds: int = 5) -> dict[str, dict[str, float]]:
-    """Executed and simulated (masked) latency of ``gated`` against the dense base, each
-    interleaved with the base at batch 1 over ``images``, while no process computes."""
-    threads = env.meter.threads or torch.get_num_threads()
-    with env.meter.table.timing():
-        executed = measure_dynamic_latency(env.base_model, DynamicResNet(gated.eval()),
-                                           images, rounds=rounds, threads=threads)
-        simulated = measure_dynamic_latency(env.base_model, gated.eval(), images,
-                                            rounds=rounds, threads=threads)
-    return {"executed": executed, "simulated": simulated}

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from prune_env.dynamic import dynamic_flops
+from prune_env.dynamic import DynamicResNet, dynamic_flops, measure_dynamic_latency
 from prune_env.measure import count_params
 from prune_env.report import common_report, write_report
 from prune_env.training import evaluate, train_steps
@@ -30,12 +30,11 @@ from prune_env.training import evaluate, train_steps
 if TYPE_CHECKING:
     from prune_env.env import EpisodeState
     from prune_env.gate_env import GateEnv
+    from prune_env.gating import GatedNetwork
 
 
 def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> dict[str, Any]:
     """The report of a finished gating episode (test accuracy added by `write_gate_report`)."""
-    from prune_env.gate_env import time_dynamic
-
     gated = state.model
     images = env.data.test.images[: env.report_images]
     timed = time_dynamic(env, gated, images, rounds)
@@ -69,6 +68,19 @@ def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> dict[str,
                         "over rounds, dense base and dynamic network interleaved; IQR over "
                         "images; predictors included",
     }
+
+
+def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
+                 rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Executed and simulated (masked) latency of ``gated`` against the dense base, each
+    interleaved with the base at batch 1 over ``images``, while no process computes."""
+    threads = env.meter.threads or torch.get_num_threads()
+    with env.meter.table.timing():
+        executed = measure_dynamic_latency(env.base_model, DynamicResNet(gated.eval()),
+                                           images, rounds=rounds, threads=threads)
+        simulated = measure_dynamic_latency(env.base_model, gated.eval(), images,
+                                            rounds=rounds, threads=threads)
+    return {"executed": executed, "simulated": simulated}
 
 
 def finalize_gating(env, out: Path, *, steps: int, seed: int) -> dict[str, Any]:

@@ -39,12 +39,12 @@ def make_env(synthetic, checkpoint, latency_table):
 
     import prune_env  # noqa: F401
 
-    def build(**kwargs):
+    def build(env_id: str = "prune_env/Prune-v0", **kwargs):
         options = {"model": "resnet20", "dataset": "synthetic", "data": synthetic,
                    "checkpoint": str(checkpoint[0]), "max_finetune_steps": 4,
                    "val_samples": 300, "latency_table": latency_table, "threads": 1,
                    "latency_batch": 4}
         options.update(kwargs)
-        return gym.make("prune_env/Prune-v0", **options)
+        return gym.make(env_id, **options)
 
     return build

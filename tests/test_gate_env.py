@@ -14,14 +14,11 @@ from prune_env.compare import compare
 
 
 @pytest.fixture
-def gate_env(synthetic, checkpoint, latency_table):
+def gate_env(make_env):
     def build(**kwargs):
-        options = {"model": "resnet20", "dataset": "synthetic", "data": synthetic,
-                   "checkpoint": str(checkpoint[0]), "max_finetune_steps": 2,
-                   "val_samples": 200, "latency_table": latency_table, "threads": 1,
-                   "predictor_steps": 5, "cost_samples": 128, "cost": "flops"}
-        options.update(kwargs)
-        return gym.make("prune_env/Gate-v0", **options)
+        options = {"max_finetune_steps": 2, "val_samples": 200, "predictor_steps": 5,
+                   "cost_samples": 128, "cost": "flops"} | kwargs
+        return make_env("prune_env/Gate-v0", **options)
     return build
 
 
