@@ -8,11 +8,12 @@ FASHION := /usr/share/datasets/fashion-mnist
 
 install: $(VENV)/.installed
 
+# The exact versions we test with come from constraints.txt (pyproject.toml holds ranges);
 # torch and torchvision first, pinned together: the pair that imports on these machines.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 # Fashion-MNIST from Debian's package where apt exists (no download needed at run time).
@@ -45,8 +46,11 @@ demo: install data $(DEMO_CHECKPOINT)
 		--plot $(DEMO_RUNS)/pareto --logdir $(DEMO_RUNS)/pareto
 	@echo "\nTensorBoard: $(VENV)/bin/tensorboard --logdir runs"
 
+# ruff, the import contracts of pyproject.toml (imports point one way), the type checker
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 test: install data lint
 	$(PY) -m pytest -q

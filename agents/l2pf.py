@@ -2,7 +2,7 @@
 
 "Learning to Prune Faster" (Vemparala, Fasfous, Frickenstein et al.) extends try-and-learn
 (Huang et al., WACV 2018) to one agent for all layers whose action is the filters to keep AND
-how long to fine-tune. This implementation, on `prune_env.env.PruneEnv`'s hybrid action:
+how long to fine-tune. This implementation, on `prune_env.envs.prune.PruneEnv`'s hybrid action:
 
 - One policy for every group (`agents.l2pf_policy.L2PFPolicy`), conditioned on the group's
   descriptor and its filters' features.
@@ -12,7 +12,7 @@ how long to fine-tune. This implementation, on `prune_env.env.PruneEnv`'s hybrid
   try is kept and the episode moves on (try-and-learn's layer-by-layer training, with one
   shared agent instead of one agent per layer).
 - Score of a try: the environment's reward (psi * phi minus the fine-tune price, see
-  `prune_env.reward`) plus a pacing term. Departure: L2PF's reward is not public and psi * phi
+  `prune_env.envs.reward`) plus a pacing term. Departure: L2PF's reward is not public and psi * phi
   alone ignores the cost target until the episode's last step, so a layer-by-layer search
   would never aim at it. The pace line goes from 1 to the target as the episode covers the
   network's cost: after a group, ``line = 1 - (1 - target) * covered``, with ``covered`` the
@@ -44,9 +44,9 @@ from torch import nn
 
 from agents.l2pf_policy import L2PFPolicy, to_env_action
 from agents.tries import TryPool, run_try
-from prune_env.env import DESCRIPTOR
-from prune_env.finalize import Candidate
-from prune_env.uniform import uniform_ratio_for
+from prune_env.envs.prune import DESCRIPTOR
+from prune_env.envs.uniform import uniform_ratio_for
+from prune_env.runs.finalize import Candidate
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class L2PFConfig:
         pace_weight: weight of the pacing term that steers the cost toward the target.
         hidden: width of the policy's hidden layers.
         keep_ratio: initial mean keep ratio of a group; None: the uniform ratio whose
-            L1-pruned network meets the target (`prune_env.uniform`), so that the first tries
+            L1-pruned network meets the target (`prune_env.envs.uniform`), so that the first tries
             explore around the L1-uniform allocation instead of far from the target.
         feature_prior: initial weight of the filters' scores in their keep logits.
     """

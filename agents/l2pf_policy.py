@@ -1,6 +1,6 @@
 """The L2PF policy network: per-filter keep probabilities and a fine-tune duration.
 
-It reads the environment's observation (see `prune_env.env.PruneEnv`): the group's
+It reads the environment's observation (see `prune_env.envs.prune.PruneEnv`): the group's
 descriptor, four features per filter and the validity mask, and returns a distribution over
 the hybrid action:
 
@@ -37,8 +37,8 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Beta
 
-from prune_env.env import DESCRIPTOR
-from prune_env.features import FEATURES
+from prune_env.envs.features import FEATURES
+from prune_env.envs.prune import DESCRIPTOR
 
 REMOVABLE = DESCRIPTOR.index("removable")
 EPS = 1e-4

@@ -1,7 +1,7 @@
 """``prune-env train``: train an agent, watch it in TensorBoard, get the pruned network.
 
-Reads top to bottom as a cleanrl script does: arguments (see `prune_env.cli`), set-up, the
-training loop with logging and checkpoints, then the final network (`prune_env.finalize`).
+Reads top to bottom as a cleanrl script does: arguments (see `prune_env.cli.main`), set-up, the
+training loop with logging and checkpoints, then the final network (`prune_env.runs.finalize`).
 
 A run lives in ``runs/{model}-{dataset}__{agent}__{seed}__{timestamp}``: ``args.json``, the
 TensorBoard events, ``checkpoint.pt`` (L2PF) or ``agent.zip`` (sb3) with ``progress.json``,
@@ -26,13 +26,13 @@ from tqdm.auto import tqdm
 import prune_env  # noqa: F401  (registers the environment)
 from agents import sb3
 from agents.l2pf import L2PF, L2PFConfig
-from prune_env.data import load_data
-from prune_env.episode import env_options
-from prune_env.export import FORMATS
-from prune_env.finalize import Candidate, finalize, measured_ratio, policy_episode
-from prune_env.rundir import new_run_dir
-from prune_env.tensorboard import EpisodeLogger
-from prune_env.wrappers import FlatActionWrapper
+from prune_env.data.datasets import load_data
+from prune_env.envs.wrappers import FlatActionWrapper
+from prune_env.runs.export import FORMATS
+from prune_env.runs.finalize import Candidate, finalize, measured_ratio, policy_episode
+from prune_env.runs.options import env_options
+from prune_env.runs.rundir import new_run_dir
+from prune_env.runs.tensorboard import EpisodeLogger
 
 
 def load_args_for(args: argparse.Namespace) -> argparse.Namespace:

@@ -12,7 +12,7 @@ its weights, the trained block IS a conv with the surviving code filters followe
 expansion conv (weights D): that is what ALF deploys, the autoencoder itself dropped.
 
 Here: `wrap` parametrises every k x k conv (k > 1) of a network as an ALF block, `ALFTrainer`
-(a `prune_env.training.GradHook`) adds ALF's terms and keeps the hard mask on target, and
+(a `prune_env.training.loop.GradHook`) adds ALF's terms and keeps the hard mask on target, and
 `deploy` writes each block as ``Sequential(code=Conv2d, expand=Conv2d 1x1)`` with ALL its
 code filters, the masked ones exactly zero, so the deployed network equals the trained one.
 The environment then walks the deployed network: each ``code`` conv is a group of its own,
@@ -167,7 +167,7 @@ def deployed_block(conv: nn.Conv2d, code: torch.Tensor, decoder: torch.Tensor) -
 
 
 class ALFTrainer:
-    """ALF's training, a `prune_env.training.GradHook`: after the task's backward pass, adds
+    """ALF's training, a `prune_env.training.loop.GradHook`: after the task's backward pass, adds
     the reconstruction and sparsity gradients; every ``config.every`` steps, sets each block's
     hard mask to the gates above the global threshold that meets the target.
 

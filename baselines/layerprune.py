@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from baselines.simple import SimplePolicy
-from prune_env.data import infinite_batches
-from prune_env.layers import Residual
-from prune_env.surgery import compact
+from prune_env.data.datasets import infinite_batches
+from prune_env.nn.layers import Residual
+from prune_env.nn.surgery import compact
 
 CRITERIA = ("taylor", "l1", "bn", "imprinting")
 

@@ -22,7 +22,8 @@ from baselines.alf import (
     code_filters,
     wrap,
 )
-from baselines.gating_policy import FixedBudget, budget_for
+from baselines.gating.policy import FixedBudget, budget_for
+from baselines.gating.report import finalize_gating, gate_log
 from baselines.layerprune import (
     LayerPrunePolicy,
     block_importance,
@@ -31,14 +32,13 @@ from baselines.layerprune import (
 )
 from baselines.simple import make_policy
 from baselines.swd import SWDConfig, SWDPenalty, SWDPolicy
-from prune_env.data import load_data
-from prune_env.episode import env_options
-from prune_env.export import FORMATS
-from prune_env.finalize import finalize, policy_episode
-from prune_env.gate_report import finalize_gating, gate_log
-from prune_env.rundir import new_run_dir
-from prune_env.tensorboard import EpisodeLogger, candidate_log
-from prune_env.uniform import uniform_ratio_for
+from prune_env.data.datasets import load_data
+from prune_env.envs.uniform import uniform_ratio_for
+from prune_env.runs.export import FORMATS
+from prune_env.runs.finalize import finalize, policy_episode
+from prune_env.runs.options import env_options
+from prune_env.runs.rundir import new_run_dir
+from prune_env.runs.tensorboard import EpisodeLogger, candidate_log
 
 
 def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
@@ -113,7 +113,7 @@ def run_alf(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict,
 
 
 def run_gating(args: argparse.Namespace, data, start: float) -> tuple[dict, Path]:
-    """Dynamic gating (`prune_env.gating`) at one budget r for every gate, through the
+    """Dynamic gating (`baselines.gating.network`) at one budget r for every gate, through the
     gating environment: backbone and predictors trained together at r for
     ``--gating-steps`` at reset (FTWT's training), then the episode at r; its own final stage
     (a dynamic network has no static export)."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from prune_env.env import DESCRIPTOR
-from prune_env.features import FEATURES
+from prune_env.envs.features import FEATURES
+from prune_env.envs.prune import DESCRIPTOR
 
 
 class ObservationLayout:
@@ -25,7 +25,7 @@ class ObservationLayout:
         return int(obs[self.mask_start: self.mask_start + self.max_filters].sum())
 
     def feature(self, obs: np.ndarray, name: str) -> np.ndarray:
-        """One feature (see `prune_env.features.FEATURES`) of the current group's filters."""
+        """One feature (see `prune_env.envs.features.FEATURES`) of the current group's filters."""
         feats = obs[self.start: self.mask_start].reshape(self.max_filters, len(FEATURES))
         return feats[: self.valid(obs), FEATURES.index(name)]
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from baselines.simple import SimplePolicy
-from prune_env.surgery import compact
+from prune_env.nn.surgery import compact
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class SWDConfig:
 
 
 class SWDPenalty:
-    """The selective weight decay, a `prune_env.training.GradHook` (called after each
+    """The selective weight decay, a `prune_env.training.loop.GradHook` (called after each
     backward pass).
 
     Args:

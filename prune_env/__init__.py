@@ -10,7 +10,7 @@
 
 from gymnasium.envs.registration import register
 
-register(id="prune_env/Prune-v0", entry_point="prune_env.env:PruneEnv")
-register(id="prune_env/Gate-v0", entry_point="prune_env.gate_env:GateEnv")
+register(id="prune_env/Prune-v0", entry_point="prune_env.envs.prune:PruneEnv")
+register(id="prune_env/Gate-v0", entry_point="baselines.gating.env:GateEnv")
 
 __version__ = "0.1.0"

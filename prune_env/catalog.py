@@ -1,5 +1,11 @@
 """Names of what the package offers, importable without torch (so `--help` answers at once)."""
 
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 OWN_MODELS = ("resnet20", "resnet32", "resnet56", "vgg11", "vgg16", "mobilenetv2")
 COSTS = ("latency", "energy", "flops", "params")
@@ -7,3 +13,15 @@ REWARDS = ("psi-phi", "amc", "accuracy-cost")
 POLICIES = ("keep-all", "random", "l1")
 BASELINES = (*POLICIES, "swd", "layerprune", "alf", "gating")
 AGENTS = ("l2pf", "ppo", "a2c", "sac")
+
+#: Where the commands that run a method find it ("module:function"), resolved only when the
+#: command runs, as gymnasium resolves an environment's entry point: agents/ and baselines/
+#: import prune_env, never the reverse.
+RUNNERS = {"train": "agents.train:train", "baseline": "baselines.run:run_baseline",
+           "episode": "baselines.episode:run_episode"}
+
+
+def runner(command: str) -> Callable[..., Any]:
+    """The function behind ``command`` in `RUNNERS`."""
+    module, _, name = RUNNERS[command].partition(":")
+    return getattr(importlib.import_module(module), name)

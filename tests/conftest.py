@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prune_env.data import load_data
-from prune_env.pretrain import PretrainConfig, pretrain
+from prune_env.data.datasets import load_data
+from prune_env.training.pretrain import PretrainConfig, pretrain
 
 SMALL = {"synthetic_size": 1500, "image_size": 16}
 

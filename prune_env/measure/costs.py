@@ -40,8 +40,8 @@ def overhead_layers(shapes: dict[str, LayerShape]) -> int:
 
 def half_width(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every filter group halved (for calibration: same depth)."""
-    from prune_env.groups import filter_groups
-    from prune_env.surgery import compact
+    from prune_env.nn.groups import filter_groups
+    from prune_env.nn.surgery import compact
 
     keep = {}
     for group in filter_groups(model):

@@ -1,0 +1,222 @@
+"""Dynamic execution of a gated ResNet: really skip the filters FTWT switches off.
+
+The authors' code multiplies dense outputs by the masks ("simulated" execution) and counts the
+FLOPs the active filters would cost. `DynamicResNet` computes only the active filters, one
+image at a time (each image has its own masks): per residual block it predicts conv1's
+active filters from the block input, convolves with those rows of the BN-folded weight only,
+predicts conv2's from that sparse output, convolves with the active rows of conv2 restricted
+to the input channels active in conv1, and adds the result into the shortcut at the active
+channels. Its output equals `GatedNetwork` in eval mode (same masks) up to float rounding.
+
+`dynamic_flops` counts simulated, executed and dense FLOPs; `measure_dynamic_latency` times
+the dense and the dynamic network at batch 1, interleaved so drifts in CPU speed hit both.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from baselines.gating.network import GatedNetwork, MaskPredictor, predicted_masks
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """conv followed by BN as one conv with bias (running statistics; the originals untouched)."""
+    return fuse_conv_bn_eval(copy.deepcopy(conv).eval(), copy.deepcopy(bn).eval())
+
+
+def _active(predictor: MaskPredictor, pooled: Tensor) -> Tensor:
+    """Indices of the filters the predictor switches on for one image ([1, C_in] pooled)."""
+    return predicted_masks(predictor(pooled))[0].nonzero().flatten()
+
+
+class DynamicBlock(nn.Module):
+    """A gated residual block executing only its active filters (batch 1, BN folded)."""
+
+    def __init__(self, block: nn.Module, pred1: MaskPredictor, pred2: MaskPredictor):
+        super().__init__()
+        conv1, bn1, _, conv2, bn2 = block.branch
+        c1, c2 = _fold(conv1, bn1), _fold(conv2, bn2)
+        self.register_buffer("w1", c1.weight.detach().clone())
+        self.register_buffer("b1", c1.bias.detach().clone())
+        self.register_buffer("w2", c2.weight.detach().clone())
+        self.register_buffer("b2", c2.bias.detach().clone())
+        self.stride, self.padding = conv1.stride, conv1.padding
+        self.padding2 = conv2.padding
+        self.shortcut = None if block.shortcut is None else _fold(*block.shortcut)
+        self.pred1, self.pred2 = copy.deepcopy(pred1), copy.deepcopy(pred2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x if self.shortcut is None else self.shortcut(x)
+        a1 = _active(self.pred1, x.mean((2, 3)))
+        h = F.relu(F.conv2d(x, self.w1.index_select(0, a1), self.b1.index_select(0, a1),
+                            self.stride, self.padding))
+        # The masked network feeds the predictor the full-width input whose inactive
+        # channels are exactly zero: scatter the active channels' means into zeros.
+        pooled = h.new_zeros(1, self.w1.shape[0]).index_copy_(1, a1, h.mean((2, 3)))
+        a2 = _active(self.pred2, pooled)
+        w2 = self.w2.index_select(0, a2).index_select(1, a1)
+        y = F.conv2d(h, w2, self.b2.index_select(0, a2), 1, self.padding2)
+        # In place: ``out`` is the shortcut's fresh output or the previous layer's output,
+        # which nothing else reads.
+        return out.index_add_(1, a2, y).relu_()
+
+
+class DynamicResNet(nn.Module):
+    """A `GatedNetwork` (eval semantics) that computes only the active filters.
+
+    BNs are folded into their convs; the stem, shortcuts and classifier run dense. Inputs are
+    processed one image at a time, since each image has its own active filters. For
+    inference only (run it under ``torch.inference_mode``): blocks add in place.
+
+    Args:
+        gated: the gated network; its running BN statistics and predictors are copied.
+    """
+
+    def __init__(self, gated: GatedNetwork):
+        super().__init__()
+        children = list(gated.backbone.named_children())
+        layers: list[nn.Module] = []
+        i = 0
+        while i < len(children):
+            name, module = children[i]
+            following = children[i + 1][1] if i + 1 < len(children) else None
+            if name in gated.blocks:
+                layers.append(DynamicBlock(module, gated.predictor(f"{name}.branch.0"),
+                                           gated.predictor(f"{name}.branch.3")))
+            elif isinstance(module, nn.Conv2d) and isinstance(following, nn.BatchNorm2d):
+                layers.append(_fold(module, following))
+                i += 1
+            else:
+                layers.append(copy.deepcopy(module))
+            i += 1
+        self.layers = nn.Sequential(*layers).eval()
+        if hasattr(gated, "input_shape"):
+            self.input_shape = gated.input_shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[0] == 1:
+            return self.layers(x)
+        return torch.cat([self.layers(image[None]) for image in x])
+
+
+def _dense_flops(model: nn.Module, image: Tensor) -> dict[str, int]:
+    """2 * MACs per image of every conv and linear layer (torch.utils.flop_counter's rule)."""
+    flops: dict[str, int] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, _inputs, output: Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                k = module.kernel_size[0] * module.kernel_size[1]
+                fan_in = module.in_channels // module.groups * k
+                flops[name] = 2 * output[0].numel() * fan_in
+            else:
+                flops[name] = 2 * module.in_features * module.out_features
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules()
+               if isinstance(m, nn.Conv2d | nn.Linear)]
+    try:
+        with torch.inference_mode():
+            model(image[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return flops
+
+
+def dynamic_flops(gated: GatedNetwork, images: Tensor, batch_size: int = 256) -> dict:
+    """Mean FLOPs per image (2 * MACs) of the gated network's predicted masks.
+
+    Returns:
+        "simulated": the paper's count: a gated conv costs active_out * H*W * active_in * k^2
+            (active_in: conv1's active filters for conv2, the full width for conv1), dense
+            layers their full cost, predictors nothing.
+        "executed": what `DynamicResNet` computes, i.e. simulated plus the predictors' 1x1
+            convs (pooling and softmax, like BN and ReLU, are not counted).
+        "dense": the dense backbone.
+        "active": mean active filters per gate.
+    """
+    was = gated.training
+    gated.eval()
+    dense = _dense_flops(gated.backbone, images)
+    counts = {gate: [] for gate in gated.gates}
+    with torch.inference_mode():
+        for chunk in images.split(batch_size):
+            gated(chunk)
+            for gate, mask in gated.last_masks.items():
+                counts[gate].append(mask.sum(1).double())
+    gated.train(was)
+    active = {gate: torch.cat(c) for gate, c in counts.items()}
+    simulated = sum(dense.values()) - sum(dense[g] for g in gated.gates)
+    for conv1, conv2 in zip(gated.gates[::2], gated.gates[1::2], strict=True):
+        width1 = gated.backbone.get_submodule(conv1).out_channels
+        width2 = gated.backbone.get_submodule(conv2).out_channels
+        # dense[g] scales with out * in; rescale by the active fractions.
+        simulated = simulated + dense[conv1] * active[conv1] / width1
+        simulated = simulated + dense[conv2] * active[conv2] * active[conv1] / (width2 * width1)
+    predictors = sum(2 * p.linear.in_features * p.linear.out_features
+                     for p in gated.predictors.values())
+    mean = float(simulated.mean())
+    return {"simulated": mean, "executed": mean + predictors,
+            "dense": float(sum(dense.values())),
+            "active": {gate: float(a.mean()) for gate, a in active.items()}}
+
+
+def measure_dynamic_latency(dense: nn.Module, dynamic: nn.Module, images: Tensor,
+                            rounds: int = 5, threads: int = 1) -> dict[str, float]:
+    """Batch-1 latency of a dense and a dynamic network over real images, interleaved.
+
+    Per round and image, times ``dense(x_i)`` then ``dynamic(x_i)`` (perf_counter, inference
+    mode, after a warm-up pass over the first images); interleaving puts drifts in CPU clock or
+    load on both. Each image's time is its median over rounds, because a dynamic network's
+    cost depends on the image. A `GatedNetwork` in eval mode may be passed as ``dynamic`` to
+    time the simulated (masked) execution.
+
+    Args:
+        dense: the dense network.
+        dynamic: the dynamic (or masked) network.
+        images: [N, C, H, W] images.
+        rounds: timings per image.
+        threads: intra-op threads while timing (restored after).
+
+    Returns:
+        "dense_ms", "dynamic_ms": mean over images of the per-image medians;
+        "ratio": dynamic_ms / dense_ms; "dense_iqr_ms", "dynamic_iqr_ms": interquartile range
+        over images of the per-image medians.
+    """
+    before, modes = torch.get_num_threads(), (dense.training, dynamic.training)
+    torch.set_num_threads(threads)
+    dense.eval()
+    dynamic.eval()
+    times: list[list[list[float]]] = [[[] for _ in images] for _ in range(2)]  # [net][image]
+    try:
+        with torch.inference_mode():
+            for x in images[:3]:
+                dense(x[None])
+                dynamic(x[None])
+            for _ in range(rounds):
+                for i, x in enumerate(images):
+                    x = x[None]
+                    t0 = time.perf_counter()
+                    dense(x)
+                    t1 = time.perf_counter()
+                    dynamic(x)
+                    t2 = time.perf_counter()
+                    times[0][i].append(t1 - t0)
+                    times[1][i].append(t2 - t1)
+    finally:
+        torch.set_num_threads(before)
+        dense.train(modes[0])
+        dynamic.train(modes[1])
+    medians = torch.tensor(times, dtype=torch.float64).median(2).values * 1e3  # [2, N] ms
+    iqr = medians.quantile(0.75, 1) - medians.quantile(0.25, 1)
+    mean = medians.mean(1)
+    return {"dense_ms": float(mean[0]), "dynamic_ms": float(mean[1]),
+            "ratio": float(mean[1] / mean[0]),
+            "dense_iqr_ms": float(iqr[0]), "dynamic_iqr_ms": float(iqr[1])}

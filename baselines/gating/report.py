@@ -1,0 +1,131 @@
+"""The report of a gating episode, in the layout of `prune_env.envs.report` (so that `compare`
+reads it like any other run), plus what only a dynamic network has: simulated and executed
+figures side by side.
+
+- executed: `baselines.gating.dynamic.DynamicResNet` computes only the predicted filters, one image
+  at a time; its latency (``pruned.latency_ms``) is timed at batch 1 over real test images,
+  interleaved with the dense base, predictors included; its FLOPs (``pruned.flops``) are
+  what it computes, averaged over the same images, predictors included.
+- simulated: what the authors' code measures, the dense network with its outputs multiplied
+  by the masks: its latency (``dynamic.latency_simulated_ms``, no faster than dense) and the
+  paper's FLOPs count (``dynamic.flops_simulated``: gated convs at their active widths,
+  predictors not counted).
+
+Accuracy is the masked network's, evaluated in batches: it computes the same outputs as the
+executed one (tested to 1e-4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from baselines.gating.dynamic import DynamicResNet, dynamic_flops, measure_dynamic_latency
+from prune_env.envs.report import common_report, write_report
+from prune_env.measure import count_params
+from prune_env.training.loop import evaluate, train_steps
+
+if TYPE_CHECKING:
+    from baselines.gating.env import GateEnv
+    from baselines.gating.network import GatedNetwork
+    from prune_env.envs.prune import EpisodeState
+
+
+def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> dict[str, Any]:
+    """The report of a finished gating episode (test accuracy added by `write_gate_report`)."""
+    gated = state.model
+    images = env.data.test.images[: env.report_images]
+    timed = time_dynamic(env, gated, images, rounds)
+    counted = dynamic_flops(gated, images)
+    executed, simulated = timed["executed"], timed["simulated"]
+
+    def side(latency, iqr, accuracy, flops, params):
+        return {"val_accuracy_subset": accuracy, "latency_ms": latency,
+                "latency_median_ms": latency, "latency_iqr_ms": iqr, "energy_mj": None,
+                "flops": flops, "params": params}
+
+    base = side(executed["dense_ms"], executed["dense_iqr_ms"], env.base_accuracy,
+                counted["dense"], count_params(env.base_model))
+    pruned = side(executed["dynamic_ms"], executed["dynamic_iqr_ms"], state.accuracy,
+                  counted["executed"], count_params(gated))
+    pruned["latency_predicted_ms"] = env.meter.predict_shapes_ms(
+        env.mean_width_shapes(counted["active"]))
+    ratio = (executed["ratio"] if env.cost_name == "latency"
+             else counted["executed"] / counted["dense"])
+    return common_report(env, state, base, pruned, ratio) | {
+        "kept_filters": mean_kept_filters(env, counted["active"]),
+        "dynamic": {"budgets": dict(gated.budgets), "active_filters": counted["active"],
+                    "flops_simulated": counted["simulated"],
+                    "flops_executed": counted["executed"], "flops_dense": counted["dense"],
+                    "latency_executed_ms": executed["dynamic_ms"],
+                    "latency_executed_ratio": executed["ratio"],
+                    "latency_simulated_ms": simulated["dynamic_ms"],
+                    "latency_simulated_ratio": simulated["ratio"],
+                    "images": len(images), "rounds": rounds},
+        "latency_note": "latency_ms: batch 1, mean over test images of each image's median "
+                        "over rounds, dense base and dynamic network interleaved; IQR over "
+                        "images; predictors included",
+    }
+
+
+def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
+                 rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Executed and simulated (masked) latency of ``gated`` against the dense base, each
+    interleaved with the base at batch 1 over ``images``, while no process computes."""
+    threads = env.meter.threads or torch.get_num_threads()
+    with env.meter.table.timing():
+        executed = measure_dynamic_latency(env.base_model, DynamicResNet(gated.eval()),
+                                           images, rounds=rounds, threads=threads)
+        simulated = measure_dynamic_latency(env.base_model, gated.eval(), images,
+                                            rounds=rounds, threads=threads)
+    return {"executed": executed, "simulated": simulated}
+
+
+def finalize_gating(env, out: Path, *, steps: int, seed: int) -> dict[str, Any]:
+    """The final stage of a gating run, as `prune_env.runs.finalize.finalize` is for pruning: the
+    episode's network fine-tuned for ``steps`` SGD steps (backbone and predictors, then the
+    predictors alone), scored, timed, written to ``out``. No static export: a dynamic
+    network's control flow depends on the image (the masked network's ONNX would run dense)."""
+    unwrapped = env.unwrapped
+    state = unwrapped.state
+    unwrapped._generator.manual_seed(seed)
+    seconds = train_steps(state.model, unwrapped.data.train, unwrapped.task, steps,
+                          unwrapped.train_cfg, unwrapped._generator, grad_hook=unwrapped.trainer,
+                          progress="final fine-tune")
+    seconds += unwrapped.fit_predictors(unwrapped.predictor_steps)
+    unwrapped.calibrate_predictors()
+    with torch.no_grad():
+        state.accuracy = evaluate(state.model, unwrapped.data.val, unwrapped.task,
+                                  limit=unwrapped.val_samples)
+    report = gate_report(unwrapped, state)
+    report["final_finetune"] = {"steps": steps, "seconds": seconds}
+    write_gate_report(unwrapped, state, report, out)
+    return report
+
+
+def gate_log(env, reward: float, info: dict[str, Any], finetune: float) -> dict[str, Any]:
+    """A gating episode's log for `prune_env.runs.tensorboard.EpisodeLogger` (kept filters: the
+    mean active filters of each gated conv)."""
+    state = env.state
+    kept = {n: k for n, (_, k) in mean_kept_filters(env, info["active_filters"]).items()}
+    return {"episode": 0, "reward": reward, "accuracy": state.accuracy,
+            "cost_ratio": state.cost / env.base_cost, "latency_ms": info["latency_ms"],
+            "energy_mj": None, "flops": info["flops"], "params": info["params"],
+            "finetune_seconds": state.finetune_seconds, "finetune_steps": state.finetune_steps,
+            "finetune_mean": finetune, "kept": kept}
+
+
+def mean_kept_filters(env: GateEnv, active: dict[str, float]) -> dict[str, list]:
+    """Per conv of the base: [filters, mean active filters] (gated convs) or [n, n]."""
+    out = {}
+    for name, shape in env.meter.shapes(env.base_model).items():
+        if shape.kind == "conv":
+            out[name] = [shape.out_channels, round(active.get(name, shape.out_channels), 2)]
+    return out
+
+
+def write_gate_report(env: GateEnv, state: EpisodeState, report: dict, out: Path) -> Path:
+    """`prune_env.envs.report.write_report`, the network saved as the gated one it is."""
+    return write_report(env, state, report, out, {"execution": "dynamic (DynamicResNet)"})

@@ -1,0 +1,86 @@
+"""``prune-env compare RUN_DIR...``: finished runs side by side (markdown table and CSV) and
+their Pareto plot (`prune_env.cli.pareto`), as PNG files and as TensorBoard images."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from prune_env.cli.pareto import AXES, pareto_figure, pareto_plots
+from prune_env.runs.finalize import load_report
+
+#: ``table_ratio``: the cost ratio the episode looked up (the same on every run of a seed);
+#: ``measured_ratio``: timed against the base at the end (what ``target_met`` judges; on a
+#: shared machine it varies by a few hundredths between runs).
+COLUMNS = ("method", "target", "val_acc", "test_acc", "drop", "table_ratio", "measured_ratio",
+           "speedup", "latency_ms", "energy_mj", "energy_ratio", "mflops", "flops_ratio", "params",
+           "search_s",
+           "finetune_s", "target_met")
+
+
+def row(run_dir: str | Path) -> dict[str, object]:
+    """One run's numbers (see COLUMNS)."""
+    r = load_report(run_dir)
+    p = r["pruned"]
+    energy = (p["energy_mj"] / r["base"]["energy_mj"]
+              if p["energy_mj"] and r["base"]["energy_mj"] else None)
+    return {"method": r.get("method", Path(run_dir).name), "target": r["target"],
+            "val_acc": p["val_accuracy"],
+            "test_acc": p["test_accuracy"], "drop": r["accuracy_drop"],
+            "table_ratio": r["episode_cost_ratio"], "measured_ratio": r["cost_ratio"],
+            "latency_ms": p["latency_ms"], "speedup": r["speedup"],
+            "energy_mj": p["energy_mj"], "energy_ratio": energy, "mflops": p["flops"] / 1e6,
+            "flops_ratio": p["flops"] / r["base"]["flops"], "params": p["params"],
+            "search_s": r.get("search", {}).get("seconds"),
+            "finetune_s": r["finetune"]["seconds"] + r.get("final_finetune", {}).get("seconds", 0),
+            "target_met": r["target_met"]}
+
+
+def is_run(path: str | Path) -> bool:
+    """A run directory (finished or not): what a glob like runs/demo-*/* also matches besides
+    runs (compare.csv, the pareto images) is skipped; an unfinished run is an error later."""
+    path = Path(path)
+    return (path / "args.json").exists() or (path / "report.json").exists()
+
+
+def fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def compare(run_dirs: list[str], csv_path: str | None = None, plot: str | None = None,
+            logdir: str | None = None) -> str:
+    """The markdown table of ``run_dirs``; also the CSV file at ``csv_path``, the Pareto plots
+    ``{plot}-latency.png``, ``-flops.png`` (and ``-energy.png``), and the plots as
+    TensorBoard images in ``logdir`` (tags ``pareto/latency``, ``pareto/flops``,
+    ``pareto/energy``), each when given."""
+    rows = [row(d) for d in run_dirs if is_run(d)]
+    if not rows:
+        raise SystemExit(f"no run directories among {', '.join(map(str, run_dirs))}")
+    if csv_path:
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    if plot:
+        pareto_plots(rows, plot)
+    if logdir:
+        log_pareto(rows, logdir)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def log_pareto(rows: list[dict], logdir: str) -> None:
+    """The Pareto figures as TensorBoard images under ``logdir``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(logdir) as writer:
+        for name, (x, label) in AXES.items():
+            if all(r.get(x) is not None for r in rows):
+                writer.add_figure(f"pareto/{name}", pareto_figure(rows, x, label))

@@ -1,0 +1,68 @@
+"""Accuracy against measured cost: the Pareto plot of finished runs.
+
+One point per run; the runs of one method at several targets are joined into a curve (sorted
+by cost), so methods compare along the whole trade-off, not at one target. Points on the
+Pareto front of all runs (no other run both more accurate and cheaper) are ringed. Drawn for
+the measured latency ratio, the FLOPs ratio, and for energy where every run has it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+
+#: x axes: name -> (column of `prune_env.cli.compare.row`, label); energy only where every run
+#: has it.
+AXES = {"latency": ("measured_ratio", "measured latency / base (batch 1)"),
+        "energy": ("energy_ratio", "measured energy / base"),
+        "flops": ("flops_ratio", "FLOPs / base (per image, as executed)")}
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (cost, accuracy) that no other point beats on both."""
+    return [i for i, (c, a) in enumerate(points)
+            if not any(c2 <= c and a2 >= a and (c2, a2) != (c, a) for c2, a2 in points)]
+
+
+def pareto_figure(rows: list[dict], x: str = "measured_ratio",
+                  label: str = AXES["latency"][1]):
+    """The figure of test accuracy against ``x`` for the comparison rows."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    by_method = defaultdict(list)
+    for r in rows:
+        by_method[r["method"]].append((r[x], r["test_acc"]))
+    for method, points in sorted(by_method.items()):
+        points.sort()
+        ax.plot(*zip(*points, strict=True), marker="o", label=method,
+                linestyle="-" if len(points) > 1 else "none")
+    everything = [(r[x], r["test_acc"]) for r in rows]
+    front = [everything[i] for i in pareto_front(everything)]
+    ax.scatter(*zip(*front, strict=True), s=160, facecolors="none", edgecolors="black",
+               label="Pareto front")
+    ax.set_xlabel(label)
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def pareto_plots(rows: list[dict], stem: str | Path) -> list[Path]:
+    """PNG files ``{stem}-latency.png``, ``-flops.png`` (and ``-energy.png`` where
+    measured); their paths."""
+    written = []
+    for name, (x, label) in AXES.items():
+        if any(r.get(x) is None for r in rows):
+            continue
+        path = Path(f"{stem}-{name}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig = pareto_figure(rows, x, label)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written

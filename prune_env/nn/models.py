@@ -1,0 +1,163 @@
+"""Model zoo: CIFAR-style ResNet-20/32/56, VGG-11/16-BN, MobileNetV2, and torchvision models.
+
+Every model takes ``in_channels`` and ``num_classes`` from the data set and records its input
+shape as ``model.input_shape`` (C, H, W), which surgery and measurement use to trace it.
+
+Departures from the papers, and why:
+- ResNet (He et al. 2016, CIFAR variant, 16/32/64 filters, 6n+2 layers) uses projection
+  shortcuts (1x1 conv + BN, "option B") at stage entries instead of zero-padded identities
+  ("option A"): a padded identity cannot be pruned consistently, a projection can.
+- VGG (CIFAR variant) ends with global average pooling and one linear layer, and pools with
+  ``ceil_mode`` so that 28x28 inputs (Fashion-MNIST) survive five poolings.
+- MobileNetV2 (CIFAR variant) uses stride 1 in the stem and the second stage, as is common
+  for 32x32 inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from prune_env.catalog import OWN_MODELS
+from prune_env.nn.layers import Residual
+
+
+def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> list:
+    """A conv without bias followed by its BatchNorm (the unit that pruning removes filters of)."""
+    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(cout)]
+
+
+def basic_block(cin: int, cout: int, stride: int) -> Residual:
+    """ResNet basic block: two 3x3 convs, projection shortcut where the shape changes."""
+    branch = nn.Sequential(*conv_bn(cin, cout, 3, stride), nn.ReLU(inplace=True),
+                           *conv_bn(cout, cout, 3, 1))
+    shortcut = None
+    if stride != 1 or cin != cout:
+        shortcut = nn.Sequential(*conv_bn(cin, cout, 1, stride))
+    return Residual(branch, shortcut, nn.ReLU(inplace=True))
+
+
+def resnet_cifar(depth: int, in_channels: int, num_classes: int) -> nn.Sequential:
+    """CIFAR ResNet with 6n+2 layers (ResNet-20: n=3)."""
+    if (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+    n = (depth - 2) // 6
+    layers = [*conv_bn(in_channels, 16), nn.ReLU(inplace=True)]
+    cin = 16
+    for stage, width in enumerate((16, 32, 64)):
+        for i in range(n):
+            stride = 2 if stage > 0 and i == 0 else 1
+            layers.append(basic_block(cin, width, stride))
+            cin = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+VGG_CONFIGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"],
+}
+
+
+def vgg_cifar(name: str, in_channels: int, num_classes: int) -> nn.Sequential:
+    """VGG with BatchNorm, CIFAR variant (global pooling, one classifier layer)."""
+    layers: list[nn.Module] = []
+    cin = in_channels
+    for item in VGG_CONFIGS[name]:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        else:
+            layers += [*conv_bn(cin, item), nn.ReLU(inplace=True)]
+            cin = item
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+# (expansion t, output channels c, repeats n, first stride s), CIFAR strides.
+MOBILENETV2_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
+                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+
+
+def inverted_residual(cin: int, cout: int, stride: int, t: int) -> nn.Module:
+    """MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 linear projection."""
+    hidden = cin * t
+    layers: list[nn.Module] = []
+    if t != 1:
+        layers += [*conv_bn(cin, hidden, 1), nn.ReLU6(inplace=True)]
+    layers += [*conv_bn(hidden, hidden, 3, stride, groups=hidden), nn.ReLU6(inplace=True),
+               *conv_bn(hidden, cout, 1)]
+    branch = nn.Sequential(*layers)
+    if stride == 1 and cin == cout:
+        return Residual(branch)
+    return branch
+
+
+def mobilenetv2_cifar(in_channels: int, num_classes: int) -> nn.Sequential:
+    """MobileNetV2 (Sandler et al. 2018), width 1.0, CIFAR strides."""
+    layers: list[nn.Module] = [*conv_bn(in_channels, 32), nn.ReLU6(inplace=True)]
+    cin = 32
+    for t, c, n, s in MOBILENETV2_SETTINGS:
+        for i in range(n):
+            layers.append(inverted_residual(cin, c, s if i == 0 else 1, t))
+            cin = c
+    layers += [*conv_bn(cin, 1280, 1), nn.ReLU6(inplace=True),
+               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def torchvision_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    """A torchvision classifier by name, untrained, its first conv adapted to in_channels."""
+    try:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    except ValueError as err:
+        raise ValueError(f"unknown model {name!r}: use one of {', '.join(OWN_MODELS)} "
+                         "or a torchvision classification model name") from err
+    if in_channels != 3:
+        replace_first_conv(model, in_channels)
+    return model
+
+
+def replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Swap the first conv for one with ``in_channels`` inputs (grey-scale data sets)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            parent = model.get_submodule(name.rpartition(".")[0])
+            setattr(parent, name.rpartition(".")[2], nn.Conv2d(
+                in_channels, module.out_channels, module.kernel_size, module.stride,
+                module.padding, bias=module.bias is not None))
+            return
+
+
+def build_model(name: str, in_channels: int, num_classes: int,
+                input_size: tuple[int, int]) -> nn.Module:
+    """Build an untrained model by name.
+
+    Args:
+        name: one of OWN_MODELS, or a torchvision classification model (e.g. ``resnet18``).
+        in_channels: image channels of the data set.
+        num_classes: classes of the data set.
+        input_size: (H, W) of the images, recorded as ``model.input_shape``.
+    """
+    if name in ("resnet20", "resnet32", "resnet56"):
+        model = resnet_cifar(int(name[6:]), in_channels, num_classes)
+    elif name in VGG_CONFIGS:
+        model = vgg_cifar(name, in_channels, num_classes)
+    elif name == "mobilenetv2":
+        model = mobilenetv2_cifar(in_channels, num_classes)
+    else:
+        model = torchvision_model(name, in_channels, num_classes)
+    model.input_shape = (in_channels, *input_size)
+    return model
+
+
+def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
+    """A random input of the model's recorded shape, for tracing and timing."""
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        raise ValueError("model has no input_shape: build it with prune_env.nn.models.build_model "
+                         "or set model.input_shape = (C, H, W)")
+    # a private generator: tracing must not move the global RNG that agents sample from
+    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,397 @@
+"""Surgery: turn any structured mask into a physically smaller network.
+
+`compact(model, keep)` takes ``keep``, a map from conv module names to boolean masks over
+their output filters, and returns a new, smaller `nn.Module` (the input is left untouched).
+
+What the result equals: the *masked network*, the original in which every dropped filter's
+output channel is forced to zero right after its BatchNorm (after the conv itself where no
+BatchNorm follows), evaluated in eval mode. The steps, each needed for that equality:
+
+1. Residual branches that contain a conv whose filters are all dropped output a constant
+   (the BN shift left after the empty conv). The branch is removed; the block becomes its
+   shortcut plus that constant, folded into the shortcut's BatchNorm or held by a
+   `ChannelShift` (Tessier et al. 2022 call the alternative "dimensional discrepancies").
+2. Torch-Pruning's dependency graph couples layers that must shrink together (BN, the next
+   conv or linear, residual additions, depthwise convs, concatenations). Where coupled convs
+   carry different masks, the union of their kept channels survives, and in it each conv's
+   own dropped channels are zeroed (BN scale and shift set to 0): the "adder that scatters
+   each branch's surviving channels into the union", done with zeros.
+3. A removed channel that still carried a constant in the masked network (a BN shift after a
+   dropped depthwise channel, say) is folded into the bias of the layer that read it.
+
+Masks that would empty a group with no shortcut (a plain conv chain) are refused with
+`SurgeryError`; the environment avoids them by keeping the strongest filter.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prune_env.nn.layers import CUSTOM_PRUNERS, ChannelShift, Residual
+from prune_env.nn.models import example_input
+
+MaskLike = torch.Tensor | np.ndarray | Sequence[bool]
+
+
+class SurgeryError(ValueError):
+    """A mask that cannot become a smaller network, with what to do instead."""
+
+
+@dataclass
+class CompactResult:
+    """What `compact_report` built and what it had to do to get there.
+
+    Attributes:
+        model: the compact network.
+        unions: coupled groups whose convs had different masks, as
+            ``{conv name: filters kept only because a coupled conv kept them}``.
+        removed_branches: names of Residual blocks whose branch was removed.
+        out_channels: filters left in each conv of the compact network.
+        graph: Torch-Pruning's dependency graph of the compact network (it tracks the pruning
+            it did), so that callers need not trace the network again.
+    """
+
+    model: nn.Module
+    graph: tp.DependencyGraph | None = None
+    unions: list[dict[str, int]] = field(default_factory=list)
+    removed_branches: list[str] = field(default_factory=list)
+    out_channels: dict[str, int] = field(default_factory=dict)
+
+
+def compact(model: nn.Module, keep: Mapping[str, MaskLike],
+            example_inputs: torch.Tensor | None = None) -> nn.Module:
+    """A physically smaller copy of ``model`` keeping only the filters ``keep`` marks True.
+
+    Args:
+        model: a network with ``input_shape`` set (see `prune_env.nn.models.build_model`), or
+            give ``example_inputs``.
+        keep: conv module name -> boolean mask over its output filters. Convs not named keep
+            all their filters.
+        example_inputs: a batch used to trace the network (batch size >= 2 recommended).
+
+    Returns:
+        The compact network; `compact_report` also says what was merged or removed.
+    """
+    return compact_report(model, keep, example_inputs).model
+
+
+def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
+                   example_inputs: torch.Tensor | None = None,
+                   bn_of: Mapping[str, str] | None = None) -> CompactResult:
+    """`compact`, returning a `CompactResult` with the notes on unions and removed branches.
+
+    ``bn_of`` (conv -> the BatchNorm after it, `following_batchnorms`) may be given when it
+    is known, e.g. from the unpruned network: pruning never changes it, and tracing it again
+    at every step costs a forward pass.
+    """
+    masks = validate_keep(model, keep)
+    x = example_inputs if example_inputs is not None else example_input(model, 2)
+    with evaluating(model), torch.no_grad():
+        bn_of = dict(bn_of) if bn_of is not None else following_batchnorms(model, x)
+        trace = masked_trace(model, masks, bn_of, x)
+    new = copy.deepcopy(model)
+    result = CompactResult(model=new)
+    result.removed_branches = remove_emptied_branches(new, masks, trace)
+    names = dict(new.named_modules())
+    masks = {n: m for n, m in masks.items() if n in names}
+    with evaluating(new):
+        graph = dependency_graph(new, x)
+        modules = {m: n for n, m in new.named_modules()}
+        done: set[str] = set()
+        for name in masks:
+            if name not in done:
+                done |= prune_group(graph, modules, names[name], masks, bn_of, trace, result)
+    result.out_channels = {n: m.out_channels for n, m in new.named_modules()
+                           if isinstance(m, nn.Conv2d)}
+    result.graph = graph
+    return result
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block (tracing must not update BN statistics), then restore."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def dependency_graph(model: nn.Module, x: torch.Tensor) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` (traced with autograd, so grad on)."""
+    with torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=x, customized_pruners=CUSTOM_PRUNERS, verbose=False)
+
+
+def validate_keep(model: nn.Module, keep: Mapping[str, MaskLike]) -> dict[str, torch.Tensor]:
+    """Check names and shapes; return boolean tensors in the model's module order."""
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    unknown = [n for n in keep if n not in convs]
+    if unknown:
+        raise SurgeryError(f"keep names {unknown} that are not conv layers of the model; "
+                           f"conv layers are: {', '.join(convs)}")
+    masks = {}
+    for name in convs:
+        if name not in keep:
+            continue
+        mask = torch.as_tensor(np.asarray(keep[name])).flatten()
+        if mask.numel() != convs[name].out_channels:
+            raise SurgeryError(f"mask for {name!r} has {mask.numel()} entries but the layer "
+                               f"has {convs[name].out_channels} filters")
+        masks[name] = mask.bool()
+    return masks
+
+
+def following_batchnorms(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
+    """Map each conv to the BatchNorm that reads its output directly, found by one forward."""
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}
+    found: dict[str, str] = {}
+
+    def on_conv(name):
+        def hook(_module, _inputs, out):
+            outputs[id(out)] = (name, out)  # the tensor is kept so its id stays unique
+        return hook
+
+    def on_bn(name):
+        def hook(_module, inputs):
+            conv = outputs.get(id(inputs[0]))
+            if conv is not None:
+                found[conv[0]] = name
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(on_conv(name)))
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            handles.append(module.register_forward_pre_hook(on_bn(name)))
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+@dataclass
+class Trace:
+    """Activations of the masked network: inputs of each conv/linear, outputs of branches."""
+
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    branch_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def masked_trace(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[str, str],
+                 x: torch.Tensor) -> Trace:
+    """Run the masked network once, recording what surgery needs to stay exact."""
+    trace = Trace()
+    zero_at = {bn_of.get(name, name): mask for name, mask in masks.items()}
+
+    def zero_dropped(mask):
+        def hook(_module, _inputs, out):
+            return out * mask.to(out.dtype).view(1, -1, *[1] * (out.dim() - 2))
+        return hook
+
+    def record_input(name):
+        def hook(_module, inputs):
+            trace.inputs[name] = inputs[0].detach().clone()
+        return hook
+
+    def record_branch(name):
+        def hook(_module, _inputs, out):
+            trace.branch_outputs[name] = out.detach().clone()
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        if name in zero_at:
+            handles.append(module.register_forward_hook(zero_dropped(zero_at[name])))
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            handles.append(module.register_forward_pre_hook(record_input(name)))
+        if isinstance(module, Residual) and module.branch is not None:
+            handles.append(module.branch.register_forward_hook(record_branch(name)))
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return trace
+
+
+def constant_per_channel(t: torch.Tensor, what: str) -> torch.Tensor:
+    """The per-channel value of a tensor that must not depend on the input, else an error."""
+    flat = t.transpose(0, 1).reshape(t.shape[1], -1)
+    value = flat[:, 0]
+    scale = flat.abs().max().clamp_min(1.0)
+    if (flat - value[:, None]).abs().max() > 1e-4 * scale:
+        raise SurgeryError(f"{what} still depends on the input; this mask cannot be removed "
+                           "exactly (please report the model)")
+    return value
+
+
+def remove_emptied_branches(model: nn.Module, masks: dict[str, torch.Tensor],
+                            trace: Trace) -> list[str]:
+    """Replace each residual branch holding a fully dropped conv by its constant output."""
+    emptied = {n for n, m in masks.items() if not bool(m.any())}
+    removed = []
+    for name, block in list(model.named_modules()):
+        if not isinstance(block, Residual) or block.branch is None:
+            continue
+        inside = {f"{name}.branch.{n}" if name else f"branch.{n}"
+                  for n, _ in block.branch.named_modules()}
+        if not inside & emptied:
+            continue
+        shift = constant_per_channel(trace.branch_outputs[name], f"branch of {name!r}")
+        block.branch = None
+        if block.act is not None and getattr(block.act, "inplace", False):
+            block.act.inplace = False  # with no branch, it would overwrite the block's input
+        shortcut = f"{name}.shortcut." if name else "shortcut."
+        masked = any(n.startswith(shortcut) and not bool(m.all()) for n, m in masks.items())
+        fold_shift_into_shortcut(block, shift, into_bn=not masked)
+        removed.append(name)
+    return removed
+
+
+def fold_shift_into_shortcut(block: Residual, shift: torch.Tensor, into_bn: bool) -> None:
+    """Add a per-channel constant to the block's shortcut output, as cheaply as possible.
+
+    Args:
+        into_bn: the shortcut's BatchNorm may absorb it; not when the shortcut's own filters
+            are masked, since zeroing those channels after the BN would zero the constant too.
+    """
+    if not bool(shift.any()):
+        return
+    last = list(block.shortcut.children())[-1] if block.shortcut is not None else None
+    if into_bn and isinstance(last, nn.BatchNorm2d):
+        last.bias.data += shift
+    elif isinstance(block.shortcut, ChannelShift):
+        block.shortcut.shift.data += shift
+    elif block.shortcut is None:
+        block.shortcut = ChannelShift(shift)
+    elif isinstance(block.shortcut, nn.Sequential):
+        block.shortcut.append(ChannelShift(shift))  # appended: existing layer names stay valid
+    else:
+        block.shortcut = nn.Sequential(block.shortcut, ChannelShift(shift))
+
+
+def prune_group(graph: tp.DependencyGraph, modules: dict[nn.Module, str], root: nn.Conv2d,
+                masks: dict[str, torch.Tensor], bn_of: dict[str, str], trace: Trace,
+                result: CompactResult) -> set[str]:
+    """Shrink the coupled group of ``root``'s filters to the union of its members' masks.
+
+    Returns the names of the convs whose filters this group decided.
+    """
+    pruner = graph.get_pruner_of_module(root)
+    group = graph.get_pruning_group(root, pruner.prune_out_channels,
+                                    list(range(root.out_channels)))
+    producers, consumers = split_group(graph, group)
+    union = union_of_masks(producers, modules, masks, root.out_channels)
+    names = [modules[m] for m, _, _ in producers]
+    if not bool(union.any()):
+        raise SurgeryError(f"the masks drop every filter of {names}, which no shortcut can "
+                           "replace: keep at least one filter in this group")
+    note = zero_fill(producers, modules, masks, bn_of, union)
+    if note:
+        result.unions.append(note)
+    dropped = [int(i) for i in torch.nonzero(~union).flatten()]
+    if dropped:
+        for module, idxs, root_idxs in consumers:
+            fold_removed_inputs(module, modules[module], idxs, root_idxs, union, trace)
+        graph.get_pruning_group(root, pruner.prune_out_channels, dropped).prune(
+            record_history=False)
+    return set(names)
+
+
+def split_group(graph: tp.DependencyGraph, group) -> tuple[list, list]:
+    """Producers (layers whose output filters are in the group) and consumers (readers)."""
+    producers, consumers = [], []
+    for item in group:
+        module, handler = item.dep.target.module, item.dep.handler
+        entry = (module, list(item.idxs), list(item.root_idxs))
+        if isinstance(module, (nn.Conv2d, ChannelShift)) and graph.is_out_channel_pruning_fn(
+                handler):
+            producers.append(entry)
+        elif isinstance(module, (nn.Conv2d, nn.Linear)) and graph.is_in_channel_pruning_fn(
+                handler):
+            consumers.append(entry)
+    return producers, consumers
+
+
+def own_keep(module: nn.Module, name: str, masks: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Which of a producer's own channels are live in the masked network."""
+    if isinstance(module, ChannelShift):
+        return module.shift.detach() != 0  # a constant is live wherever it is not zero
+    if name in masks:
+        return masks[name]
+    return torch.ones(module.out_channels, dtype=torch.bool)
+
+
+def union_of_masks(producers: list, modules: dict[nn.Module, str],
+                   masks: dict[str, torch.Tensor], size: int) -> torch.Tensor:
+    """Root channels that some producer of the group keeps."""
+    union = torch.zeros(size, dtype=torch.bool)
+    for module, idxs, root_idxs in producers:
+        keep = own_keep(module, modules[module], masks)
+        union[root_idxs] |= keep[idxs]
+    return union
+
+
+def zero_fill(producers: list, modules: dict[nn.Module, str], masks: dict[str, torch.Tensor],
+              bn_of: dict[str, str], union: torch.Tensor) -> dict[str, int]:
+    """Zero, after its BN, each producer's dropped channels that the union keeps."""
+    note = {}
+    by_name = {n: m for m, n in modules.items()}
+    for module, idxs, root_idxs in producers:
+        name = modules[module]
+        if name not in masks:
+            continue
+        extra = [i for i, r in zip(idxs, root_idxs, strict=True)
+                 if union[r] and not masks[name][i]]
+        if not extra:
+            continue
+        note[name] = len(extra)
+        bn = by_name[bn_of[name]] if name in bn_of else module
+        with torch.no_grad():
+            bn.weight[extra] = 0
+            if bn.bias is not None:
+                bn.bias[extra] = 0
+    return note
+
+
+def fold_removed_inputs(module: nn.Module, name: str, idxs: list[int], root_idxs: list[int],
+                        union: torch.Tensor, trace: Trace) -> None:
+    """Fold into ``module``'s bias the constants its removed input channels carried."""
+    removed = [i for i, r in zip(idxs, root_idxs, strict=True) if not union[r]]
+    if not removed or name not in trace.inputs:
+        return
+    if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1:
+        return  # depthwise: its own output channels go with its inputs
+    values = constant_per_channel(trace.inputs[name][:, removed], f"input of {name!r}")
+    if not bool(values.any()):
+        return
+    check_foldable(module, name)
+    weight = module.weight.detach()[:, removed]
+    delta = weight.sum(dim=tuple(range(2, weight.dim()))) @ values
+    if module.bias is None:
+        module.bias = nn.Parameter(torch.zeros(weight.shape[0]))
+    module.bias.data += delta
+
+
+def check_foldable(module: nn.Module, name: str) -> None:
+    """A constant input folds exactly into a bias only where no zero padding touches it."""
+    if isinstance(module, nn.Linear):
+        return
+    padded = any(p != 0 for p in module.padding) if isinstance(module.padding, tuple) else True
+    if module.groups != 1 or (padded and max(module.kernel_size) > 1):
+        raise SurgeryError(f"a constant channel reaches {name!r}, a padded or grouped conv, "
+                           "where it cannot be folded exactly: keep that filter")

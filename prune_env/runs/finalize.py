@@ -1,0 +1,124 @@
+"""The end of every method's run: pick the pruned network, fine-tune it, report, export.
+
+Agents and baselines all finish here, so their reports compare: the same final fine-tuning
+budget, the same validation and test scoring, the same interleaved timing against the base,
+the same exports (TorchScript and ONNX, each checked against PyTorch).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from prune_env.envs.prune import EpisodeState
+from prune_env.envs.report import episode_report, write_report
+from prune_env.runs.export import FORMATS, export
+from prune_env.training.loop import evaluate, train_steps
+
+
+@dataclass
+class Candidate:
+    """A pruned network a method proposes, with what its episode measured.
+
+    Attributes:
+        model: the compact network.
+        source: where it came from (e.g. "deterministic policy", "best try, episode 7").
+        accuracy: validation accuracy (the env's fixed subset) at the episode's end.
+        cost_ratio: the episode's cost / base cost (looked up for latency).
+        target_met: cost_ratio <= target.
+        reward: the episode's reward.
+        finetune_seconds: fine-tuning spent in the episode.
+        finetune_steps: SGD steps spent in the episode.
+    """
+
+    model: nn.Module
+    source: str
+    accuracy: float
+    cost_ratio: float
+    target_met: bool
+    reward: float
+    finetune_seconds: float
+    finetune_steps: int
+
+    def key(self) -> tuple:
+        """Target met first; then accuracy (met) or a lower cost (missed)."""
+        return (self.target_met, self.accuracy if self.target_met else -self.cost_ratio)
+
+
+def policy_episode(env: gym.Env, policy: Any, seed: int, source: str,
+                   options: dict[str, Any] | None = None) -> Candidate:
+    """Run one episode of ``policy.predict(obs, deterministic=True)`` (reset with
+    ``options``); the network it left."""
+    obs, _ = env.reset(seed=seed, options=options)
+    done, reward = False, 0.0
+    while not done:
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, r, done, _, info = env.step(action)
+        reward += r
+    return candidate_from(env, source, reward)
+
+
+def candidate_from(env: gym.Env, source: str, reward: float) -> Candidate:
+    """The environment's current network as a candidate."""
+    unwrapped = env.unwrapped
+    state = unwrapped.state
+    ratio = state.cost / unwrapped.base_cost
+    return Candidate(state.model, source, state.accuracy, ratio,
+                     ratio <= unwrapped.reward_cfg.target, reward, state.finetune_seconds,
+                     state.finetune_steps)
+
+
+def measured_ratio(env: gym.Env, candidate: Candidate) -> float:
+    """The candidate's cost ratio as the report will judge it (latency timed interleaved
+    with the base). Shown beside the looked-up ratio; candidates are picked on the looked-up
+    one, so that the same seed on the same machine gives the same report."""
+    unwrapped = env.unwrapped
+    return unwrapped.meter.measured_ratio(unwrapped.base_model, candidate.model)
+
+
+def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, seed: int,
+             formats: tuple[str, ...] = FORMATS, extra: dict[str, Any] | None = None) -> dict:
+    """Fine-tune ``candidate`` for ``steps`` SGD steps, measure, export, write report.json.
+
+    The report is `prune_env.envs.report.episode_report`'s, plus ``source``, ``final_finetune``,
+    ``exports`` and whatever ``extra`` holds (the method, its search compute, ...).
+    """
+    unwrapped = env.unwrapped
+    model = copy.deepcopy(candidate.model)
+    generator = torch.Generator().manual_seed(seed)
+    seconds = train_steps(model, unwrapped.data.train, unwrapped.task, steps,
+                          unwrapped.train_cfg, generator, progress="final fine-tune")
+    model.eval()
+    accuracy = evaluate(model, unwrapped.data.val, unwrapped.task, limit=unwrapped.val_samples)
+    costs = unwrapped.meter.costs(model)
+    state = EpisodeState(model=model, cost=costs[unwrapped.cost_key], accuracy=accuracy,
+                         finetune_seconds=candidate.finetune_seconds,
+                         finetune_steps=candidate.finetune_steps,
+                         total_reward=candidate.reward)
+    report = episode_report(unwrapped, state, unwrapped.meter.measure_pair(
+        unwrapped.base_model, model))
+    report.update(extra or {})
+    report["source"] = candidate.source
+    report["search_result"] = {"val_accuracy_subset": candidate.accuracy,
+                               "cost_ratio": candidate.cost_ratio}
+    report["final_finetune"] = {"steps": steps, "seconds": seconds}
+    report["exports"] = {fmt: export(model, unwrapped.input_shape, out_dir, fmt)
+                         for fmt in formats}
+    write_report(unwrapped, state, report, out_dir)
+    return report
+
+
+def load_report(run_dir: str | Path) -> dict:
+    """A run's report.json, with a clear error when the run has none (yet)."""
+    path = Path(run_dir) / "report.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: the run has not finished (resume it "
+                                "with `prune-env train --resume RUN_DIR`)")
+    return json.loads(path.read_text())

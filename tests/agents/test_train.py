@@ -1,0 +1,145 @@
+"""`prune-env train`, `baseline`, `export` and `compare` end to end on the synthetic data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from prune_env.cli.main import main
+
+
+@pytest.fixture
+def small_args(checkpoint, latency_table):
+    """Options that make a run take seconds on the synthetic data."""
+    return ["--dataset", "synthetic", "--synthetic-size", "1500", "--image-size", "16",
+            "--checkpoint", str(checkpoint[0]), "--max-finetune-steps", "4",
+            "--val-samples", "300", "--threads", "1", "--latency-table", latency_table,
+            "--final-steps", "5", "--target", "0.8"]
+
+
+def only_run(runs: Path) -> Path:
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run
+
+
+def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run)).Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["train", "--agent", "l2pf", "--episodes", "2", "--tries", "2",
+                 "--runs-dir", str(runs), *small_args]) == 0
+    run = only_run(runs)
+    assert run.name.startswith("resnet20-synthetic__l2pf__0__")
+    report = json.loads((run / "report.json").read_text())
+    assert report["method"] == "l2pf" and report["final_finetune"]["steps"] == 5
+    assert {c["source"] for c in report["search"]["candidates"]} >= {"deterministic policy"}
+    assert 0.3 < report["pruned"]["test_accuracy"] <= 1  # 10 classes: chance is 0.1
+    assert report["exports"]["onnx"]["max_abs_diff"] < 1e-3
+    assert (run / "model.onnx").exists() and (run / "model.ts").exists()
+    assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0, 1]
+    assert len(scalars(run, "losses/policy_loss")) == 2
+    assert "speed-up" in capsys.readouterr().out
+
+    # export again, one format, into the same run
+    (run / "model.onnx").unlink()
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    assert (run / "model.onnx").exists()
+
+    # a baseline at the same target, then both in one table
+    assert main(["baseline", "l1", "--runs-dir", str(runs), "--no-export", *small_args]) == 0
+    csv = tmp_path / "table.csv"
+    assert main(["compare", *map(str, sorted(runs.iterdir())), "--csv", str(csv),
+                 "--plot", str(tmp_path / "pareto"), "--logdir", str(tmp_path / "tb")]) == 0
+    table = capsys.readouterr().out
+    assert "| l2pf |" in table and "| l1 |" in table
+    assert len(csv.read_text().splitlines()) == 3
+    assert (tmp_path / "pareto-latency.png").stat().st_size > 10_000
+    assert (tmp_path / "pareto-flops.png").stat().st_size > 10_000
+    assert not (tmp_path / "pareto-energy.png").exists()  # no energy sensor here
+    images = EventAccumulator(str(tmp_path / "tb")).Reload().Tags()["images"]
+    assert sorted(images) == ["pareto/flops", "pareto/latency"]
+
+
+@pytest.mark.parametrize("agent", ["ppo", "a2c", "sac"])
+def test_sb3_agents_train_through_the_flat_wrapper(agent, small_args, tmp_path):
+    runs = tmp_path / "runs"
+    extra = ["--sb3", "n_steps=6"] if agent != "sac" else ["--sb3", "learning_starts=4"]
+    assert main(["train", "--agent", agent, "--episodes", "1", "--no-export",
+                 "--runs-dir", str(runs), *small_args, *extra]) == 0
+    run = only_run(runs)
+    report = json.loads((run / "report.json").read_text())
+    assert report["method"] == agent and report["source"] == "deterministic policy"
+    assert (run / "agent.zip").exists()
+    assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0]
+
+
+def run_cli(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "prune_env.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_run_resumes_and_ends_as_an_uninterrupted_one(small_args, tmp_path):
+    """kill -9 after the first checkpoint; --resume loses nothing before it and gives the
+    same pruned network as a run never interrupted (same seed, same CPU)."""
+    args = ["train", "--agent", "l2pf", "--episodes", "3", "--tries", "2", "--no-export",
+            *small_args]
+    straight = run_cli([*args, "--runs-dir", str(tmp_path / "a")])
+    assert straight.wait(timeout=400) == 0, straight.stdout.read()
+
+    killed = run_cli([*args, "--runs-dir", str(tmp_path / "b")])
+    deadline = time.time() + 300
+    progress = None
+    while time.time() < deadline:
+        found = list((tmp_path / "b").glob("*/progress.json"))
+        if found:
+            progress = found[0]
+            break
+        time.sleep(0.2)
+    assert progress is not None, "no checkpoint was written"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    run = progress.parent
+    done = json.loads(progress.read_text())["episodes"]
+    assert 1 <= done < 3 and not (run / "report.json").exists()
+
+    resumed = run_cli(["train", "--resume", str(run)])
+    out, _ = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, out
+    assert f"at episode {done}" in out
+    assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0, 1, 2]
+    a = json.loads((only_run(tmp_path / "a") / "report.json").read_text())
+    b = json.loads((run / "report.json").read_text())
+    assert a["kept_filters"] == b["kept_filters"]
+    assert a["pruned"]["test_accuracy"] == b["pruned"]["test_accuracy"]
+    assert a["source"] == b["source"]
+
+
+def test_compare_sweep_runs_methods_at_each_target_and_draws_curves(small_args, tmp_path,
+                                                                     capsys):
+    runs = tmp_path / "runs"
+    args = [a for a in small_args if a not in ("--target", "0.8")]
+    assert main(["compare", "--sweep", "l2pf", "l1", "--targets", "0.8", "0.6",
+                 "--episodes", "1", "--tries", "2", "--no-export", "--runs-dir", str(runs),
+                 *args]) == 0
+    (sweep,) = runs.iterdir()
+    reports = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/report.json"))]
+    assert sorted((r["method"], r["target"]) for r in reports) == [
+        ("l1", 0.6), ("l1", 0.8), ("l2pf", 0.6), ("l2pf", 0.8)]
+    for method in ("l1", "l2pf"):  # a lower target gives a cheaper network
+        by_target = {r["target"]: r for r in reports if r["method"] == method}
+        assert by_target[0.6]["episode_cost_ratio"] < by_target[0.8]["episode_cost_ratio"]
+    assert (sweep / "pareto-latency.png").exists() and (sweep / "compare.csv").exists()
+    assert len((sweep / "compare.csv").read_text().splitlines()) == 5
+    assert "Pareto plot" in capsys.readouterr().out

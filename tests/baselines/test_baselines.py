@@ -1,0 +1,120 @@
+"""Baselines through the environment: L1-uniform and random at the ratio meeting the target,
+SWD (selective weight decay, then its mask) and LayerPrune (whole blocks removed to the
+latency target)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from baselines.layerprune import (
+    LayerPrunePolicy,
+    block_importance,
+    blocks_to_remove,
+    removable_blocks,
+)
+from baselines.simple import make_policy
+from baselines.swd import SWDConfig, SWDPenalty, SWDPolicy
+from prune_env.cli.main import main
+from prune_env.envs.uniform import uniform_ratio_for
+from prune_env.runs.finalize import policy_episode
+
+
+def test_swd_drives_the_masked_filters_down_then_prunes_them_to_the_target(make_env):
+    env = make_env(final_report=False, target=0.8)
+    unwrapped = env.unwrapped
+    penalty = SWDPenalty(unwrapped, SWDConfig(steps=100))
+    candidate = policy_episode(env, SWDPolicy(unwrapped.max_filters), 0, "swd",
+                               options={"warmup": (100, penalty)})
+    # the masked filters' weights were driven down before the prune: 50x smaller at the end
+    assert penalty.history[-1] < penalty.history[0] / 50
+    # and the policy, reading only the observation, pruned what SWD masked: on target
+    assert candidate.cost_ratio <= 0.8
+    kept = {n: m.out_channels for n, m in candidate.model.named_modules()
+            if isinstance(m, torch.nn.Conv2d)}
+    for conv, dropped in penalty.dropped.items():
+        assert kept.get(conv, 0) <= len(dropped) - int(dropped.sum()) + 1  # +1: forced keep
+    assert candidate.finetune_steps >= 100  # the warm-up is charged to the episode
+
+
+def test_swd_baseline_writes_a_report_on_target(tmp_path, checkpoint, latency_table):
+    runs = tmp_path / "runs"
+    assert main(["baseline", "swd", "--swd-steps", "80", "--dataset", "synthetic",
+                 "--synthetic-size", "1500", "--image-size", "16", "--checkpoint",
+                 str(checkpoint[0]), "--max-finetune-steps", "4", "--val-samples", "300",
+                 "--threads", "1", "--latency-table", latency_table, "--final-steps", "20",
+                 "--target", "0.8", "--no-export", "--runs-dir", str(runs)]) == 0
+    (run,) = runs.iterdir()
+    report = json.loads((run / "report.json").read_text())
+    assert report["method"] == "swd" and report["episode_cost_ratio"] <= 0.8
+    assert report["pruned"]["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    assert report["swd_dropped_filter_norm"][-1] < report["swd_dropped_filter_norm"][0] / 10
+
+
+def test_layerprune_removes_whole_blocks_and_the_network_runs_faster(make_env):
+    env = make_env(final_report=False, target=0.8)
+    unwrapped = env.unwrapped
+    stats = {n: b.running_mean.clone() for n, b in unwrapped.base_model.named_modules()
+             if isinstance(b, torch.nn.BatchNorm2d)}
+    importance = block_importance(unwrapped, "taylor", batches=10)
+    for n, b in unwrapped.base_model.named_modules():  # the base network is left as it was
+        if isinstance(b, torch.nn.BatchNorm2d):
+            assert torch.equal(b.running_mean, stats[n])
+    leaders = removable_blocks(unwrapped)
+    assert "6" not in leaders and "9" not in leaders  # projection shortcuts: not removable
+    assert set(importance) == set(leaders) and all(v >= 0 for v in importance.values())
+    removed = blocks_to_remove(unwrapped, importance)
+    assert removed and removed == sorted(removed, key=importance.get)
+    policy = LayerPrunePolicy(unwrapped.max_filters, [g.leader for g in unwrapped.base_groups],
+                              [leaders[b] for b in removed])
+    candidate = policy_episode(env, policy, 0, "layerprune")
+    model = candidate.model
+    for block in leaders:
+        assert (model.get_submodule(block).branch is None) == (block in removed)
+    base_widths = {n: m.out_channels for n, m in unwrapped.base_model.named_modules()
+                   if isinstance(m, torch.nn.Conv2d)}
+    for name, m in model.named_modules():  # every filter of the blocks left is kept
+        if isinstance(m, torch.nn.Conv2d):
+            assert m.out_channels == base_widths[name]
+    assert candidate.cost_ratio <= 0.8
+    assert unwrapped.meter.measured_ratio(unwrapped.base_model, model) < 0.95
+
+
+def test_imprinting_scores_each_block_by_its_probe_gain(make_env):
+    env = make_env(final_report=False)
+    gain = block_importance(env.unwrapped, "imprinting", probe_images=300)
+    assert set(gain) == set(removable_blocks(env.unwrapped))
+    assert all(-1 <= g <= 1 for g in gain.values())
+    assert len(set(gain.values())) > 1  # blocks differ
+
+
+def test_layerprune_baseline_writes_a_report(tmp_path, checkpoint, latency_table):
+    runs = tmp_path / "runs"
+    assert main(["baseline", "layerprune", "--criterion-batches", "5", "--dataset",
+                 "synthetic", "--synthetic-size", "1500", "--image-size", "16",
+                 "--checkpoint", str(checkpoint[0]), "--max-finetune-steps", "4",
+                 "--val-samples", "300", "--threads", "1", "--latency-table", latency_table,
+                 "--final-steps", "20", "--target", "0.8", "--no-export", "--runs-dir",
+                 str(runs)]) == 0
+    (run,) = runs.iterdir()
+    report = json.loads((run / "report.json").read_text())
+    assert report["method"] == "layerprune" and report["removed_blocks"]
+    assert report["episode_cost_ratio"] <= 0.8
+    assert report["pruned"]["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+
+
+def test_uniform_baselines_reach_their_target_at_the_auto_ratio(make_env):
+    env = make_env(final_report=False, target=0.8)
+    ratio = uniform_ratio_for(env.unwrapped, 0.8)
+    assert 0.05 <= ratio < 1
+    results = {}
+    for name in ("l1", "random"):
+        policy = make_policy(name, env.unwrapped.max_filters, ratio=ratio, seed=0)
+        results[name] = policy_episode(env, policy, 0, name)
+        assert results[name].cost_ratio <= 0.8
+    # same widths: the uniform ratio decides the cost, not which filters are kept
+    assert results["l1"].cost_ratio == results["random"].cost_ratio
+    # one step up misses it: the ratio is the largest that meets the target
+    policy = make_policy("l1", env.unwrapped.max_filters, ratio=ratio + 0.05)
+    assert policy_episode(env, policy, 0, "l1").cost_ratio > 0.8

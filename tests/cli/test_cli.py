@@ -1,0 +1,53 @@
+"""The prune-env command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from prune_env.cli.main import main
+
+
+@pytest.mark.parametrize("args", [["--help"], ["pretrain", "--help"], ["episode", "--help"]])
+def test_help(args):
+    out = subprocess.run([sys.executable, "-m", "prune_env.cli", *args], capture_output=True,
+                         text=True, check=True).stdout
+    assert "usage: prune-env" in out
+
+
+def test_episode_writes_a_new_run_dir_each_time(tmp_path, checkpoint, capsys):
+    args = ["episode", "--dataset", "synthetic", "--synthetic-size", "1500", "--policy",
+            "random", "--ratio", "0.7", "--checkpoint", str(checkpoint[0]),
+            "--max-finetune-steps", "2", "--val-samples", "200", "--runs-dir",
+            str(tmp_path / "runs"), "--threads", "1"]
+    # the checkpoint was trained on 16x16 synthetic images, but this run loads 32x32 ones
+    assert main(args) == 2
+    assert "input" in capsys.readouterr().err
+    args += ["--image-size", "16"]
+    assert main(args) == 0
+    assert main(args) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and runs[0].name.startswith("resnet20-synthetic__random__0__")
+    report = json.loads((runs[0] / "report.json").read_text())
+    assert report["kept_filters"]["0"] == [16, 11]
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "tensorboard --logdir" in out
+    assert any(p.name.startswith("events.out.tfevents") for p in runs[0].iterdir())
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
+    code = main(["pretrain", "--dataset", "cifar10", "--data-dir", str(tmp_path)])
+    assert code == 2
+    assert "--download" in capsys.readouterr().err
+
+
+def test_catalog_names_what_the_package_has():
+    from baselines.simple import POLICIES
+    from prune_env import catalog
+    from prune_env.envs.prune import PruneEnv  # noqa: F401
+    from prune_env.envs.reward import REWARDS
+
+    assert tuple(POLICIES) == catalog.POLICIES and REWARDS == catalog.REWARDS

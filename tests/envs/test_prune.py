@@ -1,0 +1,176 @@
+"""The environment: checkers, episodes, rewards, actions, reports."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from baselines.simple import make_policy
+from prune_env.envs.wrappers import FlatActionWrapper
+
+
+def run(env, policy, seed=0):
+    obs, _ = env.reset(seed=seed)
+    rewards, infos, done = [], [], False
+    while not done:
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, reward, done, truncated, info = env.step(action)
+        assert not truncated
+        assert env.observation_space.contains(obs)
+        rewards.append(reward)
+        infos.append(info)
+    return rewards, infos
+
+
+def test_base_model_learned_the_synthetic_data(checkpoint):
+    _, meta = checkpoint
+    assert meta["val_accuracy"] > 0.6  # 10 classes: chance is 0.1
+    assert meta["test_accuracy"] > 0.6
+
+
+def test_gymnasium_checker_passes(make_env):
+    env = make_env(max_finetune_steps=1)
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_stable_baselines3_checker_passes_on_flat_wrapper(make_env):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = FlatActionWrapper(make_env(max_finetune_steps=1))
+    sb3_check_env(env, warn=False)
+
+
+def test_l1_episode_shrinks_and_reports(make_env, tmp_path):
+    env = make_env(report_dir=str(tmp_path / "run"))
+    base = env.unwrapped
+    policy = make_policy("l1", base.max_filters, ratio=0.5, finetune=0.5)
+    rewards, infos = run(env, policy)
+    assert len(infos) == len(base.base_groups) == 12  # ResNet-20: 3 stage groups + 9 blocks
+    assert [i["kept"] for i in infos[:2]] == [8, 8]  # filters left after surgery
+    final = infos[-1]["final"]
+    assert final["pruned"]["params"] < 0.4 * final["base"]["params"]
+    assert final["pruned"]["flops"] < 0.4 * final["base"]["flops"]
+    assert final["kept_filters"]["0"] == [16, 8]
+    assert final["finetune"]["steps"] == 12 * 2
+    assert final["pruned"]["latency_ms"] > 0 and final["pruned"]["latency_predicted_ms"] > 0
+    assert final["pruned"]["latency_batch4_ms"] > final["pruned"]["latency_ms"]
+    assert final["pruned"]["energy_mj"] is None  # no sensor here: never an invented number
+    measured = final["pruned"]["latency_ms"] / final["base"]["latency_ms"]
+    assert final["cost_ratio"] == pytest.approx(measured)
+    assert final["cost_ratio_source"] == "measured"
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert 0.0 <= report["pruned"]["test_accuracy"] <= 1.0
+    assert report["episode_reward"] == pytest.approx(sum(rewards))
+    assert (tmp_path / "run" / "compact.pt").exists()
+
+
+def test_keep_all_costs_nothing_but_finetuning(make_env):
+    env = make_env(cost="flops", finetune_weight=0.1)
+    policy = make_policy("keep-all", env.unwrapped.max_filters, finetune=0.5)
+    rewards, infos = run(env, policy)
+    assert all(i["cost_ratio"] == 1.0 for i in infos)
+    # phi = log(1) = 0, so each step pays only for fine-tuning: -0.1 * 0.5
+    assert rewards[:-1] == pytest.approx([-0.05] * (len(rewards) - 1))
+    # the target (0.5) is missed by (1 - 0.5) / 0.5 = 1 target_bonus
+    assert rewards[-1] == pytest.approx(-0.05 - 1.0)
+
+
+def test_psi_phi_reward_follows_its_formula(make_env):
+    env = make_env(cost="params", allowed_drop=0.05, finetune_weight=0.0)
+    base = env.unwrapped
+    obs, _ = env.reset(seed=0)
+    action, _ = make_policy("l1", base.max_filters, ratio=0.5, finetune=0.0).predict(obs)
+    _, reward, _, _, info = env.step(action)
+    psi = (0.05 - (base.base_accuracy - info["accuracy"])) / 0.05
+    phi = np.log(base.base_cost / info["params"])
+    assert reward == pytest.approx(psi * phi)
+    assert phi > 0
+
+
+def test_emptying_a_stage_group_keeps_its_strongest_filter(make_env):
+    env = make_env()
+    obs, _ = env.reset(seed=0)
+    n = env.unwrapped.max_filters
+    _, _, _, _, info = env.step({"keep": np.zeros(n, np.int8),
+                                 "finetune": np.zeros(1, np.float32)})
+    assert info["group"] == "0" and info["forced_keep"] and info["kept"] == 1
+
+
+def test_emptying_a_block_removes_its_branch(make_env):
+    env = make_env()
+    obs, _ = env.reset(seed=0)
+    n = env.unwrapped.max_filters
+    keep_all = {"keep": np.ones(n, np.int8), "finetune": np.zeros(1, np.float32)}
+    env.step(keep_all)
+    _, _, _, _, info = env.step({"keep": np.zeros(n, np.int8),
+                                 "finetune": np.zeros(1, np.float32)})
+    assert info["group"] == "3.branch.0" and info["removed_branches"] == ["3"]
+    assert not info["forced_keep"]
+    assert env.unwrapped.model.get_submodule("3").branch is None
+
+
+@pytest.mark.parametrize("action, field", [
+    ({"keep": np.ones(3, np.int8), "finetune": np.zeros(1, np.float32)}, "keep"),
+    ({"keep": "ones", "finetune": np.zeros(1, np.float32)}, "keep"),
+    ({"keep": None, "finetune": np.array([np.nan], np.float32)}, "keep"),
+    ({"finetune": np.zeros(1)}, "keep"),
+])
+def test_bad_keep_is_a_value_error_naming_the_field(make_env, action, field):
+    env = make_env()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=field):
+        env.step(action)
+
+
+@pytest.mark.parametrize("finetune", [np.array([np.nan]), np.array([1.5]), np.array([-0.1]),
+                                      np.zeros(2)])
+def test_bad_finetune_is_a_value_error_naming_the_field(make_env, finetune):
+    env = make_env()
+    env.reset(seed=0)
+    n = env.unwrapped.max_filters
+    with pytest.raises(ValueError, match="finetune"):
+        env.step({"keep": np.ones(n, np.int8), "finetune": finetune})
+
+
+def test_flat_wrapper_maps_scores_to_keep(make_env):
+    env = FlatActionWrapper(make_env())
+    n = env.unwrapped.max_filters
+    action = np.zeros(n + 1, np.float32)
+    action[:5] = 0.9
+    action[-1] = 2.0
+    mapped = env.action(action)
+    assert mapped["keep"][:6].tolist() == [1, 1, 1, 1, 1, 0]
+    assert mapped["finetune"].tolist() == [1.0]
+    with pytest.raises(ValueError, match="shape"):
+        env.action(np.zeros(3))
+
+
+def test_same_seed_same_episode(make_env):
+    env = make_env()
+    policy = make_policy("random", env.unwrapped.max_filters, ratio=0.6, seed=3)
+    first = [i["accuracy"] for i in run(env, policy, seed=1)[1]]
+    policy = make_policy("random", env.unwrapped.max_filters, ratio=0.6, seed=3)
+    second = [i["accuracy"] for i in run(env, policy, seed=1)[1]]
+    assert first == second
+
+
+def test_unknown_cost_is_a_clear_error(make_env):
+    with pytest.raises(ValueError, match="unknown cost"):
+        make_env(cost="watts")
+
+
+def test_energy_cost_without_a_sensor_is_a_clear_error(make_env):
+    from prune_env.measure import EnergyUnavailableError
+
+    with pytest.raises(EnergyUnavailableError):
+        make_env(cost="energy")
+
+
+def test_registered_with_gymnasium():
+    import prune_env  # noqa: F401
+
+    assert "prune_env/Prune-v0" in gym.registry

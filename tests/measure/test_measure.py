@@ -1,0 +1,149 @@
+"""Measurement: FLOPs, parameters, latency (robust and repeatable), the lookup table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from prune_env.measure import LatencyTable, count_flops, count_params, measure_latency
+from prune_env.measure.latency import Latency
+from prune_env.measure.lookup import LayerShape, layer_shapes
+from prune_env.nn.models import build_model
+from prune_env.nn.surgery import compact
+
+
+def test_flops_of_a_conv_are_two_per_mac():
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert count_flops(conv, (3, 10, 10)) == 2 * 3 * 8 * 9 * 10 * 10
+
+
+def test_flops_of_grouped_conv_and_one_channel_input():
+    """AMC users' complaint: FLOPs counters that assume 3 input channels."""
+    depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+    assert count_flops(depthwise, (16, 8, 8)) == 2 * 16 * 9 * 64
+
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "vgg11", "mobilenetv2", "resnet18"])
+def test_step_flops_from_layer_shapes_equal_flop_counter(arch):
+    """The env counts FLOPs from traced shapes at each step; FlopCounterMode in the report."""
+    model = build_model(arch, 1, 10, (28, 28))
+    shapes = layer_shapes(model, (1, 28, 28))
+    assert count_flops(model, (1, 28, 28)) == sum(s.flops() for s in shapes.values())
+
+
+def test_pruning_halves_params_roughly():
+    model = build_model("vgg11", 1, 10, (28, 28)).eval()
+    keep = {n: torch.arange(m.out_channels) % 2 == 0 for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d)}
+    small = compact(model, keep)
+    ratio = count_params(small) / count_params(model)
+    assert 0.2 < ratio < 0.3  # conv weights scale with in * out: about a quarter
+    assert count_flops(small, (1, 28, 28)) < 0.3 * count_flops(model, (1, 28, 28))
+
+
+def test_latency_estimate_is_repeatable_for_the_same_network():
+    model = build_model("resnet20", 1, 10, (28, 28)).eval()
+    result = measure_latency({"a": model, "b": model}, (1, 28, 28), threads=1, blocks=5,
+                             repeats=5)
+    ratio = result["a"].estimate_ms / result["b"].estimate_ms
+    assert 0.75 < ratio < 1.33, ratio
+    assert result["a"].runs == 25 and result["a"].iqr_ms >= 0
+
+
+def test_latency_orders_networks_by_size():
+    small = build_model("resnet20", 1, 10, (28, 28)).eval()
+    big = build_model("resnet56", 1, 10, (28, 28)).eval()
+    result = measure_latency({"small": small, "big": big}, (1, 28, 28), threads=1, blocks=5,
+                             repeats=3)
+    assert result["big"].estimate_ms > 1.8 * result["small"].estimate_ms  # 2.8x the layers
+
+
+def test_lookup_table_times_each_shape_once_and_persists(tmp_path):
+    path = tmp_path / "lut.json"
+    model = build_model("resnet20", 1, 10, (16, 16)).eval()
+    table = LatencyTable(path, threads=1, repeats=3)
+    first = table.network_ms(model, (1, 16, 16))
+    entries = json.loads(path.read_text())
+    # one entry per shape, plus the reference layer's time
+    assert len(entries) == len(set(layer_shapes(model, (1, 16, 16)).values())) + 1
+    again = LatencyTable(path, threads=1, repeats=3)
+    assert again.network_ms(model, (1, 16, 16)) == pytest.approx(first)
+    assert again.measured == 0  # all from disk
+
+
+def test_table_prediction_tracks_measured_speedup(tmp_path):
+    """Predicted (table + base overhead) and measured speed-ups of a pruned net agree."""
+    from prune_env.measure.costs import CostMeter
+
+    model = build_model("resnet20", 1, 10, (28, 28)).eval()
+    keep = {n: torch.arange(m.out_channels) < m.out_channels // 4
+            for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    small = compact(model, keep)
+    meter = CostMeter("latency", (1, 28, 28), threads=1, table=str(tmp_path / "t.json"))
+    meter.costs(model, calibrate=True)
+    pair = meter.measure_pair(model, small)
+    measured = pair["base"].estimate_ms / pair["pruned"].estimate_ms
+    predicted = meter.predict_ms(model) / pair["pruned_predicted_ms"]
+    assert measured > 1.3
+    assert 0.6 < predicted / measured < 1.6, (predicted, measured)
+
+
+def test_lookup_table_is_immune_to_a_slow_period(tmp_path, monkeypatch):
+    """A shape first timed while the machine runs 3x slower gets the same entry: it is timed
+    as a ratio to the reference layer, which slows down with it."""
+    from prune_env.measure import lookup
+
+    first = LayerShape("conv", 8, 8, 3, 1, 1, 16, 16)
+    later = LayerShape("conv", 8, 16, 3, 1, 1, 16, 16)
+    real = lookup.measure_latency
+    fake = {name: Latency(ms, ms, 0.0, 1, 1, "cpu", 1)
+            for name, ms in (("layer", 0.2), ("ref", 0.1))}
+
+    def timed(slowdown):
+        return lambda *a, **k: {n: replace(v, estimate_ms=v.estimate_ms * slowdown)
+                                for n, v in fake.items()}
+
+    tables = {}
+    for slowdown in (1.0, 3.0):
+        table = LatencyTable(tmp_path / f"lut{slowdown}.json", threads=1)
+        monkeypatch.setattr(lookup, "measure_latency", timed(1.0))
+        table.layer_ms(first)  # the table starts in a quiet period
+        monkeypatch.setattr(lookup, "measure_latency", timed(slowdown))
+        tables[slowdown] = table.layer_ms(later)
+    monkeypatch.setattr(lookup, "measure_latency", real)
+    assert tables[1.0] == pytest.approx(0.2)
+    assert tables[3.0] == pytest.approx(tables[1.0])
+
+
+def _compute_for_a_while(path, log):
+    table = LatencyTable(path, threads=1)
+    with table.computing():
+        with open(log, "a") as f:
+            f.write("held\n")
+        import time
+        time.sleep(0.5)
+        with open(log, "a") as f:
+            f.write("released\n")
+
+
+def test_timing_waits_for_other_processes_computing(tmp_path):
+    """A process fine-tuning (shared lock) keeps another from timing until it is done."""
+    import multiprocessing
+    import time
+
+    path, log = tmp_path / "lut.json", tmp_path / "log"
+    child = multiprocessing.get_context("spawn").Process(target=_compute_for_a_while,
+                                                         args=(path, log))
+    child.start()
+    while not log.exists():
+        time.sleep(0.01)
+    with LatencyTable(path, threads=1).timing(), open(log, "a") as f:
+        f.write("timed\n")
+    child.join()
+    assert log.read_text().split() == ["held", "released", "timed"]
+
