@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -44,8 +44,9 @@ from torch import nn
 
 from agents.l2pf_policy import L2PFPolicy, to_env_action
 from agents.tries import TryPool, run_try
-from prune_env.envs.prune import DESCRIPTOR
+from prune_env.envs.prune import DESCRIPTOR, PruneEnv
 from prune_env.envs.uniform import uniform_ratio_for
+from prune_env.nn.record import from_record, to_record
 from prune_env.runs.finalize import Candidate
 
 
@@ -111,7 +112,7 @@ class L2PF:
         self.seed = seed
         self.keep_ratio = self.initial_keep_ratio()
         torch.manual_seed(seed)
-        self.policy = L2PFPolicy(env.unwrapped.max_filters, self.config.hidden,
+        self.policy = L2PFPolicy(cast(PruneEnv, env.unwrapped).max_filters, self.config.hidden,
                                  self.keep_ratio, self.config.feature_prior)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.episodes = 0
@@ -127,7 +128,7 @@ class L2PF:
         """The configured keep ratio, or the uniform one meeting the target."""
         if self.config.keep_ratio is not None:
             return self.config.keep_ratio
-        env = self.env.unwrapped
+        env = cast(PruneEnv, self.env.unwrapped)
         return uniform_ratio_for(env, env.reward_cfg.target)
 
     def close(self) -> None:
@@ -151,7 +152,7 @@ class L2PF:
 
     def run_episode(self) -> dict[str, Any]:
         """One episode of tries and updates; returns its log (rewards, losses, final net)."""
-        env, unwrapped = self.env, self.env.unwrapped
+        env, unwrapped = self.env, cast(PruneEnv, self.env.unwrapped)
         obs, _ = env.reset(seed=self.seed + self.episodes)
         done, reward, losses, entropies, finetune, info = False, 0.0, [], [], [], {}
         self.covered = 0.0
@@ -167,6 +168,7 @@ class L2PF:
             reward += best.reward
             finetune.append(float(best.action["finetune"][0]))
         state = unwrapped.state
+        assert state is not None  # set by reset()
         log = {"episode": self.episodes, "reward": reward, "accuracy": state.accuracy,
                "cost_ratio": info["cost_ratio"], "flops": info["flops"],
                "params": info["params"], "latency_ms": info["latency_ms"],
@@ -181,7 +183,7 @@ class L2PF:
     def try_group(self, obs: np.ndarray) -> list[Try]:
         """Sample ``tries`` actions from the current state and try each (in parallel with
         workers); every try starts from the same snapshot, fine-tuned on the same batches."""
-        start = self.env.unwrapped.snapshot()
+        start = cast(PruneEnv, self.env.unwrapped).snapshot()
         with torch.no_grad():
             dist = self.policy.distribution(torch.as_tensor(obs)[None])
         actions = [dist.sample()[0] for _ in range(self.config.tries)]
@@ -202,12 +204,12 @@ class L2PF:
     def share(self, obs: np.ndarray) -> float:
         """The current group's share of the network's cost (latency share, or FLOPs share
         for the counted costs)."""
-        counted = self.env.unwrapped.cost_name in ("flops", "params")
+        counted = cast(PruneEnv, self.env.unwrapped).cost_name in ("flops", "params")
         return float(obs[DESCRIPTOR.index("flops_share" if counted else "latency_share")])
 
     def behind(self, done: bool, info: dict[str, Any]) -> float:
         """How far above the pace line a try left the cost, in units of the target."""
-        target = self.env.unwrapped.reward_cfg.target
+        target = cast(PruneEnv, self.env.unwrapped).reward_cfg.target
         line = 1.0 - (1.0 - target) * (1.0 if done else self.covered)
         return max(0.0, info["cost_ratio"] - line) / target
 
@@ -230,7 +232,7 @@ class L2PF:
 
     def remember(self, log: dict[str, Any], state) -> None:
         """Keep the episode's network if it is the best so far."""
-        target = self.env.unwrapped.reward_cfg.target
+        target = cast(PruneEnv, self.env.unwrapped).reward_cfg.target
         candidate = Candidate(copy.deepcopy(state.model), f"best try, episode {self.episodes}",
                               log["accuracy"], log["cost_ratio"], log["cost_ratio"] <= target,
                               log["reward"], state.finetune_seconds, state.finetune_steps)
@@ -242,7 +244,11 @@ class L2PF:
         """Everything a resumed run needs: weights, optimiser, counters, RNG, best network."""
         return {"config": asdict(self.config), "seed": self.seed, "episodes": self.episodes,
                 "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(), "best": self.best}
+                "torch_rng": torch.get_rng_state(),
+                # the best network as a record (data, not a pickled module)
+                "best": None if self.best is None else
+                {f.name: getattr(self.best, f.name) for f in fields(self.best)}
+                | {"model": to_record(self.best.model)}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["config"] != asdict(self.config):
@@ -251,4 +257,7 @@ class L2PF:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        self.seed, self.episodes, self.best = state["seed"], state["episodes"], state["best"]
+        self.seed, self.episodes = state["seed"], state["episodes"]
+        best = state["best"]
+        self.best = None if best is None else Candidate(
+            **(best | {"model": from_record(best["model"], "the checkpoint's best network")}))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -159,16 +160,17 @@ class L2PFPolicy(nn.Module):
         self.group = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh(),
                                    nn.Linear(hidden, 5))
         self.prior = nn.Parameter(torch.full((self.n_feat,), feature_prior / self.n_feat))
-        for head in (self.filter[-1], self.group[-1]):
+        group_head = cast(nn.Linear, self.group[-1])
+        for head in (cast(nn.Linear, self.filter[-1]), group_head):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
         # alpha + beta of the ratio's Beta: wide (std 0.17 at a mean of 0.5), not flat; the
         # mean is clipped so that alpha, beta = 1 + softplus(.) can be reached
         total, mean = 8.0, min(max(keep_ratio, 0.15), 0.85)
         with torch.no_grad():
-            self.group[-1].bias[0] = -2.2  # a try removes a block with p = 0.1 at first
-            self.group[-1].bias[3] = inverse_softplus(total * mean - 1)
-            self.group[-1].bias[4] = inverse_softplus(total * (1 - mean) - 1)
+            group_head.bias[0] = -2.2  # a try removes a block with p = 0.1 at first
+            group_head.bias[3] = inverse_softplus(total * mean - 1)
+            group_head.bias[4] = inverse_softplus(total * (1 - mean) - 1)
 
     def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(descriptor, per-filter features, validity mask) of a batch of observations."""

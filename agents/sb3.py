@@ -10,7 +10,9 @@ be overridden (``prune-env train --agent ppo --sb3 n_steps=48 learning_rate=1e-4
 from __future__ import annotations
 
 import ast
+import json
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,7 @@ class EpisodeCallback(BaseCallback):
         self.running: list[dict[str, float]] = []
 
     def _on_training_start(self) -> None:
-        self.running = [{"reward": 0.0, "finetune_seconds": 0.0, "finetune_steps": 0,
+        self.running = [{"reward": 0.0, "finetune_steps": 0,
                          "finetune_sum": 0.0, "steps": 0} for _ in range(self.training_env.num_envs)]
 
     def _on_step(self) -> bool:
@@ -104,7 +106,6 @@ class EpisodeCallback(BaseCallback):
                                                      self.locals["dones"], strict=True)):
             run = self.running[i]
             run["reward"] += float(reward)
-            run["finetune_seconds"] += info["finetune_seconds"]
             run["finetune_steps"] += info["finetune_steps"]
             run["finetune_sum"] += float(np.clip(actions[i][-1], 0, 1))
             run["steps"] += 1
@@ -118,26 +119,59 @@ class EpisodeCallback(BaseCallback):
         return {"episode": self.done, "reward": run["reward"], "accuracy": info["accuracy"],
                 "cost_ratio": info["cost_ratio"], "latency_ms": info["latency_ms"],
                 "energy_mj": info["energy_mj"], "flops": info["flops"],
-                "params": info["params"], "finetune_seconds": run["finetune_seconds"],
+                "params": info["params"],
+                "finetune_seconds": info["episode_finetune_seconds"],
                 "finetune_steps": int(run["finetune_steps"]),
                 "finetune_mean": run["finetune_sum"] / max(run["steps"], 1),
                 "kept": info["kept_filters"]}
 
 
 def save_agent(agent: BaseAlgorithm, run_dir: Path) -> None:
-    """The agent (and SAC's replay buffer), written atomically."""
+    """The agent (and SAC's replay buffer as plain arrays), written atomically."""
     tmp = run_dir / "agent.tmp.zip"
     agent.save(tmp)
     tmp.replace(run_dir / "agent.zip")
     if isinstance(agent, SAC):
-        tmp = run_dir / "replay.tmp.pkl"
-        agent.save_replay_buffer(tmp)
-        tmp.replace(run_dir / "replay.pkl")
+        buffer = agent.replay_buffer
+        if buffer is None:
+            raise RuntimeError("the SAC agent has no replay buffer to save (model not set up)")
+        arrays = {k: getattr(buffer, k) for k in REPLAY_ARRAYS}
+        tmp = run_dir / "replay.tmp.npz"
+        np.savez(tmp, pos=buffer.pos, full=buffer.full, **arrays)
+        tmp.replace(run_dir / "replay.npz")
 
 
-def load_agent(name: str, run_dir: Path, vec_env: VecEnv) -> BaseAlgorithm:
-    """Reload a checkpointed agent onto fresh environments."""
-    agent = ALGORITHMS[name].load(run_dir / "agent.zip", env=vec_env, device="cpu")
-    if isinstance(agent, SAC) and (run_dir / "replay.pkl").exists():
-        agent.load_replay_buffer(run_dir / "replay.pkl")
+#: What a replay buffer holds besides its position (saved as arrays, never pickled).
+REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones",
+                 "timeouts")
+
+
+def load_agent(name: str, run_dir: Path, fresh: BaseAlgorithm) -> BaseAlgorithm:
+    """Reload a checkpointed agent onto ``fresh``'s environments without unpickling anything.
+
+    sb3's zip stores some attributes with cloudpickle (spaces, schedules, classes), which
+    would run whatever a crafted file holds; they are taken from ``fresh``, an agent built
+    with the same hyper-parameters, instead (run-time state such as the last observation is
+    left to sb3 to reset). The weights and optimiser (.pth files) sb3 reads as tensors only.
+    """
+    path = run_dir / "agent.zip"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not an agent saved by this run ({err})") from err
+    pickled = {k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v}
+    custom = {k: getattr(fresh, k, None) for k in pickled}
+    agent = ALGORITHMS[name].load(path, env=fresh.get_env(), device="cpu",
+                                  custom_objects=custom)
+    replay = run_dir / "replay.npz"
+    if isinstance(agent, SAC) and replay.exists():
+        buffer = agent.replay_buffer
+        if buffer is None:
+            raise RuntimeError(f"the SAC agent loaded from {path} has no replay buffer")
+        with np.load(replay, allow_pickle=False) as arrays:
+            for key in REPLAY_ARRAYS:
+                setattr(buffer, key, arrays[key])
+            buffer.pos = int(arrays["pos"])
+            buffer.full = bool(arrays["full"])
     return agent

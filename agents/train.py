@@ -12,6 +12,7 @@ continues with ``prune-env train --resume RUN_DIR`` from its last checkpoint.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import time
@@ -19,38 +20,69 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import prune_env  # noqa: F401  (registers the environment)
 from agents import sb3
 from agents.l2pf import L2PF, L2PFConfig
+from prune_env.cli.main import reparse
 from prune_env.data.datasets import load_data
 from prune_env.envs.wrappers import FlatActionWrapper
 from prune_env.runs.export import FORMATS
 from prune_env.runs.finalize import Candidate, finalize, measured_ratio, policy_episode
 from prune_env.runs.options import env_options
-from prune_env.runs.rundir import new_run_dir
+from prune_env.runs.rundir import run_directory
 from prune_env.runs.tensorboard import EpisodeLogger
+from prune_env.training.checkpoint import atomic_save, read_tensors
 
 
 def load_args_for(args: argparse.Namespace) -> argparse.Namespace:
-    """A resumed run's own arguments (its args.json); a fresh run's as given."""
+    """A resumed run's own arguments (its args.json, checked as the command line is); a
+    fresh run's as given.
+
+    Raises:
+        FileNotFoundError, ValueError: the directory is not an unfinished `prune-env train`
+            run, or its args.json holds what the command line would refuse.
+    """
     if not args.resume:
         return args
-    path = Path(args.resume) / "args.json"
+    run_dir = Path(args.resume)
+    path = run_dir / "args.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: --resume takes a run directory made by "
                                 "`prune-env train`")
-    saved = argparse.Namespace(**json.loads(path.read_text()))
-    saved.resume = args.resume
-    return saved
+    if (run_dir / "report.json").exists():
+        raise ValueError(f"{run_dir} has finished (it has report.json): nothing to resume; "
+                         "start a new run instead")
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from err
+    if not isinstance(saved, dict) or "agent" not in saved or "episodes" not in saved:
+        raise ValueError(f"{run_dir} was not made by `prune-env train` (its args.json has no "
+                         "agent): only training runs resume")
+    checked = reparse("train", {k: v for k, v in saved.items() if k != "resume"}, str(path))
+    checked.resume = args.resume
+    return checked
+
+
+def check_sb3_keys(args: argparse.Namespace) -> None:
+    """Unknown ``--sb3`` keys are an error before anything is built (sb3 would only fail
+    after the environment was made)."""
+    if args.agent == "l2pf":
+        return
+    known = set(inspect.signature(sb3.ALGORITHMS[args.agent]).parameters) - {"policy", "env"}
+    unknown = set(sb3.parse_kwargs(args.sb3)) - known
+    if unknown:
+        raise ValueError(f"--sb3: {args.agent} has no option {', '.join(sorted(unknown))} "
+                         f"(its options: {', '.join(sorted(known))})")
 
 
 def train(args: argparse.Namespace) -> tuple[dict, Path]:
     """Train ``args.agent``; returns (final report, run directory)."""
     args = load_args_for(args)
+    check_sb3_keys(args)
     data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
                      seed=args.seed, synthetic_size=args.synthetic_size,
                      image_size=args.image_size)
@@ -59,9 +91,16 @@ def train(args: argparse.Namespace) -> tuple[dict, Path]:
     if args.resume:
         run_dir = Path(args.resume)
         print(f"resuming {run_dir} at episode {read_progress(run_dir)['episodes']}", flush=True)
-    else:  # made only once the environment stands: a bad option leaves no empty run
-        run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.agent, args.seed)
-        (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
+        return train_in(args, options, env, run_dir)
+    # made only once the environment stands: a bad option leaves no empty run
+    with run_directory(args.runs_dir, args.model, args.dataset, args.agent, args.seed,
+                       vars(args)) as run_dir:
+        return train_in(args, options, env, run_dir)
+
+
+def train_in(args: argparse.Namespace, options: dict[str, Any], env: gym.Env,
+             run_dir: Path) -> tuple[dict, Path]:
+    """The training loop, logging, checkpoints and final stage of a run in ``run_dir``."""
     progress = read_progress(run_dir)
     logger = EpisodeLogger(SummaryWriter(str(run_dir), purge_step=progress["episodes"]),
                            env.unwrapped, args.checkpoint_every)
@@ -107,13 +146,11 @@ def train_l2pf(args: argparse.Namespace, options: dict[str, Any], env: gym.Env, 
     agent = L2PF(env, config, seed=args.seed, n_envs=args.n_envs,
                  env_fn=lambda: gym.make("prune_env/Prune-v0", final_report=False, **options))
     path = run_dir / "checkpoint.pt"
-    if path.exists():
-        agent.load_state_dict(torch.load(path, weights_only=False))
+    if path.exists():  # data and tensors only: a crafted checkpoint cannot run code
+        agent.load_state_dict(read_tensors(path, "L2PF checkpoint"))
 
     def save():
-        tmp = path.with_suffix(".tmp")
-        torch.save(agent.state_dict(), tmp)
-        tmp.replace(path)  # atomic: a kill during the save keeps the previous checkpoint
+        atomic_save(agent.state_dict(), path)
 
     try:
         for log in agent.learn(args.episodes):
@@ -133,10 +170,9 @@ def train_sb3(args: argparse.Namespace, options: dict[str, Any], env: gym.Env, r
     steps = len(env.unwrapped.base_groups)
     vec = sb3.make_vec(lambda: gym.make("prune_env/Prune-v0", final_report=False, **options),
                        args.n_envs, args.seed)
+    agent = sb3.make_agent(args.agent, vec, args.seed, sb3.parse_kwargs(args.sb3), steps)
     if (run_dir / "agent.zip").exists():
-        agent = sb3.load_agent(args.agent, run_dir, vec)
-    else:
-        agent = sb3.make_agent(args.agent, vec, args.seed, sb3.parse_kwargs(args.sb3), steps)
+        agent = sb3.load_agent(args.agent, run_dir, agent)
     agent.set_logger(configure(str(run_dir), ["tensorboard"]))  # sb3's own train/ losses
     callback = sb3.EpisodeCallback(lambda log: on_episode(log, lambda: sb3.save_agent(
         agent, run_dir)), args.episodes, progress["episodes"])

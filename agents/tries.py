@@ -9,11 +9,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cloudpickle
 import gymnasium as gym
 import torch
+
+if TYPE_CHECKING:
+    from prune_env.envs.prune import PruneEnv
 
 Result = tuple[Any, float, bool, dict[str, Any], dict[str, Any]]
 
@@ -29,18 +32,21 @@ def _start_worker(env_fn_bytes: bytes, threads: int) -> None:
 
 def _run_try(job: tuple[dict[str, Any], dict[str, Any]]) -> Result:
     snapshot, action = job
-    env = _ENV.unwrapped
+    if _ENV is None:
+        raise RuntimeError("_run_try runs only in a TryPool worker (after _start_worker)")
+    env = cast("PruneEnv", _ENV.unwrapped)
     env.restore(snapshot)
     obs, reward, done, _, info = _ENV.step(action)
-    return obs, reward, done, info, env.snapshot()
+    return obs, cast(float, reward), done, info, env.snapshot()
 
 
 def run_try(env: gym.Env, snapshot: dict[str, Any] | None, action: dict[str, Any]) -> Result:
     """One try in this process (from ``snapshot``, or from where the env stands if None)."""
+    unwrapped = cast("PruneEnv", env.unwrapped)
     if snapshot is not None:
-        env.unwrapped.restore(snapshot)
+        unwrapped.restore(snapshot)
     obs, reward, done, _, info = env.step(action)
-    return obs, reward, done, info, env.unwrapped.snapshot()
+    return obs, cast(float, reward), done, info, unwrapped.snapshot()
 
 
 class TryPool:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -67,6 +68,8 @@ class ALFWeight(nn.Module):
         >>> torch.allclose(block(conv.weight), conv.weight, atol=1e-5)  # starts equal
         True
     """
+
+    mask: torch.Tensor  # a buffer: the hard mask over the code filters
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
@@ -114,9 +117,15 @@ def wrap(model: nn.Module) -> nn.Module:
         raise ValueError("ALF needs ungrouped convs with kernels larger than 1x1: this "
                          "network has none")
     for name in names:
-        conv = model.get_submodule(name)
+        conv = cast(nn.Conv2d, model.get_submodule(name))
         parametrize.register_parametrization(conv, "weight", ALFWeight(conv.weight.detach()))
     return model
+
+
+def _original_weight(conv: nn.Module) -> torch.Tensor:
+    """The weight of a conv parametrised by `wrap` before its ALF block (torch's parametrize
+    adds the ``parametrizations`` dict, which the type checker cannot see)."""
+    return cast(torch.Tensor, cast(nn.ModuleDict, conv.parametrizations)["weight"].original)
 
 
 def blocks(model: nn.Module) -> dict[str, ALFWeight]:
@@ -139,12 +148,12 @@ def deploy(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, *,
     """
     out = copy.deepcopy(model)
     for name, block in blocks(out).items():
-        conv = out.get_submodule(name)
+        conv = cast(nn.Conv2d, out.get_submodule(name))
         mask = block.mask if masks is None else masks[name]
         with torch.no_grad():
-            weight = conv.parametrizations["weight"].original
+            weight = _original_weight(conv)
             code = block.code(weight, mask.to(weight.dtype))
-            decoder = block.decoder
+            decoder: torch.Tensor = block.decoder
             if drop_masked:
                 alive = mask.bool()
                 code, decoder = code[alive], decoder[:, alive]
@@ -156,8 +165,10 @@ def deploy(model: nn.Module, masks: dict[str, torch.Tensor] | None = None, *,
 
 def deployed_block(conv: nn.Conv2d, code: torch.Tensor, decoder: torch.Tensor) -> nn.Sequential:
     """``Sequential(code=conv with the code filters, expand=1x1 conv with the decoder)``."""
-    first = nn.Conv2d(conv.in_channels, code.shape[0], conv.kernel_size, conv.stride,
-                      conv.padding, conv.dilation, bias=False)
+    first = nn.Conv2d(conv.in_channels, code.shape[0], cast("tuple[int, int]", conv.kernel_size),
+                      cast("tuple[int, int]", conv.stride),
+                      cast("str | tuple[int, int]", conv.padding),
+                      cast("tuple[int, int]", conv.dilation), bias=False)
     first.weight = nn.Parameter(code.detach().clone())
     expand = nn.Conv2d(code.shape[0], conv.out_channels, 1, bias=conv.bias is not None)
     expand.weight = nn.Parameter(decoder.detach().clone()[:, :, None, None])
@@ -186,8 +197,9 @@ class ALFTrainer:
         if step % self.config.every == 0:
             self.set_masks(model, found)
         convs = {name: model.get_submodule(name) for name in found}
-        rec = sum(b.reconstruction(convs[n].parametrizations["weight"].original)
-                  for n, b in found.items())
+        # A tensor: a wrapped network has at least one ALF block (`wrap` checks).
+        rec = cast(torch.Tensor, sum(b.reconstruction(_original_weight(convs[n]))
+                                     for n, b in found.items()))
         sparsity = sum(torch.sigmoid(b.gate_logit).mean() for b in found.values())
         (self.config.reconstruction * rec + self.config.sparsity * sparsity).backward()
         if step % self.config.every == 0 or step == steps - 1:
@@ -236,8 +248,8 @@ def masks_at(gates: dict[str, torch.Tensor], threshold: torch.Tensor) -> dict[st
 
 def code_filters(model: nn.Module) -> dict[str, list[int]]:
     """Per deployed ALF layer of ``model``: [code filters, output filters]."""
-    return {name[: -len(".code")]: [m.out_channels, model.get_submodule(
-                name[: -len("code")] + "expand").out_channels]
+    return {name[: -len(".code")]: [cast(nn.Conv2d, m).out_channels, cast(nn.Conv2d, (
+                model.get_submodule(name[: -len("code")] + "expand"))).out_channels]
             for name, m in model.named_modules() if name.endswith(".code")}
 
 

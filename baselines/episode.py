@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,7 +13,7 @@ import prune_env  # noqa: F401  (registers the environment)
 from baselines.simple import make_policy
 from prune_env.data.datasets import load_data
 from prune_env.runs.options import env_options
-from prune_env.runs.rundir import new_run_dir
+from prune_env.runs.rundir import run_directory
 
 
 def run_episode(args: argparse.Namespace) -> tuple[dict, Path]:
@@ -24,29 +23,29 @@ def run_episode(args: argparse.Namespace) -> tuple[dict, Path]:
                      image_size=args.image_size)
     env = gym.make("prune_env/Prune-v0", **env_options(args, data))
     # created only once the environment stands, so a bad option leaves no empty run behind
-    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.policy, args.seed)
-    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2))
-    env.unwrapped.report_dir = run_dir
-    policy = make_policy(args.policy, env.unwrapped.max_filters, ratio=args.ratio,
-                         finetune=args.finetune, seed=args.seed)
-    writer = SummaryWriter(str(run_dir))
-    obs, _ = env.reset(seed=args.seed)
-    bar = tqdm(total=len(env.unwrapped.base_groups), desc=f"episode {args.policy}",
-               unit="group")
-    done, step, info = False, 0, {}
-    while not done:
-        action, _ = policy.predict(obs, deterministic=True)
-        obs, reward, done, _, info = env.step(action)
-        for key in ("accuracy", "cost_ratio", "latency_ms", "finetune_seconds"):
-            writer.add_scalar(f"step/{key}", info[key], step)
-        writer.add_scalar("step/reward", reward, step)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(acc=f"{info['accuracy']:.3f}", cost=f"{info['cost_ratio']:.2f}")
-    bar.close()
-    report = info["final"]
-    writer.add_scalar("episode/reward", report["episode_reward"], 0)
-    writer.add_scalar("episode/test_accuracy", report["pruned"]["test_accuracy"], 0)
-    writer.add_scalar("episode/speedup", report["speedup"], 0)
-    writer.close()
-    return report, run_dir
+    with run_directory(args.runs_dir, args.model, args.dataset, args.policy, args.seed,
+                       vars(args)) as run_dir:
+        env.unwrapped.report_dir = run_dir
+        policy = make_policy(args.policy, env.unwrapped.max_filters, ratio=args.ratio,
+                             finetune=args.finetune, seed=args.seed)
+        writer = SummaryWriter(str(run_dir))
+        obs, _ = env.reset(seed=args.seed)
+        bar = tqdm(total=len(env.unwrapped.base_groups), desc=f"episode {args.policy}",
+                   unit="group")
+        done, step, info = False, 0, {}
+        while not done:
+            action, _ = policy.predict(obs, deterministic=True)
+            obs, reward, done, _, info = env.step(action)
+            for key in ("accuracy", "cost_ratio", "latency_ms", "finetune_steps"):
+                writer.add_scalar(f"step/{key}", info[key], step)
+            writer.add_scalar("step/reward", reward, step)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(acc=f"{info['accuracy']:.3f}", cost=f"{info['cost_ratio']:.2f}")
+        bar.close()
+        report = info["final"]
+        writer.add_scalar("episode/reward", report["episode_reward"], 0)
+        writer.add_scalar("episode/test_accuracy", report["pruned"]["test_accuracy"], 0)
+        writer.add_scalar("episode/speedup", report["speedup"], 0)
+        writer.close()
+        return report, run_dir

@@ -37,7 +37,7 @@ from prune_env.envs.uniform import uniform_ratio_for
 from prune_env.runs.export import FORMATS
 from prune_env.runs.finalize import finalize, policy_episode
 from prune_env.runs.options import env_options
-from prune_env.runs.rundir import new_run_dir
+from prune_env.runs.rundir import run_directory
 from prune_env.runs.tensorboard import EpisodeLogger, candidate_log
 
 
@@ -122,27 +122,27 @@ def run_gating(args: argparse.Namespace, data, start: float) -> tuple[dict, Path
     unwrapped = env.unwrapped
     budget = (budget_for(unwrapped, args.target) if args.budget == "auto"
               else float(args.budget))
-    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
     logged = vars(args) | {"budget": budget}
-    (run_dir / "args.json").write_text(json.dumps(logged, indent=2))
-    logger = EpisodeLogger(SummaryWriter(str(run_dir)), unwrapped, 1)
-    policy = FixedBudget(budget, args.finetune)
-    obs, _ = env.reset(seed=args.seed, options={"warmup": (args.gating_steps, budget)})
-    done, reward = False, 0.0
-    while not done:
-        action, _ = policy.predict(obs)
-        obs, r, done, _, info = env.step(action)
-        reward += r
-    logger.episode(gate_log(unwrapped, reward, info, args.finetune))
-    search = time.perf_counter() - start
-    report = finalize_gating(env, run_dir, steps=args.final_steps, seed=args.seed)
-    report.update({"method": args.name, "episodes": 1, "budget": budget,
-                   "source": f"gating, budget r = {budget:.3f} at every gate, "
-                             f"{args.gating_steps} joint steps",
-                   "search": {"seconds": search}, "exports": {}})
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-    logger.final(report, logged)
-    return report, run_dir
+    with run_directory(args.runs_dir, args.model, args.dataset, args.name, args.seed,
+                       logged) as run_dir:
+        logger = EpisodeLogger(SummaryWriter(str(run_dir)), unwrapped, 1)
+        policy = FixedBudget(budget, args.finetune)
+        obs, _ = env.reset(seed=args.seed, options={"warmup": (args.gating_steps, budget)})
+        done, reward = False, 0.0
+        while not done:
+            action, _ = policy.predict(obs)
+            obs, r, done, _, info = env.step(action)
+            reward += r
+        logger.episode(gate_log(unwrapped, reward, info, args.finetune))
+        search = time.perf_counter() - start
+        report = finalize_gating(env, run_dir, steps=args.final_steps, seed=args.seed)
+        report.update({"method": args.name, "episodes": 1, "budget": budget,
+                       "source": f"gating, budget r = {budget:.3f} at every gate, "
+                                 f"{args.gating_steps} joint steps",
+                       "search": {"seconds": search}, "exports": {}})
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        logger.final(report, logged)
+        return report, run_dir
 
 
 def run_policy(args: argparse.Namespace, env: gym.Env, policy, start: float, source: str, *,
@@ -151,15 +151,15 @@ def run_policy(args: argparse.Namespace, env: gym.Env, policy, start: float, sou
     directory; ``extra`` goes into args.json's record and the report. ``start``: when the
     method's search began (its seconds are reported)."""
     extra = extra or {}
-    run_dir = new_run_dir(args.runs_dir, args.model, args.dataset, args.name, args.seed)
     logged = vars(args) | {k: v for k, v in extra.items() if k == "ratio"}
-    (run_dir / "args.json").write_text(json.dumps(logged, indent=2))
-    logger = EpisodeLogger(SummaryWriter(str(run_dir)), env.unwrapped, 1)
-    candidate = policy_episode(env, policy, args.seed, source, options=options)
-    logger.episode(candidate_log(env.unwrapped, candidate, 0, args.finetune))
-    report = finalize(env, candidate, run_dir, steps=args.final_steps, seed=args.seed,
-                      formats=() if args.no_export else FORMATS,
-                      extra={"method": args.name, "episodes": 1, **extra,
-                             "search": {"seconds": time.perf_counter() - start}})
-    logger.final(report, logged)
-    return report, run_dir
+    with run_directory(args.runs_dir, args.model, args.dataset, args.name, args.seed,
+                       logged) as run_dir:
+        logger = EpisodeLogger(SummaryWriter(str(run_dir)), env.unwrapped, 1)
+        candidate = policy_episode(env, policy, args.seed, source, options=options)
+        logger.episode(candidate_log(env.unwrapped, candidate, 0, args.finetune))
+        report = finalize(env, candidate, run_dir, steps=args.final_steps, seed=args.seed,
+                          formats=() if args.no_export else FORMATS,
+                          extra={"method": args.name, "episodes": 1, **extra,
+                                 "search": {"seconds": time.perf_counter() - start}})
+        logger.final(report, logged)
+        return report, run_dir

@@ -119,7 +119,7 @@ class SWDPenalty:
     def keep(self, scores: list[torch.Tensor], threshold) -> dict[str, torch.Tensor]:
         """Per conv, the filters at or above ``threshold`` (a group that cannot be emptied
         keeps its best filter, as the environment would)."""
-        keep = {}
+        keep: dict[str, torch.Tensor] = {}
         for group, score in zip(self.env.base_groups, scores, strict=True):
             mask = score >= threshold
             if not mask.any() and not group.removable:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -38,17 +39,30 @@ def _active(predictor: MaskPredictor, pooled: Tensor) -> Tensor:
 class DynamicBlock(nn.Module):
     """A gated residual block executing only its active filters (batch 1, BN folded)."""
 
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
+
     def __init__(self, block: nn.Module, pred1: MaskPredictor, pred2: MaskPredictor):
         super().__init__()
-        conv1, bn1, _, conv2, bn2 = block.branch
-        c1, c2 = _fold(conv1, bn1), _fold(conv2, bn2)
+        # A gated block (see `gated_blocks`): its branch is conv-BN-ReLU-conv-BN.
+        conv1, bn1, _, conv2, bn2 = cast(nn.Sequential, block.branch)
+        conv1, conv2 = cast(nn.Conv2d, conv1), cast(nn.Conv2d, conv2)
+        c1 = _fold(conv1, cast(nn.BatchNorm2d, bn1))
+        c2 = _fold(conv2, cast(nn.BatchNorm2d, bn2))
+        assert c1.bias is not None and c2.bias is not None  # fusing with BN adds a bias
         self.register_buffer("w1", c1.weight.detach().clone())
         self.register_buffer("b1", c1.bias.detach().clone())
         self.register_buffer("w2", c2.weight.detach().clone())
         self.register_buffer("b2", c2.bias.detach().clone())
         self.stride, self.padding = conv1.stride, conv1.padding
         self.padding2 = conv2.padding
-        self.shortcut = None if block.shortcut is None else _fold(*block.shortcut)
+        shortcut = None
+        if block.shortcut is not None:
+            conv, bn = cast(nn.Sequential, block.shortcut)  # a projection: conv, BN
+            shortcut = _fold(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, bn))
+        self.shortcut = shortcut
         self.pred1, self.pred2 = copy.deepcopy(pred1), copy.deepcopy(pred2)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -116,7 +130,8 @@ def _dense_flops(model: nn.Module, image: Tensor) -> dict[str, int]:
                 fan_in = module.in_channels // module.groups * k
                 flops[name] = 2 * output[0].numel() * fan_in
             else:
-                flops[name] = 2 * module.in_features * module.out_features
+                linear = cast(nn.Linear, module)  # the hooks are on Conv2d and Linear only
+                flops[name] = 2 * linear.in_features * linear.out_features
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules()
@@ -145,7 +160,7 @@ def dynamic_flops(gated: GatedNetwork, images: Tensor, batch_size: int = 256) ->
     was = gated.training
     gated.eval()
     dense = _dense_flops(gated.backbone, images)
-    counts = {gate: [] for gate in gated.gates}
+    counts: dict[str, list[Tensor]] = {gate: [] for gate in gated.gates}
     with torch.inference_mode():
         for chunk in images.split(batch_size):
             gated(chunk)
@@ -153,15 +168,18 @@ def dynamic_flops(gated: GatedNetwork, images: Tensor, batch_size: int = 256) ->
                 counts[gate].append(mask.sum(1).double())
     gated.train(was)
     active = {gate: torch.cat(c) for gate, c in counts.items()}
-    simulated = sum(dense.values()) - sum(dense[g] for g in gated.gates)
+    simulated: int | Tensor = sum(dense.values()) - sum(dense[g] for g in gated.gates)
     for conv1, conv2 in zip(gated.gates[::2], gated.gates[1::2], strict=True):
-        width1 = gated.backbone.get_submodule(conv1).out_channels
-        width2 = gated.backbone.get_submodule(conv2).out_channels
+        width1 = cast(nn.Conv2d, gated.backbone.get_submodule(conv1)).out_channels
+        width2 = cast(nn.Conv2d, gated.backbone.get_submodule(conv2)).out_channels
         # dense[g] scales with out * in; rescale by the active fractions.
         simulated = simulated + dense[conv1] * active[conv1] / width1
         simulated = simulated + dense[conv2] * active[conv2] * active[conv1] / (width2 * width1)
-    predictors = sum(2 * p.linear.in_features * p.linear.out_features
+    predictors = sum(2 * cast(MaskPredictor, p).linear.in_features
+                     * cast(MaskPredictor, p).linear.out_features
                      for p in gated.predictors.values())
+    # A Tensor: a GatedNetwork has at least one gated block (`gated_blocks` checks).
+    assert isinstance(simulated, Tensor)
     mean = float(simulated.mean())
     return {"simulated": mean, "executed": mean + predictors,
             "dense": float(sum(dense.values())),

@@ -5,15 +5,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from torch import nn
 
 from baselines.gating.dynamic import dynamic_flops
-from baselines.gating.network import GatedNetwork, PredictorTrainer
+from baselines.gating.network import GatedNetwork, MaskPredictor, PredictorTrainer
 from baselines.gating.report import gate_report, write_gate_report
 from prune_env.data.datasets import infinite_batches
 from prune_env.envs.prune import EpisodeState, PruneEnv
@@ -154,11 +155,12 @@ class GateEnv(PruneEnv):
         gated = GatedNetwork(self.base_model, budget=1.0)
         with torch.no_grad():
             for predictor in gated.predictors.values():
-                predictor.linear.weight.zero_()
-                predictor.linear.bias.fill_(4.0)  # every filter on until trained
+                linear = cast(MaskPredictor, predictor).linear
+                linear.weight.zero_()
+                linear.bias.fill_(4.0)  # every filter on until trained
         self.trainer = PredictorTrainer(gated, lr=self.predictor_lr, optimizer="adam")
         self.state = EpisodeState(model=gated, accuracy=self.base_accuracy, prev_keep=1.0)
-        if "warmup" in (options or {}):
+        if options is not None and "warmup" in options:
             self._warm_up_gated(*options["warmup"])
         costs, _ = self.dynamic_costs(gated)
         self.state.cost = costs[self.cost_key]
@@ -169,7 +171,7 @@ class GateEnv(PruneEnv):
         """``reset(options={"warmup": (steps, r)})``: gate every conv at budget r and train
         the backbone and the predictors together for ``steps`` SGD steps, as FTWT trains its
         networks, before the first step (charged to the episode's fine-tuning compute)."""
-        state, gated = self.state, self.state.model
+        state, gated = self._episode()
         with self.meter.computing():
             for gate in self.gates:
                 gated.budgets[gate] = float(budget)
@@ -210,13 +212,13 @@ class GateEnv(PruneEnv):
         state.finetune_steps += steps + self.predictor_steps
         state.step += 1
         info = {"accuracy": accuracy, **costs, "cost": state.cost,
-                "cost_ratio": state.cost / self.base_cost, "finetune_seconds": seconds,
-                "finetune_steps": steps, "gate": gate, "budget": budget,
+                "cost_ratio": state.cost / self.base_cost, "finetune_steps": steps, "gate": gate, "budget": budget,
                 "active": active[gate], "active_filters": active}
         terminated = state.step == len(self.gates)
         if terminated:
             reward += final_reward(self.reward_cfg, accuracy, state.cost, self.base_cost,
                                    self._absolute(state.cost))
+            info["episode_finetune_seconds"] = state.finetune_seconds
             info["final"] = self._finish() if self.final_report else None
         state.total_reward += reward
         return self._observation(), float(reward), terminated, False, info
@@ -228,6 +230,12 @@ class GateEnv(PruneEnv):
         raise NotImplementedError(NO_TRIES)
 
     # ----------------------------------------------------------------- steps
+    def _episode(self) -> tuple[EpisodeState, GatedNetwork]:
+        """The running episode's state and its gated network (reset() must have run)."""
+        if self.state is None:
+            raise RuntimeError("call reset() before using the gating episode")
+        return self.state, cast(GatedNetwork, self.state.model)
+
     def _parse_budget(self, action) -> tuple[float, float]:
         """Check the action; a bad one is a ValueError saying what is expected."""
         values = np.asarray(action, dtype=np.float64).reshape(-1)
@@ -243,7 +251,7 @@ class GateEnv(PruneEnv):
         the best input-blind predictor, from which training learns the input dependence.
         Without it, a predictor that learned "every filter on" at r = 1 takes hundreds of
         steps to come down, and the episode's cost lags far behind its budgets."""
-        gated = self.state.model
+        _, gated = self._episode()
         idx = torch.randint(len(self.data.train), (self.train_cfg.batch_size,),
                             generator=self._generator)
         was = gated.training
@@ -262,7 +270,7 @@ class GateEnv(PruneEnv):
         if steps <= 0:
             return 0.0
         start = time.perf_counter()
-        gated = self.state.model
+        _, gated = self._episode()
         was = gated.training
         gated.eval()
         batches = itertools.islice(infinite_batches(self.data.train, self.train_cfg.batch_size,
@@ -282,7 +290,7 @@ class GateEnv(PruneEnv):
         every filter that fires more often than not, so the network runs well above its
         budgets (measured: 0.69 of the base FLOPs where the teacher masks gave 0.60). After
         the shift, which filters fire still follows the predictor's ranking per image."""
-        gated = self.state.model
+        _, gated = self._episode()
         logits: dict[str, torch.Tensor] = {}
         handles = [gated.predictor(g).register_forward_hook(
             lambda _m, _i, out, g=g: logits.__setitem__(g, out)) for g in self.gates]
@@ -302,7 +310,10 @@ class GateEnv(PruneEnv):
                 if on >= len(flat):
                     continue  # every filter on: the predictor need not change
                 # the threshold between the on-th and (on+1)-th largest logit moves to 0
-                gated.predictor(gate).linear.bias -= (flat[on - 1] + flat[on]) / 2
+                # (the ignore: torch's stubs type in-place -= as returning a Tensor, but it
+                # returns the Parameter itself)
+                gated.predictor(gate).linear.bias -= (  # type: ignore[misc]
+                    (flat[on - 1] + flat[on]) / 2)
 
     def dynamic_costs(self, gated: GatedNetwork) -> tuple[dict[str, Any], dict[str, float]]:
         """The dynamic network's costs (see Rewards) and mean active filters per gate, on the
@@ -321,8 +332,8 @@ class GateEnv(PruneEnv):
         shapes = self.mean_width_shapes(active)
         if self.cost_name == "latency":
             return self.meter.predict_shapes_ms(shapes)
-        predictors = sum(2 * self.base_model.get_submodule(g).in_channels
-                         * self.base_model.get_submodule(g).out_channels for g in self.gates)
+        convs = [cast(nn.Conv2d, self.base_model.get_submodule(g)) for g in self.gates]
+        predictors = sum(2 * c.in_channels * c.out_channels for c in convs)
         return sum(s.flops() for s in shapes.values()) + predictors
 
     def mean_width_shapes(self, active: dict[str, float]) -> dict:
@@ -337,12 +348,13 @@ class GateEnv(PruneEnv):
 
     # ----------------------------------------------------------------- observation
     def _observation(self) -> np.ndarray:
-        obs = np.zeros(self.observation_space.shape, np.float32)
+        obs = np.zeros(cast(spaces.Box, self.observation_space).shape, np.float32)
         state = self.state
         if state is None or state.step >= len(self.gates):
             return obs
         gate = self.gates[state.step]
-        conv, shape = self.base_model.get_submodule(gate), self._base_shapes[gate]
+        conv = cast(nn.Conv2d, self.base_model.get_submodule(gate))
+        shape = self._base_shapes[gate]
         area = shape.out_height * shape.out_width / (self.input_shape[1] * self.input_shape[2])
         ratio = state.cost / self.base_cost
         drop = (self.base_accuracy - state.accuracy) / self.reward_cfg.allowed_drop
@@ -357,7 +369,8 @@ class GateEnv(PruneEnv):
 
     # ----------------------------------------------------------------- end
     def _finish(self) -> dict[str, Any]:
-        report = gate_report(self, self.state)
+        state, _ = self._episode()
+        report = gate_report(self, state)
         if self.report_dir is not None:
-            write_gate_report(self, self.state, report, self.report_dir)
+            write_gate_report(self, state, report, self.report_dir)
         return report

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +157,7 @@ class GatedNetwork(nn.Module):
         self.gates = [f"{name}.branch.{i}" for name, _ in self.backbone.named_children()
                       if name in self.blocks for i in GATED_CONVS]
         self.budgets = {gate: budget for gate in self.gates}
-        convs = {gate: self.backbone.get_submodule(gate) for gate in self.gates}
+        convs = {gate: cast(nn.Conv2d, self.backbone.get_submodule(gate)) for gate in self.gates}
         self.predictors = nn.ModuleDict({
             predictor_key(g): MaskPredictor(c.in_channels, c.out_channels)
             for g, c in convs.items()})
@@ -171,7 +172,7 @@ class GatedNetwork(nn.Module):
 
     def predictor(self, gate: str) -> MaskPredictor:
         """The mask predictor of a gate."""
-        return self.predictors[predictor_key(gate)]
+        return cast(MaskPredictor, self.predictors[predictor_key(gate)])
 
     def forward(self, x: Tensor, teacher: bool | None = None) -> Tensor:
         """Run the backbone with gated residual branches.
@@ -186,7 +187,8 @@ class GatedNetwork(nn.Module):
         self._agreements: list[Tensor] = []
         self.last_masks = {}
         for name, module in self.backbone.named_children():
-            x = self._block(name, module, x, teacher) if name in self.blocks else module(x)
+            x = (self._block(name, cast(Residual, module), x, teacher) if name in self.blocks
+                 else module(x))
         if teacher:
             self.aux_loss = torch.stack(self._losses).sum()
             self.agreement = float(torch.stack(self._agreements).mean())
@@ -194,11 +196,14 @@ class GatedNetwork(nn.Module):
 
     def _block(self, name: str, block: Residual, x: Tensor, teacher: bool) -> Tensor:
         """A residual block with both branch units gated."""
-        conv1, bn1, _, conv2, bn2 = block.branch
+        # gated_blocks checked the branch: a conv-BN-ReLU-conv-BN nn.Sequential.
+        conv1, bn1, _, conv2, bn2 = cast(nn.Sequential, block.branch)
         out = x if block.shortcut is None else block.shortcut(x)
         # F.relu, not the branch's ReLU(inplace=True): the dense output must stay intact.
         h = self._gate(f"{name}.branch.0", x, F.relu(bn1(conv1(x))), teacher)
         y = self._gate(f"{name}.branch.3", h, bn2(conv2(h)), teacher)
+        if block.act is None:
+            raise RuntimeError(f"gated block {name} has no activation after the addition")
         return block.act(out + y)
 
     def _gate(self, gate: str, unit_in: Tensor, unit_out: Tensor, teacher: bool) -> Tensor:
@@ -238,7 +243,8 @@ class PredictorTrainer:
     def __init__(self, model: GatedNetwork, lr: float = 0.1, momentum: float = 0.9,
                  optimizer: str = "sgd"):
         self.params = list(model.predictors.parameters())
-        self.bits = sum(p.linear.out_features for p in model.predictors.values())
+        self.bits = sum(cast(MaskPredictor, p).linear.out_features
+                        for p in model.predictors.values())
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         self.optimizer = (torch.optim.SGD(self.params, lr=lr, momentum=momentum)
@@ -257,7 +263,7 @@ class PredictorTrainer:
         for param in self.params:
             param.grad = None
         self.bce.append(float(loss.detach()) / self.bits)
-        self.agreement.append(model.agreement)
+        self.agreement.append(cast(GatedNetwork, model).agreement)
 
 
 def mean_active(model: GatedNetwork, images: Tensor,

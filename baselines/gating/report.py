@@ -18,7 +18,7 @@ executed one (tested to 1e-4).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> dict[str, Any]:
     """The report of a finished gating episode (test accuracy added by `write_gate_report`)."""
-    gated = state.model
+    gated = cast("GatedNetwork", state.model)  # a gating episode's network
     images = env.data.test.images[: env.report_images]
     timed = time_dynamic(env, gated, images, rounds)
     counted = dynamic_flops(gated, images)
@@ -127,5 +127,10 @@ def mean_kept_filters(env: GateEnv, active: dict[str, float]) -> dict[str, list]
 
 
 def write_gate_report(env: GateEnv, state: EpisodeState, report: dict, out: Path) -> Path:
-    """`prune_env.envs.report.write_report`, the network saved as the gated one it is."""
-    return write_report(env, state, report, out, {"execution": "dynamic (DynamicResNet)"})
+    """`prune_env.envs.report.write_report`; compact.pt holds the backbone as a network
+    record and, beside it, the predictors' tensors and the gates' budgets."""
+    gated = cast("GatedNetwork", state.model)  # a gating episode's network
+    meta = {"execution": "dynamic (DynamicResNet)", "budgets": dict(gated.budgets),
+            "predictors": {k: v.detach().clone() for k, v in
+                           gated.predictors.state_dict().items()}}
+    return write_report(env, state, report, out, meta, network=gated.backbone)

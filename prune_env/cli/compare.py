@@ -4,6 +4,7 @@ their Pareto plot (`prune_env.cli.pareto`), as PNG files and as TensorBoard imag
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 from prune_env.cli.pareto import AXES, pareto_figure, pareto_plots
@@ -19,8 +20,17 @@ COLUMNS = ("method", "target", "val_acc", "test_acc", "drop", "table_ratio", "me
 
 
 def row(run_dir: str | Path) -> dict[str, object]:
-    """One run's numbers (see COLUMNS)."""
+    """One run's numbers (see COLUMNS); a report without them is an error naming it."""
     r = load_report(run_dir)
+    try:
+        return numbers(r, run_dir)
+    except (KeyError, TypeError, ZeroDivisionError) as err:
+        raise ValueError(f"{Path(run_dir) / 'report.json'} is not a report this version reads "
+                         f"(missing or malformed {err})") from err
+
+
+def numbers(r: dict, run_dir: str | Path) -> dict[str, object]:
+    """The COLUMNS of report ``r``."""
     p = r["pruned"]
     energy = (p["energy_mj"] / r["base"]["energy_mj"]
               if p["energy_mj"] and r["base"]["energy_mj"] else None)
@@ -59,7 +69,13 @@ def compare(run_dirs: list[str], csv_path: str | None = None, plot: str | None =
     ``{plot}-latency.png``, ``-flops.png`` (and ``-energy.png``), and the plots as
     TensorBoard images in ``logdir`` (tags ``pareto/latency``, ``pareto/flops``,
     ``pareto/energy``), each when given."""
-    rows = [row(d) for d in run_dirs if is_run(d)]
+    rows = []
+    for d in filter(is_run, run_dirs):
+        if not (Path(d) / "report.json").exists():  # a training run still going, or stopped
+            print(f"skipped {d}: not finished (resume it with `prune-env train --resume`)",
+                  file=sys.stderr)
+            continue
+        rows.append(row(d))
     if not rows:
         raise SystemExit(f"no run directories among {', '.join(map(str, run_dirs))}")
     if csv_path:

@@ -13,8 +13,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 from pathlib import Path
+from typing import Any
 
 from prune_env.catalog import (
     AGENTS,
@@ -26,6 +29,7 @@ from prune_env.catalog import (
     REWARDS,
     runner,
 )
+from prune_env.cli import checks
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -41,12 +45,12 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                              "cifar-10-batches-py, or train/ and test/ class folders)")
     parser.add_argument("--download", action="store_true",
                         help="let torchvision download a missing data set (needs internet)")
-    parser.add_argument("--synthetic-size", type=int, default=3000,
+    parser.add_argument("--synthetic-size", type=checks.positive, default=3000,
                         help="training images of the synthetic data set (default: 3000)")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--image-size", type=checks.positive, default=None,
                         help="resize images to this size (default: the data set's own; 32 "
                              "for synthetic and imagefolder)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=checks.seed, default=0,
                         help="seed of the train/validation split, weights and batches")
     parser.add_argument("--checkpoint", default=None,
                         help="base checkpoint path (default: checkpoints/MODEL-DATASET.pt, or "
@@ -55,10 +59,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def add_pretrain_args(parser: argparse.ArgumentParser) -> None:
     """Pretraining budget options."""
-    parser.add_argument("--epochs", type=float, default=3.0,
+    parser.add_argument("--epochs", type=checks.positive_real, default=3.0,
                         help="passes over the training split (default: 3)")
-    parser.add_argument("--batch-size", type=int, default=256, help="default: 256")
-    parser.add_argument("--lr", type=float, default=0.2,
+    parser.add_argument("--batch-size", type=checks.positive, default=256, help="default: 256")
+    parser.add_argument("--lr", type=checks.positive_real, default=0.2,
                         help="peak OneCycle learning rate (default: 0.2)")
 
 
@@ -83,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     epi.add_argument("--policy", default="l1", choices=POLICIES,
                      help="keep-all, random (seeded), or l1: keep the largest-L1 filters "
                           "(default: l1)")
-    epi.add_argument("--ratio", type=float, default=0.5,
+    epi.add_argument("--ratio", type=checks.share, default=0.5,
                      help="fraction of each group's filters kept by random and l1 "
                           "(default: 0.5)")
-    epi.add_argument("--finetune", type=float, default=0.2,
+    epi.add_argument("--finetune", type=checks.fraction, default=0.2,
                      help="fine-tune fraction chosen at every step, in [0, 1] (default: 0.2)")
     add_env_args(epi)
 
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_args(bas)
     add_env_args(bas)
     add_baseline_args(bas)
-    bas.add_argument("--final-steps", type=int, default=300,
+    bas.add_argument("--final-steps", type=checks.non_negative, default=300,
                      help="SGD steps of the final fine-tune (default: 300)")
     bas.add_argument("--no-export", action="store_true",
                      help="skip the ONNX and TorchScript files (`prune-env export` later)")
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=AGENTS + BASELINES,
                      help="first run these methods (agents and baselines) at each of "
                           "--targets into runs/sweep-TIME, then compare those runs")
-    com.add_argument("--targets", nargs="+", type=float, default=[0.7, 0.5, 0.3],
+    com.add_argument("--targets", nargs="+", type=checks.share, default=[0.7, 0.5, 0.3],
                      help="targets of --sweep (default: 0.7 0.5 0.3)")
     add_baseline_args(com)
     add_data_args(com)
@@ -152,29 +156,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_baseline_args(parser: argparse.ArgumentParser) -> None:
     """The baselines' own options (`prune-env baseline`, `compare --sweep`)."""
-    parser.add_argument("--ratio", default="auto",
+    parser.add_argument("--ratio", default="auto", type=checks.auto_or(checks.share),
                         help="fraction of each group's filters kept by random and l1, or "
                              "'auto': the largest uniform ratio whose predicted cost meets "
                              "the target (default: auto)")
-    parser.add_argument("--finetune", type=float, default=0.2,
+    parser.add_argument("--finetune", type=checks.fraction, default=0.2,
                         help="fine-tune fraction at every step, in [0, 1] (default: 0.2)")
-    parser.add_argument("--swd-steps", type=int, default=300,
+    parser.add_argument("--swd-steps", type=checks.positive, default=300,
                         help="swd: SGD steps of the penalised warm-up (default: 300)")
-    parser.add_argument("--alf-steps", type=int, default=300,
+    parser.add_argument("--alf-steps", type=checks.positive, default=300,
                         help="alf: SGD steps training the autoencoder blocks (default: 300)")
-    parser.add_argument("--budget", default="auto",
+    parser.add_argument("--budget", default="auto", type=checks.auto_or(checks.share),
                         help="gating: budget r of every gate, or 'auto': the largest r whose "
                              "estimated cost meets the target minus a 0.04 margin for "
                              "drift while training (default: auto)")
-    parser.add_argument("--gating-steps", type=int, default=300,
+    parser.add_argument("--gating-steps", type=checks.positive, default=300,
                         help="gating: SGD steps training backbone and predictors together "
                              "at the budget before the episode (default: 300)")
-    parser.add_argument("--predictor-steps", type=int, default=30,
+    parser.add_argument("--predictor-steps", type=checks.non_negative, default=30,
                         help="gating: predictor-only batches after each step (default: 30)")
     parser.add_argument("--criterion", default="taylor",
                         choices=("taylor", "l1", "bn", "imprinting"),
                         help="layerprune: block importance (default: taylor)")
-    parser.add_argument("--criterion-batches", type=int, default=100,
+    parser.add_argument("--criterion-batches", type=checks.positive, default=100,
                         help="layerprune: training batches of the taylor pass (default: 100)")
 
 
@@ -182,19 +186,19 @@ def add_env_args(parser: argparse.ArgumentParser) -> None:
     """The environment's options (cost, target, reward, fine-tuning, measurement)."""
     parser.add_argument("--cost", default="latency", choices=COSTS,
                         help="cost the reward uses (default: latency)")
-    parser.add_argument("--target", type=float, default=0.5,
+    parser.add_argument("--target", type=checks.share, default=0.5,
                         help="cost target as a fraction of the base cost (default: 0.5)")
     parser.add_argument("--reward", default="psi-phi", choices=REWARDS,
                         help="reward form (default: psi-phi, try-and-learn's)")
-    parser.add_argument("--allowed-drop", type=float, default=0.02,
+    parser.add_argument("--allowed-drop", type=checks.positive_real, default=0.02,
                         help="accuracy drop b at which psi reaches 0 (default: 0.02)")
-    parser.add_argument("--max-finetune-steps", type=int, default=50,
+    parser.add_argument("--max-finetune-steps", type=checks.non_negative, default=50,
                         help="fine-tuning SGD steps at finetune=1 (default: 50)")
-    parser.add_argument("--val-samples", type=int, default=2000,
+    parser.add_argument("--val-samples", type=checks.positive, default=2000,
                         help="validation images scored at each step (default: 2000)")
-    parser.add_argument("--device", default="cpu",
+    parser.add_argument("--device", default="cpu", type=checks.device,
                         help="where latency and energy are measured: cpu, cuda, cuda:N")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=checks.positive, default=1,
                         help="CPU threads for timing (default: 1, embedded-style batch-1 "
                              "latency; on 2 cores ResNet-20 runs no faster on 2 threads and "
                              "its timings vary about 5x more)")
@@ -209,29 +213,29 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", default="l2pf", choices=AGENTS,
                         help="l2pf (ours: hybrid action, tries) or a stable-baselines3 agent "
                              "through the flat-action wrapper (default: l2pf)")
-    parser.add_argument("--episodes", type=int, default=30,
+    parser.add_argument("--episodes", type=checks.positive, default=30,
                         help="training episodes in all (default: 30)")
-    parser.add_argument("--tries", type=int, default=4,
+    parser.add_argument("--tries", type=checks.positive, default=4,
                         help="L2PF: actions tried on each group per update (default: 4)")
-    parser.add_argument("--agent-lr", type=float, default=3e-3,
+    parser.add_argument("--agent-lr", type=checks.positive_real, default=3e-3,
                         help="L2PF: Adam learning rate of the policy (default: 3e-3)")
-    parser.add_argument("--ent-coef", type=float, default=0.01,
+    parser.add_argument("--ent-coef", type=checks.non_negative_real, default=0.01,
                         help="L2PF: entropy bonus (default: 0.01)")
-    parser.add_argument("--pace-weight", type=float, default=10.0,
+    parser.add_argument("--pace-weight", type=checks.non_negative_real, default=10.0,
                         help="L2PF: weight of the term pacing the cost toward the target "
                              "(default: 10.0)")
     parser.add_argument("--sb3", nargs="*", default=[], metavar="KEY=VALUE",
                         help="stable-baselines3 hyper-parameters, e.g. n_steps=48 "
                              "learning_rate=1e-4 (default: sb3's, rollouts scaled to episodes)")
-    parser.add_argument("--n-envs", type=int, default=1,
+    parser.add_argument("--n-envs", type=checks.positive, default=1,
                         help="environments in parallel processes (sb3: SubprocVecEnv; L2PF: "
                              "tries) (default: 1)")
-    parser.add_argument("--checkpoint-every", type=int, default=1,
+    parser.add_argument("--checkpoint-every", type=checks.positive, default=1,
                         help="checkpoint every N episodes (default: 1)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                         help="continue a stopped run from its last checkpoint (its own "
                              "arguments are used)")
-    parser.add_argument("--final-steps", type=int, default=300,
+    parser.add_argument("--final-steps", type=checks.non_negative, default=300,
                         help="SGD steps of the final fine-tune (default: 300)")
     parser.add_argument("--no-export", action="store_true",
                         help="skip the ONNX and TorchScript files (`prune-env export` later)")
@@ -330,14 +334,64 @@ def summary_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0), or a bad option: argparse said why (2)
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         commands = {"pretrain": cmd_pretrain, "episode": cmd_episode, "train": cmd_train,
                     "baseline": cmd_baseline, "export": cmd_export, "compare": cmd_compare}
         return commands[args.command](args)
     except (FileNotFoundError, ValueError) as err:
-        print(f"prune-env: error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
+    except RuntimeError as err:
+        from prune_env.measure import EnergyUnavailableError  # torch is loaded by now
+
+        if isinstance(err, EnergyUnavailableError):
+            return fail(err)
+        raise
+
+
+def fail(err: Exception) -> int:
+    """A user's error: one line saying what to do, exit code 2."""
+    print(f"prune-env: error: {err}", file=sys.stderr)
+    return 2
+
+
+def reparse(command: str, saved: dict[str, Any], source: str) -> argparse.Namespace:
+    """The arguments a run saved (its args.json), checked as the command line checks them.
+
+    Raises:
+        ValueError: naming ``source``, for an unknown option or a value the command line
+            would refuse.
+    """
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {a.dest: a for a in sub.choices[command]._actions if a.option_strings}
+    unknown = set(saved) - set(actions) - {"command", "name"}
+    if unknown:
+        raise ValueError(f"{source} holds options `prune-env {command}` does not have: "
+                         f"{', '.join(sorted(unknown))}")
+    argv = [command]
+    for dest, value in saved.items():
+        action = actions.get(dest)
+        if action is None or value is None or action.dest == "help":
+            continue
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            argv += [flag] if value is True else []
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)] if value else []
+        else:
+            argv += [flag, str(value)]
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            return parser.parse_args(argv)
+    except SystemExit:
+        message = errors.getvalue().strip().splitlines()[-1:] or ["invalid"]
+        raise ValueError(f"{source}: {message[0].removeprefix('prune-env ' + command + ': ')}") \
+            from None
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ import math
 import os
 import pickle
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -310,7 +310,8 @@ def _load_cifar10(opts: _LoadOptions) -> _RawData:
     base = _cifar_dir(opts, CIFAR10_DIR, "CIFAR-10", "CIFAR10")
     batches = [_read_pickle(base / f"data_batch_{i}") for i in range(1, 6)]
     test = _read_pickle(base / "test_batch")
-    classes = [_text(c) for c in _read_pickle(base / "batches.meta")["label_names"]]
+    names = cast("Iterable[str | bytes]", _read_pickle(base / "batches.meta")["label_names"])
+    classes = [_text(c) for c in names]
     return _RawData(
         *_cifar_arrays(batches, "labels"),
         *_cifar_arrays([test], "labels"),
@@ -325,7 +326,8 @@ def _load_cifar100(opts: _LoadOptions) -> _RawData:
     base = _cifar_dir(opts, CIFAR100_DIR, "CIFAR-100", "CIFAR100")
     train = _read_pickle(base / "train")
     test = _read_pickle(base / "test")
-    classes = [_text(c) for c in _read_pickle(base / "meta")["fine_label_names"]]
+    names = cast("Iterable[str | bytes]", _read_pickle(base / "meta")["fine_label_names"])
+    classes = [_text(c) for c in names]
     return _RawData(
         *_cifar_arrays([train], "fine_labels"),
         *_cifar_arrays([test], "fine_labels"),
@@ -354,14 +356,36 @@ def _cifar_dir(opts: _LoadOptions, folder: str, title: str, tv_class: str) -> Pa
     return base
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numbers, strings, lists, dicts and numpy arrays only: a CIFAR file names
+    no other class, and a crafted one that does is refused instead of running code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
+               *((f"numpy.{core}.multiarray", name) for core in ("core", "_core")
+                 for name in ("_reconstruct", "scalar")),
+               *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core"))}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a data file")
+        return super().find_class(module, name)
+
+
 def _read_pickle(path: Path) -> dict[str, object]:
-    """Read one CIFAR pickle file (trusted input only: pickle can run code) with str keys."""
+    """Read one CIFAR pickle file (arrays and plain data only, see `_ArrayUnpickler`) with
+    str keys."""
     if not path.is_file():
         raise FileNotFoundError(f"missing CIFAR file {path}; pass --data-dir or --download")
-    with open(path, "rb") as f:
-        # latin1 decodes the Python 2 strings of the original files; files written by
-        # Python 3 may still have bytes keys, hence the key conversion.
-        entry = pickle.load(f, encoding="latin1")
+    try:
+        with open(path, "rb") as f:
+            # latin1 decodes the Python 2 strings of the original files; files written by
+            # Python 3 may still have bytes keys, hence the key conversion.
+            entry = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a CIFAR data file ({err})") from err
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} is not a CIFAR data file (it holds a "
+                         f"{type(entry).__name__}, not a dict)")
     return {_text(k): v for k, v in entry.items()}
 
 

@@ -13,6 +13,8 @@ The last two come from one forward and backward pass on one training batch.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -50,13 +52,17 @@ def filter_features(model: nn.Module, group: FilterGroup, bn_of: dict[str, str],
         for handle in handles:
             handle.remove()
     for name, (conv_name, idxs) in watched.items():
-        conv = model.get_submodule(conv_name)
+        conv = cast(nn.Conv2d, model.get_submodule(conv_name))
         idx = list(idxs)
         feats[:, 0] += conv.weight.detach().abs().flatten(1).sum(1)[idx].numpy()
         if name != conv_name:
-            feats[:, 1] += model.get_submodule(name).weight.detach().abs()[idx].numpy()
+            bn = cast(nn.BatchNorm2d, model.get_submodule(name))
+            feats[:, 1] += bn.weight.detach().abs()[idx].numpy()
         out = outputs[name]
         feats[:, 2] += out.detach().abs().mean(dim=(0, 2, 3))[idx].numpy()
+        if out.grad is None:
+            raise RuntimeError(f"no gradient reached the output of {name!r}: the task loss "
+                               "does not depend on it")
         taylor = (out * out.grad).sum(dim=(2, 3)).abs().mean(0)
         feats[:, 3] += taylor.detach()[idx].numpy()
     model.zero_grad(set_to_none=True)

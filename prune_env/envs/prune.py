@@ -146,9 +146,10 @@ class PruneEnv(gym.Env):
     `report_dir/compact.pt`.
 
     `info` at every step: `accuracy`, `latency_ms` (looked up), `energy_mj` (None unless the
-    cost is energy), `flops`, `params`, `finetune_seconds`, `finetune_steps`, `group`,
-    `kept`, `forced_keep`, `unions`, `removed_branches`, `cost`, `cost_ratio`; at the last
-    step also `kept_filters` (filters left in each conv).
+    cost is energy), `flops`, `params`, `finetune_steps`, `group`, `kept`, `forced_keep`,
+    `unions`, `removed_branches`, `cost`, `cost_ratio`: all determined by the seed (what
+    gymnasium's `check_env` asks). At the last step also `kept_filters` (filters left in
+    each conv) and `episode_finetune_seconds` (the episode's fine-tuning wall time).
 
     ## Arguments
 
@@ -290,8 +291,7 @@ class PruneEnv(gym.Env):
         state.finetune_seconds += seconds
         state.finetune_steps += steps
         info = {"accuracy": accuracy, **costs, "cost": state.cost,
-                "cost_ratio": state.cost / self.base_cost, "finetune_seconds": seconds,
-                "finetune_steps": steps, "group": group.leader,
+                "cost_ratio": state.cost / self.base_cost, "finetune_steps": steps, "group": group.leader,
                 "kept": result.out_channels.get(group.leader, 0),
                 "forced_keep": forced, "unions": result.unions,
                 "removed_branches": result.removed_branches}
@@ -302,6 +302,9 @@ class PruneEnv(gym.Env):
             reward += final_reward(self.reward_cfg, accuracy, state.cost, self.base_cost,
                                    self._absolute(state.cost))
             state.total_reward += reward
+            # wall time only at the episode's end (as gymnasium's RecordEpisodeStatistics):
+            # a step's info holds only what the seed determines
+            info["episode_finetune_seconds"] = state.finetune_seconds
             info["kept_filters"] = {n: m.out_channels for n, m in model.named_modules()
                                     if isinstance(m, nn.Conv2d)}
             info["final"] = self._finish() if self.final_report else None

@@ -75,15 +75,16 @@ def common_report(env: PruneEnv, state: EpisodeState, base: dict, pruned: dict,
 
 
 def write_report(env: PruneEnv, state: EpisodeState, report: dict, out: Path,
-                 meta: dict[str, Any] | None = None) -> Path:
+                 meta: dict[str, Any] | None = None, network: nn.Module | None = None) -> Path:
     """Add full validation and test accuracy, write report.json and compact.pt (with
-    ``meta``) to ``out``."""
+    ``meta``) to ``out``; ``network``: what compact.pt holds (default: the episode's)."""
     for key, model in (("base", env.base_model), ("pruned", state.model)):
         report[key]["val_accuracy"] = evaluate(model, env.data.val, env.task)
         report[key]["test_accuracy"] = evaluate(model, env.data.test, env.task)
     report["accuracy_drop"] = report["base"]["test_accuracy"] - report["pruned"]["test_accuracy"]
     out.mkdir(parents=True, exist_ok=True)
-    save_compact(out / "compact.pt", state.model, {"report": "report.json", **(meta or {})})
+    save_compact(out / "compact.pt", state.model if network is None else network,
+                 {"report": "report.json", **(meta or {})})
     path = out / "report.json"
     path.write_text(json.dumps(report, indent=2))
     return path

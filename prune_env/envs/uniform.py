@@ -6,6 +6,8 @@ the L2PF agent starts its keep ratios there so that its first tries explore arou
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -17,14 +19,14 @@ def l1_of_group(model: nn.Module, group: FilterGroup) -> torch.Tensor:
     """Each filter's L1 norm summed over the group's convs (the `l1` feature, unscaled)."""
     total = torch.zeros(group.size)
     for conv, idxs in zip(group.convs, group.local, strict=True):
-        weight = model.get_submodule(conv).weight.detach()
+        weight = cast(nn.Conv2d, model.get_submodule(conv)).weight.detach()
         total += weight.abs().flatten(1).sum(1)[list(idxs)]
     return total
 
 
 def uniform_network(env, ratio: float) -> nn.Module:
     """The base network with each group's L1-largest ``ratio`` of filters (no fine-tuning)."""
-    keep = {}
+    keep: dict[str, torch.Tensor] = {}
     for group in env.base_groups:
         scores = l1_of_group(env.base_model, group)
         mask = torch.zeros(group.size, dtype=torch.bool)

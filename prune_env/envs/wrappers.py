@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -22,7 +22,8 @@ class FlatActionWrapper(gym.ActionWrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        size = env.action_space["keep"].n
+        keep_space = cast(spaces.Dict, env.action_space)["keep"]
+        size = cast(int, cast(spaces.MultiBinary, keep_space).n)  # MultiBinary(max_filters)
         self.action_space = spaces.Box(0.0, 1.0, (size + 1,), np.float32)
 
     def action(self, action: np.ndarray) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def half_width(model: nn.Module) -> nn.Module:
     from prune_env.nn.groups import filter_groups
     from prune_env.nn.surgery import compact
 
-    keep = {}
+    keep: dict[str, torch.Tensor] = {}
     for group in filter_groups(model):
         keep |= group.keep_for(torch.arange(group.size) % 2 == 0)
     return compact(model, keep)

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -163,7 +164,9 @@ class LatencyTable:
         self.threads = threads or torch.get_num_threads()
         self.batch = batch
         self.repeats = repeats
-        self.entries: dict[str, float] = {}
+        # A float (ms per reference ms) per layer key; `CostMeter.calibrate` also stores its
+        # [per_layer, per_element] overhead fits here.
+        self.entries: dict[str, Any] = {}
         if self.path.exists():
             self.entries = json.loads(self.path.read_text())
         self.measured = 0  # layer shapes this process timed

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch_pruning as tp
@@ -97,7 +98,7 @@ def filter_groups(model: nn.Module, x: torch.Tensor | None = None,
     for name in order:
         if name in seen:
             continue
-        conv = model.get_submodule(name)
+        conv = cast(nn.Conv2d, model.get_submodule(name))  # forward_order names convs
         pruner = graph.get_pruner_of_module(conv)
         group = graph.get_pruning_group(conv, pruner.prune_out_channels,
                                         list(range(conv.out_channels)))

@@ -15,6 +15,8 @@ Departures from the papers, and why:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torchvision
 from torch import nn
@@ -55,7 +57,7 @@ def resnet_cifar(depth: int, in_channels: int, num_classes: int) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
-VGG_CONFIGS = {
+VGG_CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
               512, 512, 512, "M"],
@@ -70,8 +72,9 @@ def vgg_cifar(name: str, in_channels: int, num_classes: int) -> nn.Sequential:
         if item == "M":
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
         else:
-            layers += [*conv_bn(cin, item), nn.ReLU(inplace=True)]
-            cin = item
+            cout = cast(int, item)  # every entry but "M" is a channel count
+            layers += [*conv_bn(cin, cout), nn.ReLU(inplace=True)]
+            cin = cout
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
     return nn.Sequential(*layers)
 
@@ -126,8 +129,9 @@ def replace_first_conv(model: nn.Module, in_channels: int) -> None:
         if isinstance(module, nn.Conv2d):
             parent = model.get_submodule(name.rpartition(".")[0])
             setattr(parent, name.rpartition(".")[2], nn.Conv2d(
-                in_channels, module.out_channels, module.kernel_size, module.stride,
-                module.padding, bias=module.bias is not None))
+                in_channels, module.out_channels, cast("tuple[int, int]", module.kernel_size),
+                cast("tuple[int, int]", module.stride),
+                cast("str | tuple[int, int]", module.padding), bias=module.bias is not None))
             return
 
 
@@ -141,6 +145,7 @@ def build_model(name: str, in_channels: int, num_classes: int,
         num_classes: classes of the data set.
         input_size: (H, W) of the images, recorded as ``model.input_shape``.
     """
+    model: nn.Module
     if name in ("resnet20", "resnet32", "resnet56"):
         model = resnet_cifar(int(name[6:]), in_channels, num_classes)
     elif name in VGG_CONFIGS:
@@ -149,7 +154,11 @@ def build_model(name: str, in_channels: int, num_classes: int,
         model = mobilenetv2_cifar(in_channels, num_classes)
     else:
         model = torchvision_model(name, in_channels, num_classes)
-    model.input_shape = (in_channels, *input_size)
+    # torch's stubs type Module.__setattr__ values as Tensor | Module; plain attributes work.
+    model.input_shape = (in_channels, *input_size)  # type: ignore[assignment]
+    # what `prune_env.nn.record` rebuilds the base from (kept by deep copies and surgery)
+    model.arch = {"name": name, "in_channels": in_channels, "num_classes": num_classes,
+                  "input_size": list(input_size)}  # type: ignore[assignment]  # (as above)
     return model
 
 

@@ -29,6 +29,7 @@ import copy
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -254,7 +255,9 @@ def remove_emptied_branches(model: nn.Module, masks: dict[str, torch.Tensor],
         shift = constant_per_channel(trace.branch_outputs[name], f"branch of {name!r}")
         block.branch = None
         if block.act is not None and getattr(block.act, "inplace", False):
-            block.act.inplace = False  # with no branch, it would overwrite the block's input
+            # With no branch, it would overwrite the block's input. (The ignore: torch's stubs
+            # take only Tensor | Module values in Module.__setattr__.)
+            block.act.inplace = False  # type: ignore[assignment]
         shortcut = f"{name}.shortcut." if name else "shortcut."
         masked = any(n.startswith(shortcut) and not bool(m.all()) for n, m in masks.items())
         fold_shift_into_shortcut(block, shift, into_bn=not masked)
@@ -333,7 +336,8 @@ def own_keep(module: nn.Module, name: str, masks: dict[str, torch.Tensor]) -> to
         return module.shift.detach() != 0  # a constant is live wherever it is not zero
     if name in masks:
         return masks[name]
-    return torch.ones(module.out_channels, dtype=torch.bool)
+    # Producers are convs or ChannelShifts (see `split_group`).
+    return torch.ones(cast(nn.Conv2d, module).out_channels, dtype=torch.bool)
 
 
 def union_of_masks(producers: list, modules: dict[nn.Module, str],
@@ -360,7 +364,9 @@ def zero_fill(producers: list, modules: dict[nn.Module, str], masks: dict[str, t
         if not extra:
             continue
         note[name] = len(extra)
-        bn = by_name[bn_of[name]] if name in bn_of else module
+        # the conv's BN, or the conv itself (a producer with masks is a conv)
+        bn = cast("nn.BatchNorm2d | nn.Conv2d",
+                  by_name[bn_of[name]] if name in bn_of else module)
         with torch.no_grad():
             bn.weight[extra] = 0
             if bn.bias is not None:
@@ -368,8 +374,8 @@ def zero_fill(producers: list, modules: dict[nn.Module, str], masks: dict[str, t
     return note
 
 
-def fold_removed_inputs(module: nn.Module, name: str, idxs: list[int], root_idxs: list[int],
-                        union: torch.Tensor, trace: Trace) -> None:
+def fold_removed_inputs(module: nn.Conv2d | nn.Linear, name: str, idxs: list[int],
+                        root_idxs: list[int], union: torch.Tensor, trace: Trace) -> None:
     """Fold into ``module``'s bias the constants its removed input channels carried."""
     removed = [i for i, r in zip(idxs, root_idxs, strict=True) if not union[r]]
     if not removed or name not in trace.inputs:
@@ -387,7 +393,7 @@ def fold_removed_inputs(module: nn.Module, name: str, idxs: list[int], root_idxs
     module.bias.data += delta
 
 
-def check_foldable(module: nn.Module, name: str) -> None:
+def check_foldable(module: nn.Conv2d | nn.Linear, name: str) -> None:
     """A constant input folds exactly into a bias only where no zero padding touches it."""
     if isinstance(module, nn.Linear):
         return

@@ -116,9 +116,16 @@ def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, s
 
 
 def load_report(run_dir: str | Path) -> dict:
-    """A run's report.json, with a clear error when the run has none (yet)."""
+    """A run's report.json, with a clear error naming the file when the run has none (yet)
+    or it cannot be read."""
     path = Path(run_dir) / "report.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: the run has not finished (resume it "
                                 "with `prune-env train --resume RUN_DIR`)")
-    return json.loads(path.read_text())
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a readable report (corrupt JSON: {err})") from err
+    if not isinstance(report, dict):
+        raise ValueError(f"{path} is not a report (it holds a {type(report).__name__})")
+    return report

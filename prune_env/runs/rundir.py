@@ -1,9 +1,15 @@
-"""Run directories: ``runs/{model}-{dataset}__{method}__{seed}__{timestamp}``, never reused."""
+"""Run directories: ``runs/{model}-{dataset}__{method}__{seed}__{timestamp}``, never reused,
+and never left half made."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def new_run_dir(root: str | Path, model: str, dataset: str, method: str, seed: int) -> Path:
@@ -18,3 +24,19 @@ def new_run_dir(root: str | Path, model: str, dataset: str, method: str, seed: i
         except FileExistsError:
             n += 1
             path = base.with_name(f"{base.name}-{n}")
+
+
+@contextmanager
+def run_directory(root: str | Path, model: str, dataset: str, method: str, seed: int,
+                  args: dict[str, Any]) -> Iterator[Path]:
+    """A new run directory holding ``args.json``, removed again if the run fails (or is
+    interrupted) before it wrote a checkpoint to resume from: a failed start leaves nothing
+    for ``prune-env compare runs/*`` to trip over."""
+    path = new_run_dir(root, model, dataset, method, seed)
+    try:
+        (path / "args.json").write_text(json.dumps(args, indent=2))
+        yield path
+    except BaseException:
+        if not (path / "progress.json").exists():
+            shutil.rmtree(path, ignore_errors=True)
+        raise

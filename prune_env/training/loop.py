@@ -110,4 +110,6 @@ def evaluate(model: nn.Module, split: Split, task: Task, *, batch_size: int = 50
             batch = task.batch_stats(model(images), labels)
             stats = batch if stats is None else stats + batch
     model.train(was)
+    if stats is None:
+        raise ValueError("evaluate needs at least one sample (empty split or limit=0)")
     return task.finalize(stats)

@@ -82,7 +82,15 @@ def pretrain(model_name: str, data: DataBundle, config: PretrainConfig, path: st
 
 def load_or_pretrain(model_name: str, data: DataBundle, path: str | Path | None = None,
                      config: PretrainConfig | None = None) -> tuple[nn.Module, dict]:
-    """Load the base checkpoint, or pretrain it first (logged, since it takes minutes)."""
+    """Load the base checkpoint, or pretrain it first (logged, since it takes minutes).
+
+    Only the default path is pretrained on first use: a ``path`` given explicitly must exist
+    (a mistyped one would otherwise train a new base and write it there).
+    """
+    if path and not Path(path).exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist: check the path, or leave "
+                                "--checkpoint out to use (and on first use pretrain) "
+                                f"{default_checkpoint(model_name, data.name)}")
     path = Path(path) if path else default_checkpoint(model_name, data.name)
     if path.exists():
         model, meta = load_base(path)

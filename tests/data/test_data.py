@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from prune_env import data as D
+from prune_env.data import datasets as D
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 

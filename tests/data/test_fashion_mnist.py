@@ -15,12 +15,13 @@ pytestmark = pytest.mark.skipif(
     reason="Fashion-MNIST missing: apt-get install dataset-fashion-mnist (make test does)")
 
 
-def test_episode_on_fashion_mnist(tmp_path):
+def test_episode_on_fashion_mnist(tmp_path, monkeypatch):
     data = load_data("fashion-mnist")
     assert (len(data.train), len(data.val), len(data.test)) == (54000, 6000, 10000)
-    # a short pretraining budget (0.15 epoch): enough to be far above chance
+    # the default checkpoint path (pretrained on first use), moved into tmp_path; a short
+    # pretraining budget (0.15 epoch): enough to be far above chance
+    monkeypatch.setenv("PRUNE_ENV_CHECKPOINTS", str(tmp_path))
     env = gym.make("prune_env/Prune-v0", model="resnet20", dataset="fashion-mnist", data=data,
-                   checkpoint=str(tmp_path / "resnet20-fashion-mnist.pt"),
                    pretrain=PretrainConfig(epochs=0.15, batch_size=128, lr=0.05),
                    max_finetune_steps=8,
                    val_samples=500, threads=1, latency_table=str(tmp_path / "lut.json"),
@@ -37,3 +38,4 @@ def test_episode_on_fashion_mnist(tmp_path):
     assert report["base"]["test_accuracy"] == pytest.approx(
         env.unwrapped.base_meta["test_accuracy"])
     assert (tmp_path / "run" / "report.json").exists()
+    assert (tmp_path / "resnet20-fashion-mnist.pt").exists()  # pretrained on first use
