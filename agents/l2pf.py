@@ -44,7 +44,8 @@ from torch import nn
 
 from agents.l2pf_policy import L2PFPolicy, to_env_action
 from agents.tries import TryPool, run_try
-from prune_env.envs.prune import DESCRIPTOR, PruneEnv
+from prune_env.envs.prune import DESCRIPTOR, EpisodeState, PruneEnv
+from prune_env.envs.records import EpisodeLog
 from prune_env.envs.uniform import uniform_ratio_for
 from prune_env.nn.record import from_record, to_record
 from prune_env.runs.finalize import Candidate
@@ -144,13 +145,13 @@ class L2PF:
         return self.policy.predict(obs, state, episode_start, deterministic)
 
     # ----------------------------------------------------------------- learning
-    def learn(self, episodes: int) -> Iterator[dict[str, Any]]:
+    def learn(self, episodes: int) -> Iterator[EpisodeLog]:
         """Train until ``episodes`` episodes are done in all (counting earlier ones, so a
         resumed agent continues), yielding each episode's log."""
         while self.episodes < episodes:
             yield self.run_episode()
 
-    def run_episode(self) -> dict[str, Any]:
+    def run_episode(self) -> EpisodeLog:
         """One episode of tries and updates; returns its log (rewards, losses, final net)."""
         env, unwrapped = self.env, cast(PruneEnv, self.env.unwrapped)
         obs, _ = env.reset(seed=self.seed + self.episodes)
@@ -169,13 +170,13 @@ class L2PF:
             finetune.append(float(best.action["finetune"][0]))
         state = unwrapped.state
         assert state is not None  # set by reset()
-        log = {"episode": self.episodes, "reward": reward, "accuracy": state.accuracy,
-               "cost_ratio": info["cost_ratio"], "flops": info["flops"],
-               "params": info["params"], "latency_ms": info["latency_ms"],
-               "energy_mj": info["energy_mj"], "finetune_seconds": state.finetune_seconds,
-               "finetune_steps": state.finetune_steps, "finetune_mean": float(np.mean(finetune)),
-               "policy_loss": float(np.mean(losses)), "entropy": float(np.mean(entropies)),
-               "kept": info["kept_filters"]}
+        log = EpisodeLog(
+            episode=self.episodes, reward=reward, accuracy=state.accuracy,
+            cost_ratio=info["cost_ratio"], flops=info["flops"], params=info["params"],
+            latency_ms=info["latency_ms"], energy_mj=info["energy_mj"],
+            finetune_seconds=state.finetune_seconds, finetune_steps=state.finetune_steps,
+            finetune_mean=float(np.mean(finetune)), policy_loss=float(np.mean(losses)),
+            entropy=float(np.mean(entropies)), kept=info["kept_filters"])
         self.remember(log, state)
         self.episodes += 1
         return log
@@ -230,12 +231,12 @@ class L2PF:
         self.optimizer.step()
         return loss.item(), entropy.item()
 
-    def remember(self, log: dict[str, Any], state) -> None:
+    def remember(self, log: EpisodeLog, state: EpisodeState) -> None:
         """Keep the episode's network if it is the best so far."""
         target = cast(PruneEnv, self.env.unwrapped).reward_cfg.target
         candidate = Candidate(copy.deepcopy(state.model), f"best try, episode {self.episodes}",
-                              log["accuracy"], log["cost_ratio"], log["cost_ratio"] <= target,
-                              log["reward"], state.finetune_seconds, state.finetune_steps)
+                              log.accuracy, log.cost_ratio, log.cost_ratio <= target,
+                              log.reward, state.finetune_seconds, state.finetune_steps)
         if self.best is None or candidate.key() > self.best.key():
             self.best = candidate
 

@@ -26,6 +26,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from prune_env.envs.records import EpisodeLog
 from prune_env.envs.wrappers import FlatActionWrapper
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC}
@@ -89,7 +90,7 @@ class EpisodeCallback(BaseCallback):
         done_before: episodes finished before this ``learn`` call.
     """
 
-    def __init__(self, on_episode: Callable[[dict[str, Any]], None], episodes: int,
+    def __init__(self, on_episode: Callable[[EpisodeLog], None], episodes: int,
                  done_before: int = 0):
         super().__init__()
         self.on_episode, self.episodes, self.done = on_episode, episodes, done_before
@@ -115,15 +116,15 @@ class EpisodeCallback(BaseCallback):
                 self.running[i] = dict.fromkeys(run, 0.0)
         return self.done < self.episodes
 
-    def episode_log(self, run: dict[str, float], info: dict[str, Any]) -> dict[str, Any]:
-        return {"episode": self.done, "reward": run["reward"], "accuracy": info["accuracy"],
-                "cost_ratio": info["cost_ratio"], "latency_ms": info["latency_ms"],
-                "energy_mj": info["energy_mj"], "flops": info["flops"],
-                "params": info["params"],
-                "finetune_seconds": info["episode_finetune_seconds"],
-                "finetune_steps": int(run["finetune_steps"]),
-                "finetune_mean": run["finetune_sum"] / max(run["steps"], 1),
-                "kept": info["kept_filters"]}
+    def episode_log(self, run: dict[str, float], info: dict[str, Any]) -> EpisodeLog:
+        return EpisodeLog(
+            episode=self.done, reward=run["reward"], accuracy=info["accuracy"],
+            cost_ratio=info["cost_ratio"], latency_ms=info["latency_ms"],
+            energy_mj=info["energy_mj"], flops=info["flops"], params=info["params"],
+            finetune_seconds=info["episode_finetune_seconds"],
+            finetune_steps=int(run["finetune_steps"]),
+            finetune_mean=run["finetune_sum"] / max(run["steps"], 1),
+            kept=info["kept_filters"])
 
 
 def save_agent(agent: BaseAlgorithm, run_dir: Path) -> None:

@@ -12,29 +12,27 @@ continues with ``prune-env train --resume RUN_DIR`` from its last checkpoint.
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
-import os
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import gymnasium as gym
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-import prune_env  # noqa: F401  (registers the environment)
 from agents import sb3
 from agents.l2pf import L2PF, L2PFConfig
 from prune_env.cli.main import reparse
-from prune_env.data.datasets import load_data
+from prune_env.envs.records import EpisodeLog, Report
 from prune_env.envs.wrappers import FlatActionWrapper
-from prune_env.runs.export import FORMATS
-from prune_env.runs.finalize import Candidate, finalize, measured_ratio, policy_episode
-from prune_env.runs.options import env_options
-from prune_env.runs.rundir import run_directory
-from prune_env.runs.tensorboard import EpisodeLogger
+from prune_env.runs.finalize import policy_episode
+from prune_env.runs.pipeline import Method, RunContext, SearchResult, run
 from prune_env.training.checkpoint import atomic_save, read_tensors
+
+if TYPE_CHECKING:
+    from prune_env.envs.prune import PruneEnv
 
 
 def load_args_for(args: argparse.Namespace) -> argparse.Namespace:
@@ -79,123 +77,84 @@ def check_sb3_keys(args: argparse.Namespace) -> None:
                          f"(its options: {', '.join(sorted(known))})")
 
 
-def train(args: argparse.Namespace) -> tuple[dict, Path]:
-    """Train ``args.agent``; returns (final report, run directory)."""
+def train(args: argparse.Namespace) -> tuple[Report, Path]:
+    """Train ``args.agent`` through the run pipeline; returns (final report, run directory)."""
     args = load_args_for(args)
     check_sb3_keys(args)
-    data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
-                     seed=args.seed, synthetic_size=args.synthetic_size,
-                     image_size=args.image_size)
-    options = env_options(args, data)
-    env = gym.make("prune_env/Prune-v0", final_report=False, **options)
-    if args.resume:
-        run_dir = Path(args.resume)
-        print(f"resuming {run_dir} at episode {read_progress(run_dir)['episodes']}", flush=True)
-        return train_in(args, options, env, run_dir)
-    # made only once the environment stands: a bad option leaves no empty run
-    with run_directory(args.runs_dir, args.model, args.dataset, args.agent, args.seed,
-                       vars(args)) as run_dir:
-        return train_in(args, options, env, run_dir)
+    method: Method = L2PFMethod(args) if args.agent == "l2pf" else SB3Method(args)
+    return run(args, method, resume=Path(args.resume) if args.resume else None,
+               image_every=args.checkpoint_every)
 
 
-def train_in(args: argparse.Namespace, options: dict[str, Any], env: gym.Env,
-             run_dir: Path) -> tuple[dict, Path]:
-    """The training loop, logging, checkpoints and final stage of a run in ``run_dir``."""
-    progress = read_progress(run_dir)
-    logger = EpisodeLogger(SummaryWriter(str(run_dir), purge_step=progress["episodes"]),
-                           env.unwrapped, args.checkpoint_every)
-    bar = tqdm(total=args.episodes, initial=progress["episodes"], desc=f"train {args.agent}",
-               unit="episode")
-    started = time.perf_counter() - progress["seconds"]
+class Training(Method):
+    """What both kinds of agent share: the progress bar, and checkpoints every N episodes."""
 
-    def on_episode(log: dict[str, Any], save) -> None:
-        logger.episode(log)
-        bar.update(1)
-        bar.set_postfix(reward=f"{log['reward']:.2f}", acc=f"{log['accuracy']:.3f}",
-                        cost=f"{log['cost_ratio']:.2f}")
-        done = log["episode"] + 1
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.name = args, args.agent
+        self.bar: tqdm | None = None
+
+    def on_episode(self, run: RunContext, log: EpisodeLog, save: Callable[[], None]) -> None:
+        """Log an episode; checkpoint every ``--checkpoint-every`` episodes and at the end."""
+        args = self.args
+        if self.bar is None:
+            self.bar = tqdm(total=args.episodes, initial=run.progress.episodes,
+                            desc=f"train {args.agent}", unit="episode")
+        run.logger.episode(log)
+        self.bar.update(1)
+        self.bar.set_postfix(reward=f"{log.reward:.2f}", acc=f"{log.accuracy:.3f}",
+                             cost=f"{log.cost_ratio:.2f}")
+        done = log.episode + 1
         if done % args.checkpoint_every == 0 or done == args.episodes:
             save()
-            write_progress(run_dir, done, time.perf_counter() - started)
-
-    if args.agent == "l2pf":
-        candidates = train_l2pf(args, options, env, run_dir, on_episode)
-    else:
-        candidates = train_sb3(args, options, env, run_dir, progress, on_episode)
-    bar.close()
-    search_seconds = time.perf_counter() - started
-    best = max(candidates, key=Candidate.key)
-    report = finalize(env, best, run_dir, steps=args.final_steps, seed=args.seed,
-                      formats=() if args.no_export else FORMATS, extra={
-        "method": args.agent, "episodes": args.episodes,
-        "search": {"seconds": search_seconds,
-                   "candidates": [{"source": c.source, "val_accuracy_subset": c.accuracy,
-                                   "cost_ratio": c.cost_ratio,
-                                   "measured_cost_ratio": measured_ratio(env, c)}
-                                  for c in candidates]}})
-    logger.final(report, vars(args))
-    return report, run_dir
+            run.checkpointed(done)
+        if done == args.episodes:
+            self.bar.close()
 
 
-# ------------------------------------------------------------------------- L2PF
-def train_l2pf(args: argparse.Namespace, options: dict[str, Any], env: gym.Env, run_dir: Path,
-               on_episode) -> list[Candidate]:
-    """Train L2PF; the candidates are its deterministic policy and its best try."""
-    config = L2PFConfig(tries=args.tries, lr=args.agent_lr, ent_coef=args.ent_coef,
-                        pace_weight=args.pace_weight)
-    agent = L2PF(env, config, seed=args.seed, n_envs=args.n_envs,
-                 env_fn=lambda: gym.make("prune_env/Prune-v0", final_report=False, **options))
-    path = run_dir / "checkpoint.pt"
-    if path.exists():  # data and tensors only: a crafted checkpoint cannot run code
-        agent.load_state_dict(read_tensors(path, "L2PF checkpoint"))
+class L2PFMethod(Training):
+    """L2PF; the candidates are its deterministic policy and its best try."""
 
-    def save():
-        atomic_save(agent.state_dict(), path)
-
-    try:
-        for log in agent.learn(args.episodes):
-            on_episode(log, save)
-    finally:
-        agent.close()
-    policy = policy_episode(env, agent, args.seed + 10**6, "deterministic policy")
-    return [policy] + ([agent.best] if agent.best else [])
+    def search(self, env: gym.Env, run: RunContext) -> SearchResult:
+        args = self.args
+        config = L2PFConfig(tries=args.tries, lr=args.agent_lr, ent_coef=args.ent_coef,
+                            pace_weight=args.pace_weight)
+        agent = L2PF(env, config, seed=args.seed, n_envs=args.n_envs, env_fn=run.make_env)
+        path = run.run_dir / "checkpoint.pt"
+        if path.exists():  # data and tensors only: a crafted checkpoint cannot run code
+            agent.load_state_dict(read_tensors(path, "L2PF checkpoint"))
+        try:
+            for log in agent.learn(args.episodes):
+                self.on_episode(run, log, lambda: atomic_save(agent.state_dict(), path))
+        finally:
+            agent.close()
+        policy = policy_episode(env, agent, args.seed + 10**6, "deterministic policy")
+        return SearchResult([policy] + ([agent.best] if agent.best else []), args.episodes,
+                            list_candidates=True)
 
 
-# ------------------------------------------------------------------------- sb3
-def train_sb3(args: argparse.Namespace, options: dict[str, Any], env: gym.Env, run_dir: Path,
-              progress: dict[str, Any], on_episode) -> list[Candidate]:
-    """Train a stable-baselines3 agent; the candidate is its deterministic policy."""
-    from stable_baselines3.common.logger import configure
+class SB3Method(Training):
+    """A stable-baselines3 agent through the flat-action wrapper; the candidate is its
+    deterministic policy."""
 
-    steps = len(env.unwrapped.base_groups)
-    vec = sb3.make_vec(lambda: gym.make("prune_env/Prune-v0", final_report=False, **options),
-                       args.n_envs, args.seed)
-    agent = sb3.make_agent(args.agent, vec, args.seed, sb3.parse_kwargs(args.sb3), steps)
-    if (run_dir / "agent.zip").exists():
-        agent = sb3.load_agent(args.agent, run_dir, agent)
-    agent.set_logger(configure(str(run_dir), ["tensorboard"]))  # sb3's own train/ losses
-    callback = sb3.EpisodeCallback(lambda log: on_episode(log, lambda: sb3.save_agent(
-        agent, run_dir)), args.episodes, progress["episodes"])
-    try:
-        if progress["episodes"] < args.episodes:
-            agent.learn(total_timesteps=10**9, callback=callback,
-                        reset_num_timesteps=not progress["episodes"])
-    finally:
-        vec.close()
-    return [policy_episode(FlatActionWrapper(env), agent, args.seed + 10**6,
-                           "deterministic policy")]
+    def search(self, env: gym.Env, run: RunContext) -> SearchResult:
+        from stable_baselines3.common.logger import configure
 
-
-# ------------------------------------------------------------------------- progress
-def read_progress(run_dir: Path) -> dict[str, Any]:
-    """Episodes done and search seconds at the last checkpoint (zero for a new run)."""
-    path = run_dir / "progress.json"
-    if not path.exists():
-        return {"episodes": 0, "seconds": 0.0}
-    return json.loads(path.read_text())
-
-
-def write_progress(run_dir: Path, episodes: int, seconds: float) -> None:
-    tmp = run_dir / f"progress.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"episodes": episodes, "seconds": seconds}))
-    tmp.replace(run_dir / "progress.json")
+        args, done_before = self.args, run.progress.episodes
+        steps = len(cast("PruneEnv", env.unwrapped).base_groups)
+        vec = sb3.make_vec(run.make_env, args.n_envs, args.seed)
+        agent = sb3.make_agent(args.agent, vec, args.seed, sb3.parse_kwargs(args.sb3), steps)
+        if (run.run_dir / "agent.zip").exists():
+            agent = sb3.load_agent(args.agent, run.run_dir, agent)
+        agent.set_logger(configure(str(run.run_dir), ["tensorboard"]))  # sb3's train/ losses
+        save = functools.partial(sb3.save_agent, agent, run.run_dir)
+        callback = sb3.EpisodeCallback(lambda log: self.on_episode(run, log, save),
+                                       args.episodes, done_before)
+        try:
+            if done_before < args.episodes:
+                agent.learn(total_timesteps=10**9, callback=callback,
+                            reset_num_timesteps=not done_before)
+        finally:
+            vec.close()
+        policy = policy_episode(FlatActionWrapper(env), agent, args.seed + 10**6,
+                                "deterministic policy")
+        return SearchResult([policy], args.episodes, list_candidates=True)

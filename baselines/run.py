@@ -1,27 +1,23 @@
-"""``prune-env baseline NAME``: a baseline through the same environment and final stage as
-the agents (same report.json, exports and TensorBoard layout as ``prune-env train``)."""
+"""``prune-env baseline NAME`` and ``prune-env episode``: the baselines as methods of the run
+pipeline (`prune_env.runs.pipeline`), so their runs end exactly as the agents' do: the same
+final stage, report.json, exports and TensorBoard tags.
+
+Each baseline makes its choices in `prepare` (before the run directory exists, so an
+unreachable target leaves nothing behind), runs one deterministic episode in `search`, and
+reports what only it has in ``details``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
-import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
-from torch.utils.tensorboard import SummaryWriter
 
-import prune_env  # noqa: F401  (registers the environment)
-from baselines.alf import (
-    ALFConfig,
-    ALFPolicy,
-    ALFTrainer,
-    blocks,
-    code_filters,
-    wrap,
-)
+from baselines.alf import ALFConfig, ALFPolicy, ALFTrainer, blocks, code_filters, wrap
 from baselines.gating.policy import FixedBudget, budget_for
 from baselines.gating.report import finalize_gating, gate_log
 from baselines.layerprune import (
@@ -32,134 +28,166 @@ from baselines.layerprune import (
 )
 from baselines.simple import make_policy
 from baselines.swd import SWDConfig, SWDPenalty, SWDPolicy
-from prune_env.data.datasets import load_data
+from prune_env.envs.records import Report
 from prune_env.envs.uniform import uniform_ratio_for
-from prune_env.runs.export import FORMATS
-from prune_env.runs.finalize import finalize, policy_episode
-from prune_env.runs.options import env_options
-from prune_env.runs.rundir import run_directory
-from prune_env.runs.tensorboard import EpisodeLogger, candidate_log
+from prune_env.runs.finalize import Candidate, candidate_from, policy_episode
+from prune_env.runs.pipeline import Method, RunContext, SearchResult, run
+from prune_env.runs.tensorboard import candidate_log
+
+if TYPE_CHECKING:
+    from baselines.gating.env import GateEnv
+    from prune_env.envs.prune import PruneEnv
 
 
-def run_baseline(args: argparse.Namespace) -> tuple[dict, Path]:
+def run_baseline(args: argparse.Namespace) -> tuple[Report, Path]:
     """Run baseline ``args.name``; returns (final report, run directory)."""
-    data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
-                     seed=args.seed, synthetic_size=args.synthetic_size,
-                     image_size=args.image_size)
-    start = time.perf_counter()
-    if args.name == "gating":
-        return run_gating(args, data, start)
-    env = gym.make("prune_env/Prune-v0", final_report=False, **env_options(args, data))
-    if args.name == "swd":
-        return run_swd(args, env, start)
-    if args.name == "layerprune":
-        return run_layerprune(args, env, start)
-    if args.name == "alf":
-        return run_alf(args, env, start)
-    if args.name == "keep-all":
-        ratio = 1.0
-    elif args.ratio == "auto":
-        ratio = uniform_ratio_for(env.unwrapped, args.target)
-    else:
-        ratio = float(args.ratio)
-    policy = make_policy(args.name, env.unwrapped.max_filters, ratio=ratio,
-                         finetune=args.finetune, seed=args.seed)
-    return run_policy(args, env, policy, start, f"{args.name} policy, ratio {ratio:.2f}",
-                      extra={"ratio": ratio})
+    methods: dict[str, type[OneEpisode]] = {
+        "swd": SWD, "layerprune": LayerPrune, "alf": ALF, "gating": Gating}
+    return run(args, methods.get(args.name, Uniform)(args, args.name))
 
 
-def run_swd(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict, Path]:
+def run_episode(args: argparse.Namespace) -> tuple[Report, Path]:
+    """``prune-env episode``: one episode of a simple policy at a fixed ratio (no final
+    fine-tuning, no exports)."""
+    return run(args, Uniform(args, args.policy))
+
+
+class OneEpisode(Method):
+    """A baseline: one deterministic episode of its policy, reset with its options."""
+
+    def __init__(self, args: argparse.Namespace, name: str):
+        self.args, self.name = args, name
+        self.policy: Any = None
+        self.options: dict[str, Any] | None = None
+        self.source = name
+
+    def search(self, env: gym.Env, run: RunContext) -> SearchResult:
+        candidate = policy_episode(env, self.policy, self.args.seed, self.source,
+                                   options=self.options)
+        run.logger.episode(candidate_log(cast("PruneEnv", env.unwrapped), candidate, 0,
+                                         self.args.finetune))
+        return SearchResult([candidate], 1, details=self.details(env))
+
+    def details(self, env: gym.Env) -> dict[str, Any]:
+        """What only this method reports (read after its episode)."""
+        return {}
+
+
+class Uniform(OneEpisode):
+    """keep-all, random and l1: the same kept fraction in every group (``--ratio``, or
+    'auto': the largest uniform ratio whose looked-up cost meets the target)."""
+
+    def prepare(self, env: gym.Env) -> dict[str, Any]:
+        unwrapped, args = cast("PruneEnv", env.unwrapped), self.args
+        if self.name == "keep-all":
+            self.ratio = 1.0
+        elif args.ratio == "auto":
+            self.ratio = uniform_ratio_for(unwrapped, args.target)
+        else:
+            self.ratio = float(args.ratio)
+        self.policy = make_policy(self.name, unwrapped.max_filters, ratio=self.ratio,
+                                  finetune=args.finetune, seed=args.seed)
+        self.source = f"{self.name} policy, ratio {self.ratio:.2f}"
+        return {"ratio": self.ratio}
+
+    def details(self, env: gym.Env) -> dict[str, Any]:
+        return {"ratio": self.ratio}
+
+
+class SWD(OneEpisode):
     """SWD (`baselines.swd`): the penalised warm-up at reset, then its mask as the policy."""
-    config = SWDConfig(steps=args.swd_steps)
-    penalty = SWDPenalty(env.unwrapped, config)
-    policy = SWDPolicy(env.unwrapped.max_filters, finetune=args.finetune)
-    # the penalty's record is filled during the episode: the report reads it afterwards
-    extra = {"swd": asdict(config), "swd_dropped_filter_norm": penalty.history}
-    return run_policy(args, env, policy, start, f"swd, {config.steps} penalised steps",
-                      options={"warmup": (config.steps, penalty)}, extra=extra)
+
+    def prepare(self, env: gym.Env) -> dict[str, Any]:
+        unwrapped = cast("PruneEnv", env.unwrapped)
+        self.config = SWDConfig(steps=self.args.swd_steps)
+        self.penalty = SWDPenalty(unwrapped, self.config)
+        self.policy = SWDPolicy(unwrapped.max_filters, finetune=self.args.finetune)
+        self.options = {"warmup": (self.config.steps, self.penalty)}
+        self.source = f"swd, {self.config.steps} penalised steps"
+        return {}
+
+    def details(self, env: gym.Env) -> dict[str, Any]:
+        return {"swd": asdict(self.config), "swd_dropped_filter_norm": self.penalty.history}
 
 
-def run_layerprune(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict, Path]:
+class LayerPrune(OneEpisode):
     """LayerPrune (`baselines.layerprune`): block importance, blocks removed to the target."""
-    unwrapped = env.unwrapped
-    importance = block_importance(unwrapped, args.criterion, args.criterion_batches,
-                                  seed=args.seed)
-    removed = blocks_to_remove(unwrapped, importance)
-    leaders = removable_blocks(unwrapped)
-    policy = LayerPrunePolicy(unwrapped.max_filters, [g.leader for g in unwrapped.base_groups],
-                              [leaders[b] for b in removed], finetune=args.finetune)
-    return run_policy(args, env, policy, start,
-                      f"layerprune ({args.criterion}), removed {', '.join(removed)}",
-                      extra={"criterion": args.criterion, "block_importance": importance,
-                             "removed_blocks": removed})
+
+    def prepare(self, env: gym.Env) -> dict[str, Any]:
+        unwrapped, args = cast("PruneEnv", env.unwrapped), self.args
+        self.importance = block_importance(unwrapped, args.criterion, args.criterion_batches,
+                                           seed=args.seed)
+        self.removed = blocks_to_remove(unwrapped, self.importance)
+        leaders = removable_blocks(unwrapped)
+        self.policy = LayerPrunePolicy(
+            unwrapped.max_filters, [g.leader for g in unwrapped.base_groups],
+            [leaders[b] for b in self.removed], finetune=args.finetune)
+        self.source = f"layerprune ({args.criterion}), removed {', '.join(self.removed)}"
+        return {}
+
+    def details(self, env: gym.Env) -> dict[str, Any]:
+        return {"criterion": self.args.criterion, "block_importance": self.importance,
+                "removed_blocks": self.removed}
 
 
-def run_alf(args: argparse.Namespace, env: gym.Env, start: float) -> tuple[dict, Path]:
+class ALF(OneEpisode):
     """ALF (`baselines.alf`): autoencoder blocks trained with the task at reset, deployed as
     code + 1x1 expansion convs; the episode drops the code filters ALF masked."""
-    config = ALFConfig(steps=args.alf_steps)
-    trainer = ALFTrainer(env.unwrapped, config)
-    # an unreachable target is an error before any run directory exists
-    trainer.set_masks(wrapped := wrap(copy.deepcopy(env.unwrapped.base_model)), blocks(wrapped))
-    policy = ALFPolicy(env.unwrapped, finetune=args.finetune)
-    options = {"wrap": wrap, "warmup": (config.steps, trainer), "deploy": policy.deploy}
-    report, run_dir = run_policy(args, env, policy, start, f"alf, {config.steps} steps",
-                                 options=options,
-                                 extra={"alf": asdict(config), "alf_training": trainer.history})
-    # the report says how many code filters each layer kept (and rewrites report.json)
-    report["alf_code_filters"] = code_filters(env.unwrapped.state.model)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-    return report, run_dir
+
+    def prepare(self, env: gym.Env) -> dict[str, Any]:
+        unwrapped = cast("PruneEnv", env.unwrapped)
+        self.config = ALFConfig(steps=self.args.alf_steps)
+        self.trainer = ALFTrainer(unwrapped, self.config)
+        # an unreachable target is an error here, before any run directory exists
+        wrapped = wrap(copy.deepcopy(unwrapped.base_model))
+        self.trainer.set_masks(wrapped, blocks(wrapped))
+        self.policy = ALFPolicy(unwrapped, finetune=self.args.finetune)
+        self.options = {"wrap": wrap, "warmup": (self.config.steps, self.trainer),
+                        "deploy": self.policy.deploy}
+        self.source = f"alf, {self.config.steps} steps"
+        return {}
+
+    def details(self, env: gym.Env) -> dict[str, Any]:
+        # how many code filters each layer kept, read from the episode's network
+        model = cast("PruneEnv", env.unwrapped).episode_state.model
+        return {"alf": asdict(self.config), "alf_training": self.trainer.history,
+                "alf_code_filters": code_filters(model)}
 
 
-def run_gating(args: argparse.Namespace, data, start: float) -> tuple[dict, Path]:
-    """Dynamic gating (`baselines.gating.network`) at one budget r for every gate, through the
+class Gating(OneEpisode):
+    """Dynamic gating (`baselines.gating`) at one budget r for every gate, through the
     gating environment: backbone and predictors trained together at r for
     ``--gating-steps`` at reset (FTWT's training), then the episode at r; its own final stage
     (a dynamic network has no static export)."""
-    env = gym.make("prune_env/Gate-v0", final_report=False,
-                   predictor_steps=args.predictor_steps, **env_options(args, data))
-    unwrapped = env.unwrapped
-    budget = (budget_for(unwrapped, args.target) if args.budget == "auto"
-              else float(args.budget))
-    logged = vars(args) | {"budget": budget}
-    with run_directory(args.runs_dir, args.model, args.dataset, args.name, args.seed,
-                       logged) as run_dir:
-        logger = EpisodeLogger(SummaryWriter(str(run_dir)), unwrapped, 1)
-        policy = FixedBudget(budget, args.finetune)
-        obs, _ = env.reset(seed=args.seed, options={"warmup": (args.gating_steps, budget)})
-        done, reward = False, 0.0
+
+    env_id = "prune_env/Gate-v0"
+
+    def __init__(self, args: argparse.Namespace, name: str):
+        super().__init__(args, name)
+        self.env_kwargs = {"predictor_steps": args.predictor_steps}
+
+    def prepare(self, env: gym.Env) -> dict[str, Any]:
+        args = self.args
+        self.budget = (budget_for(env.unwrapped, args.target) if args.budget == "auto"
+                       else float(args.budget))
+        self.policy = FixedBudget(self.budget, args.finetune)
+        self.options = {"warmup": (args.gating_steps, self.budget)}
+        self.source = (f"gating, budget r = {self.budget:.3f} at every gate, "
+                       f"{args.gating_steps} joint steps")
+        return {"budget": self.budget}
+
+    def search(self, env: gym.Env, run: RunContext) -> SearchResult:
+        unwrapped = cast("GateEnv", env.unwrapped)
+        obs, _ = env.reset(seed=self.args.seed, options=self.options)
+        done, reward, info = False, 0.0, dict[str, Any]()
         while not done:
-            action, _ = policy.predict(obs)
+            action, _ = self.policy.predict(obs)
             obs, r, done, _, info = env.step(action)
-            reward += r
-        logger.episode(gate_log(unwrapped, reward, info, args.finetune))
-        search = time.perf_counter() - start
-        report = finalize_gating(env, run_dir, steps=args.final_steps, seed=args.seed)
-        report.update({"method": args.name, "episodes": 1, "budget": budget,
-                       "source": f"gating, budget r = {budget:.3f} at every gate, "
-                                 f"{args.gating_steps} joint steps",
-                       "search": {"seconds": search}, "exports": {}})
-        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-        logger.final(report, logged)
-        return report, run_dir
+            reward += float(r)
+        run.logger.episode(gate_log(unwrapped, reward, info, self.args.finetune))
+        return SearchResult([candidate_from(env, self.source, reward)], 1,
+                            details={"budget": self.budget})
 
-
-def run_policy(args: argparse.Namespace, env: gym.Env, policy, start: float, source: str, *,
-               options: dict | None = None, extra: dict | None = None) -> tuple[dict, Path]:
-    """One episode of ``policy`` (reset with ``options``), then the final stage, into a new run
-    directory; ``extra`` goes into args.json's record and the report. ``start``: when the
-    method's search began (its seconds are reported)."""
-    extra = extra or {}
-    logged = vars(args) | {k: v for k, v in extra.items() if k == "ratio"}
-    with run_directory(args.runs_dir, args.model, args.dataset, args.name, args.seed,
-                       logged) as run_dir:
-        logger = EpisodeLogger(SummaryWriter(str(run_dir)), env.unwrapped, 1)
-        candidate = policy_episode(env, policy, args.seed, source, options=options)
-        logger.episode(candidate_log(env.unwrapped, candidate, 0, args.finetune))
-        report = finalize(env, candidate, run_dir, steps=args.final_steps, seed=args.seed,
-                          formats=() if args.no_export else FORMATS,
-                          extra={"method": args.name, "episodes": 1, **extra,
-                                 "search": {"seconds": time.perf_counter() - start}})
-        logger.final(report, logged)
-        return report, run_dir
+    def finalize(self, env: gym.Env, candidate: Candidate, run_dir: Path, *, steps: int,
+                 seed: int, formats: tuple[str, ...]) -> Report:
+        return finalize_gating(env, candidate, run_dir, steps=steps, seed=seed)

@@ -18,7 +18,7 @@ AGENTS = ("l2pf", "ppo", "a2c", "sac")
 #: command runs, as gymnasium resolves an environment's entry point: agents/ and baselines/
 #: import prune_env, never the reverse.
 RUNNERS = {"train": "agents.train:train", "baseline": "baselines.run:run_baseline",
-           "episode": "baselines.episode:run_episode"}
+           "episode": "baselines.run:run_episode"}
 
 
 def runner(command: str) -> Callable[..., Any]:

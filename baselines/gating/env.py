@@ -15,9 +15,11 @@ from torch import nn
 
 from baselines.gating.dynamic import dynamic_flops
 from baselines.gating.network import GatedNetwork, MaskPredictor, PredictorTrainer
-from baselines.gating.report import gate_report, write_gate_report
+from baselines.gating.report import gate_report
 from prune_env.data.datasets import infinite_batches
 from prune_env.envs.prune import EpisodeState, PruneEnv
+from prune_env.envs.records import Report
+from prune_env.envs.report import score
 from prune_env.envs.reward import final_reward, step_reward
 from prune_env.measure import count_params
 from prune_env.training.loop import evaluate, train_steps
@@ -99,7 +101,7 @@ class GateEnv(PruneEnv):
     `final_report`, `info["final"]` holds the report (`baselines.gating.report`): executed
     latency at batch 1 over `report_images` test images interleaved with the dense base,
     the simulated (masked) execution's latency, simulated and executed FLOPs, mean active
-    filters per gate; with `report_dir` it is written with test accuracy.
+    filters per gate, validation and test accuracy.
 
     Each step starts the gate's predictor at its new budget's label frequencies, trains the
     backbone (with the predicted masks, which it will execute) and the predictors (towards
@@ -368,9 +370,8 @@ class GateEnv(PruneEnv):
         return obs
 
     # ----------------------------------------------------------------- end
-    def _finish(self) -> dict[str, Any]:
+    def _finish(self) -> Report:
         state, _ = self._episode()
         report = gate_report(self, state)
-        if self.report_dir is not None:
-            write_gate_report(self, state, report, self.report_dir)
+        score(self, state.model, report)
         return report

@@ -7,8 +7,8 @@ figures side by side.
   interleaved with the dense base, predictors included; its FLOPs (``pruned.flops``) are
   what it computes, averaged over the same images, predictors included.
 - simulated: what the authors' code measures, the dense network with its outputs multiplied
-  by the masks: its latency (``dynamic.latency_simulated_ms``, no faster than dense) and the
-  paper's FLOPs count (``dynamic.flops_simulated``: gated convs at their active widths,
+  by the masks: its latency (``details.dynamic.latency_simulated_ms``, no faster than dense) and the
+  paper's FLOPs count (``details.dynamic.flops_simulated``: gated convs at their active widths,
   predictors not counted).
 
 Accuracy is the masked network's, evaluated in batches: it computes the same outputs as the
@@ -20,11 +20,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import gymnasium as gym
 import torch
 
 from baselines.gating.dynamic import DynamicResNet, dynamic_flops, measure_dynamic_latency
-from prune_env.envs.report import common_report, write_report
+from prune_env.envs.records import CandidateSummary, EpisodeLog, Figures, Finetune, Report
+from prune_env.envs.report import common_report, score
 from prune_env.measure import count_params
+from prune_env.runs.finalize import Candidate
+from prune_env.training.checkpoint import save_compact
 from prune_env.training.loop import evaluate, train_steps
 
 if TYPE_CHECKING:
@@ -33,41 +37,41 @@ if TYPE_CHECKING:
     from prune_env.envs.prune import EpisodeState
 
 
-def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> dict[str, Any]:
-    """The report of a finished gating episode (test accuracy added by `write_gate_report`)."""
+def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> Report:
+    """The report of a finished gating episode (test accuracy added by `score`)."""
     gated = cast("GatedNetwork", state.model)  # a gating episode's network
     images = env.data.test.images[: env.report_images]
     timed = time_dynamic(env, gated, images, rounds)
     counted = dynamic_flops(gated, images)
     executed, simulated = timed["executed"], timed["simulated"]
 
-    def side(latency, iqr, accuracy, flops, params):
-        return {"val_accuracy_subset": accuracy, "latency_ms": latency,
-                "latency_median_ms": latency, "latency_iqr_ms": iqr, "energy_mj": None,
-                "flops": flops, "params": params}
+    def side(latency: float, iqr: float, accuracy: float, flops: float,
+             params: int) -> Figures:
+        return Figures(val_accuracy_subset=accuracy, latency_ms=latency,
+                       latency_median_ms=latency, latency_iqr_ms=iqr, energy_mj=None,
+                       flops=flops, params=params)
 
     base = side(executed["dense_ms"], executed["dense_iqr_ms"], env.base_accuracy,
                 counted["dense"], count_params(env.base_model))
     pruned = side(executed["dynamic_ms"], executed["dynamic_iqr_ms"], state.accuracy,
                   counted["executed"], count_params(gated))
-    pruned["latency_predicted_ms"] = env.meter.predict_shapes_ms(
+    pruned.latency_predicted_ms = env.meter.predict_shapes_ms(
         env.mean_width_shapes(counted["active"]))
     ratio = (executed["ratio"] if env.cost_name == "latency"
              else counted["executed"] / counted["dense"])
-    return common_report(env, state, base, pruned, ratio) | {
-        "kept_filters": mean_kept_filters(env, counted["active"]),
-        "dynamic": {"budgets": dict(gated.budgets), "active_filters": counted["active"],
-                    "flops_simulated": counted["simulated"],
-                    "flops_executed": counted["executed"], "flops_dense": counted["dense"],
-                    "latency_executed_ms": executed["dynamic_ms"],
-                    "latency_executed_ratio": executed["ratio"],
-                    "latency_simulated_ms": simulated["dynamic_ms"],
-                    "latency_simulated_ratio": simulated["ratio"],
-                    "images": len(images), "rounds": rounds},
-        "latency_note": "latency_ms: batch 1, mean over test images of each image's median "
-                        "over rounds, dense base and dynamic network interleaved; IQR over "
-                        "images; predictors included",
-    }
+    report = common_report(
+        env, state, base, pruned, ratio, mean_kept_filters(env, counted["active"]),
+        "latency_ms: batch 1, mean over test images of each image's median over rounds, "
+        "dense base and dynamic network interleaved; IQR over images; predictors included")
+    report.details["dynamic"] = {
+        "budgets": dict(gated.budgets), "active_filters": counted["active"],
+        "flops_simulated": counted["simulated"], "flops_executed": counted["executed"],
+        "flops_dense": counted["dense"], "latency_executed_ms": executed["dynamic_ms"],
+        "latency_executed_ratio": executed["ratio"],
+        "latency_simulated_ms": simulated["dynamic_ms"],
+        "latency_simulated_ratio": simulated["ratio"], "images": len(images),
+        "rounds": rounds}
+    return report
 
 
 def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
@@ -83,13 +87,15 @@ def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
     return {"executed": executed, "simulated": simulated}
 
 
-def finalize_gating(env, out: Path, *, steps: int, seed: int) -> dict[str, Any]:
-    """The final stage of a gating run, as `prune_env.runs.finalize.finalize` is for pruning: the
-    episode's network fine-tuned for ``steps`` SGD steps (backbone and predictors, then the
-    predictors alone), scored, timed, written to ``out``. No static export: a dynamic
-    network's control flow depends on the image (the masked network's ONNX would run dense)."""
-    unwrapped = env.unwrapped
-    state = unwrapped.state
+def finalize_gating(env: gym.Env, candidate: Candidate, out: Path, *, steps: int,
+                    seed: int) -> Report:
+    """The final stage of a gating run, as `prune_env.runs.finalize.finalize` is for pruning:
+    the episode's network fine-tuned for ``steps`` SGD steps (backbone and predictors, then
+    the predictors alone), scored, timed, saved to ``out/compact.pt``. No static export: a
+    dynamic network's control flow depends on the image (the masked network's ONNX would run
+    dense)."""
+    unwrapped = cast("GateEnv", env.unwrapped)
+    state = unwrapped.episode_state
     unwrapped._generator.manual_seed(seed)
     seconds = train_steps(state.model, unwrapped.data.train, unwrapped.task, steps,
                           unwrapped.train_cfg, unwrapped._generator, grad_hook=unwrapped.trainer,
@@ -100,21 +106,26 @@ def finalize_gating(env, out: Path, *, steps: int, seed: int) -> dict[str, Any]:
         state.accuracy = evaluate(state.model, unwrapped.data.val, unwrapped.task,
                                   limit=unwrapped.val_samples)
     report = gate_report(unwrapped, state)
-    report["final_finetune"] = {"steps": steps, "seconds": seconds}
-    write_gate_report(unwrapped, state, report, out)
+    report.source = candidate.source
+    report.search_result = CandidateSummary(candidate.source, candidate.accuracy,
+                                            candidate.cost_ratio)
+    report.final_finetune = Finetune(seconds=seconds, steps=steps)
+    score(unwrapped, state.model, report)
+    save_gated(cast("GatedNetwork", state.model), out / "compact.pt")
     return report
 
 
-def gate_log(env, reward: float, info: dict[str, Any], finetune: float) -> dict[str, Any]:
+def gate_log(env: GateEnv, reward: float, info: dict[str, Any],
+             finetune: float) -> EpisodeLog:
     """A gating episode's log for `prune_env.runs.tensorboard.EpisodeLogger` (kept filters: the
     mean active filters of each gated conv)."""
-    state = env.state
+    state = env.episode_state
     kept = {n: k for n, (_, k) in mean_kept_filters(env, info["active_filters"]).items()}
-    return {"episode": 0, "reward": reward, "accuracy": state.accuracy,
-            "cost_ratio": state.cost / env.base_cost, "latency_ms": info["latency_ms"],
-            "energy_mj": None, "flops": info["flops"], "params": info["params"],
-            "finetune_seconds": state.finetune_seconds, "finetune_steps": state.finetune_steps,
-            "finetune_mean": finetune, "kept": kept}
+    return EpisodeLog(episode=0, reward=reward, accuracy=state.accuracy,
+                      cost_ratio=state.cost / env.base_cost, latency_ms=info["latency_ms"],
+                      energy_mj=None, flops=info["flops"], params=info["params"],
+                      finetune_seconds=state.finetune_seconds,
+                      finetune_steps=state.finetune_steps, finetune_mean=finetune, kept=kept)
 
 
 def mean_kept_filters(env: GateEnv, active: dict[str, float]) -> dict[str, list]:
@@ -126,11 +137,10 @@ def mean_kept_filters(env: GateEnv, active: dict[str, float]) -> dict[str, list]
     return out
 
 
-def write_gate_report(env: GateEnv, state: EpisodeState, report: dict, out: Path) -> Path:
-    """`prune_env.envs.report.write_report`; compact.pt holds the backbone as a network
-    record and, beside it, the predictors' tensors and the gates' budgets."""
-    gated = cast("GatedNetwork", state.model)  # a gating episode's network
+def save_gated(gated: GatedNetwork, path: Path) -> Path:
+    """compact.pt of a gating run: the backbone as a network record and, beside it, the
+    predictors' tensors and the gates' budgets (data only, as every network file)."""
     meta = {"execution": "dynamic (DynamicResNet)", "budgets": dict(gated.budgets),
             "predictors": {k: v.detach().clone() for k, v in
                            gated.predictors.state_dict().items()}}
-    return write_report(env, state, report, out, meta, network=gated.backbone)
+    return save_compact(path, gated.backbone, meta)

@@ -20,30 +20,18 @@ COLUMNS = ("method", "target", "val_acc", "test_acc", "drop", "table_ratio", "me
 
 
 def row(run_dir: str | Path) -> dict[str, object]:
-    """One run's numbers (see COLUMNS); a report without them is an error naming it."""
+    """One run's numbers (see COLUMNS), from its report record."""
     r = load_report(run_dir)
-    try:
-        return numbers(r, run_dir)
-    except (KeyError, TypeError, ZeroDivisionError) as err:
-        raise ValueError(f"{Path(run_dir) / 'report.json'} is not a report this version reads "
-                         f"(missing or malformed {err})") from err
-
-
-def numbers(r: dict, run_dir: str | Path) -> dict[str, object]:
-    """The COLUMNS of report ``r``."""
-    p = r["pruned"]
-    energy = (p["energy_mj"] / r["base"]["energy_mj"]
-              if p["energy_mj"] and r["base"]["energy_mj"] else None)
-    return {"method": r.get("method", Path(run_dir).name), "target": r["target"],
-            "val_acc": p["val_accuracy"],
-            "test_acc": p["test_accuracy"], "drop": r["accuracy_drop"],
-            "table_ratio": r["episode_cost_ratio"], "measured_ratio": r["cost_ratio"],
-            "latency_ms": p["latency_ms"], "speedup": r["speedup"],
-            "energy_mj": p["energy_mj"], "energy_ratio": energy, "mflops": p["flops"] / 1e6,
-            "flops_ratio": p["flops"] / r["base"]["flops"], "params": p["params"],
-            "search_s": r.get("search", {}).get("seconds"),
-            "finetune_s": r["finetune"]["seconds"] + r.get("final_finetune", {}).get("seconds", 0),
-            "target_met": r["target_met"]}
+    p, b = r.pruned, r.base
+    energy = p.energy_mj / b.energy_mj if p.energy_mj and b.energy_mj else None
+    final = r.final_finetune.seconds if r.final_finetune else 0.0
+    return {"method": r.method or Path(run_dir).name, "target": r.target,
+            "val_acc": p.val_accuracy, "test_acc": p.test_accuracy, "drop": r.accuracy_drop,
+            "table_ratio": r.episode_cost_ratio, "measured_ratio": r.cost_ratio,
+            "latency_ms": p.latency_ms, "speedup": r.speedup, "energy_mj": p.energy_mj,
+            "energy_ratio": energy, "mflops": p.flops / 1e6, "flops_ratio": p.flops / b.flops,
+            "params": p.params, "search_s": r.search.seconds if r.search else None,
+            "finetune_s": r.finetune.seconds + final, "target_met": r.target_met}
 
 
 def is_run(path: str | Path) -> bool:

@@ -17,7 +17,7 @@ import contextlib
 import io
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prune_env.catalog import (
     AGENTS,
@@ -29,6 +29,9 @@ from prune_env.catalog import (
     REWARDS,
     runner,
 )
+
+if TYPE_CHECKING:
+    from prune_env.envs.records import Report
 from prune_env.cli import checks
 
 
@@ -133,29 +136,42 @@ def build_parser() -> argparse.ArgumentParser:
                          "accuracies, measured latency and speed-up, energy, FLOPs, params, "
                          "search compute; Pareto plots of accuracy against measured cost, "
                          "a method run at several targets drawn as a curve.")
-    com.add_argument("run_dirs", nargs="*", help="run directories with report.json")
-    com.add_argument("--sweep", nargs="+", default=None, metavar="METHOD",
-                     choices=AGENTS + BASELINES,
-                     help="first run these methods (agents and baselines) at each of "
-                          "--targets into runs/sweep-TIME, then compare those runs")
-    com.add_argument("--targets", nargs="+", type=checks.share, default=[0.7, 0.5, 0.3],
-                     help="targets of --sweep (default: 0.7 0.5 0.3)")
-    add_baseline_args(com)
-    add_data_args(com)
-    add_pretrain_args(com)
-    add_env_args(com)
-    add_train_args(com)
-    com.add_argument("--csv", default=None, help="CSV path (default: none)")
-    com.add_argument("--plot", default=None, metavar="STEM",
-                     help="Pareto plots of test accuracy against measured latency (and "
-                          "energy) as STEM-latency.png, STEM-energy.png (default: none)")
-    com.add_argument("--logdir", default=None,
-                     help="also log the plots as TensorBoard images there (default: none)")
+    com.add_argument("run_dirs", nargs="+", help="run directories with report.json")
+    add_compare_args(com)
+
+    swe = sub.add_parser("sweep", help="run methods at several targets, then compare them",
+                         description="Run every METHOD (agents and baselines) at every "
+                         "--targets value with the same data, base network, seed and budget "
+                         "into a new runs/sweep-TIME directory, then compare those runs: "
+                         "table, compare.csv, Pareto plots (one curve per method).")
+    swe.add_argument("methods", nargs="+", metavar="METHOD", choices=AGENTS + BASELINES,
+                     help=f"any of {', '.join(AGENTS + BASELINES)}")
+    swe.add_argument("--targets", nargs="+", type=checks.share, default=[0.7, 0.5, 0.3],
+                     help="cost targets, each in (0, 1] (default: 0.7 0.5 0.3)")
+    add_baseline_args(swe)
+    add_data_args(swe)
+    add_pretrain_args(swe)
+    add_env_args(swe)
+    add_train_args(swe)
+    add_compare_args(swe)
     return parser
 
 
+def add_compare_args(parser: argparse.ArgumentParser) -> None:
+    """Where the comparison goes (`compare`; `sweep` defaults them into its directory)."""
+    parser.add_argument("--csv", default=None, help="CSV path (default: none; sweep: "
+                        "SWEEP_DIR/compare.csv)")
+    parser.add_argument("--plot", default=None, metavar="STEM",
+                        help="Pareto plots of test accuracy against measured latency, FLOPs "
+                             "(and energy) as STEM-latency.png, ... (default: none; sweep: "
+                             "SWEEP_DIR/pareto)")
+    parser.add_argument("--logdir", default=None,
+                        help="also log the plots as TensorBoard images there (default: none; "
+                             "sweep: SWEEP_DIR/pareto)")
+
+
 def add_baseline_args(parser: argparse.ArgumentParser) -> None:
-    """The baselines' own options (`prune-env baseline`, `compare --sweep`)."""
+    """The baselines' own options (`prune-env baseline`, `sweep`)."""
     parser.add_argument("--ratio", default="auto", type=checks.auto_or(checks.share),
                         help="fraction of each group's filters kept by random and l1, or "
                              "'auto': the largest uniform ratio whose predicted cost meets "
@@ -266,11 +282,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return finish(report, run_dir, args.runs_dir)
 
 
-def finish(report: dict, run_dir, runs_dir: str) -> int:
+def finish(report: Report, run_dir: Path, runs_dir: str) -> int:
     """The one-screen summary, where the files went, and how to look at the run."""
     print(summary_table(report))
-    files = ", ".join(["report.json", "compact.pt", *(Path(e["path"]).name
-                                                      for e in report["exports"].values())])
+    files = ", ".join(["report.json", "compact.pt", *(Path(e.path).name
+                                                      for e in report.exports.values())])
     print(f"\nrun: {run_dir} ({files})\ntensorboard --logdir {runs_dir}")
     return 0
 
@@ -279,57 +295,57 @@ def cmd_export(args: argparse.Namespace) -> int:
     from prune_env.runs.export_run import export_run
 
     for fmt, result in export_run(args.run_dir, args.format or ["onnx", "torchscript"]).items():
-        print(f"{fmt}: {result['path']} (max |difference| from PyTorch "
-              f"{result['max_abs_diff']:.2e})")
+        print(f"{fmt}: {result.path} (max |difference| from PyTorch "
+              f"{result.max_abs_diff:.2e})")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from prune_env.cli.compare import compare
 
-    run_dirs, plot, logdir = args.run_dirs, args.plot, args.logdir
-    if args.sweep:
-        from prune_env.cli.sweep import sweep
-
-        runs, root = sweep(args)
-        run_dirs = [*run_dirs, *map(str, runs)]
-        plot, logdir = plot or str(root / "pareto"), logdir or str(root / "pareto")
-        args.csv = args.csv or str(root / "compare.csv")
-    if not run_dirs:
-        raise SystemExit("give run directories to compare, or --sweep METHOD ...")
-    print(compare(run_dirs, args.csv, plot, logdir))
-    if plot:
-        print(f"\nPareto plots: {plot}-latency.png, {plot}-flops.png")
-    if logdir:
-        print(f"tensorboard --logdir {logdir}")
+    print(compare(args.run_dirs, args.csv, args.plot, args.logdir))
+    if args.plot:
+        print(f"\nPareto plots: {args.plot}-latency.png, {args.plot}-flops.png")
+    if args.logdir:
+        print(f"tensorboard --logdir {args.logdir}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from prune_env.cli.sweep import sweep
+
+    runs, root = sweep(args)
+    if not runs:
+        raise ValueError(f"no method reached any of the targets: nothing to compare in {root}")
+    args.run_dirs = list(map(str, runs))
+    args.csv = args.csv or str(root / "compare.csv")
+    args.plot = args.plot or str(root / "pareto")
+    args.logdir = args.logdir or str(root / "pareto")
+    return cmd_compare(args)
 
 
 def cmd_episode(args: argparse.Namespace) -> int:
     report, run_dir = runner("episode")(args)
-    print(summary_table(report))
-    print(f"\nreport: {run_dir / 'report.json'}\ntensorboard --logdir {args.runs_dir}")
-    return 0
+    return finish(report, run_dir, args.runs_dir)
 
 
-def summary_table(report: dict) -> str:
-    """The one-screen base vs pruned comparison printed at the end of an episode."""
-    b, p = report["base"], report["pruned"]
-    rows = [("test accuracy", f"{b['test_accuracy']:.4f}", f"{p['test_accuracy']:.4f}"),
-            ("val accuracy", f"{b['val_accuracy']:.4f}", f"{p['val_accuracy']:.4f}"),
-            ("latency ms (measured)", f"{b['latency_ms']:.3f}", f"{p['latency_ms']:.3f}"),
-            ("latency ms (predicted)", "", f"{p['latency_predicted_ms']:.3f}"),
-            ("energy mJ", str(b["energy_mj"]), str(p["energy_mj"])),
-            ("MFLOPs", f"{b['flops'] / 1e6:.2f}", f"{p['flops'] / 1e6:.2f}"),
-            ("params", f"{b['params']:,}", f"{p['params']:,}")]
+def summary_table(report: Report) -> str:
+    """The one-screen base vs pruned comparison printed at the end of a run."""
+    b, p = report.base, report.pruned
+    rows = [("test accuracy", f"{b.test_accuracy:.4f}", f"{p.test_accuracy:.4f}"),
+            ("val accuracy", f"{b.val_accuracy:.4f}", f"{p.val_accuracy:.4f}"),
+            ("latency ms (measured)", f"{b.latency_ms:.3f}", f"{p.latency_ms:.3f}"),
+            ("latency ms (predicted)", "", f"{p.latency_predicted_ms:.3f}"),
+            ("energy mJ", str(b.energy_mj), str(p.energy_mj)),
+            ("MFLOPs", f"{b.flops / 1e6:.2f}", f"{p.flops / 1e6:.2f}"),
+            ("params", f"{b.params:,}", f"{p.params:,}")]
     lines = [f"| {'':24s} | {'base':>10s} | {'pruned':>10s} |", f"|{'-' * 26}|{'-' * 12}|"
              f"{'-' * 12}|"]
     lines += [f"| {a:24s} | {x:>10s} | {y:>10s} |" for a, x, y in rows]
-    lines.append(f"speed-up {report['speedup']:.2f}x, {report['cost']} ratio "
-                 f"{report['cost_ratio']:.3f} ({report['cost_ratio_source']}; target "
-                 f"{report['target']}, "
-                 f"{'met' if report['target_met'] else 'missed'}), fine-tune "
-                 f"{report['finetune']['seconds']:.1f} s")
+    lines.append(f"speed-up {report.speedup:.2f}x, {report.cost} ratio "
+                 f"{report.cost_ratio:.3f} ({report.cost_ratio_source}; target "
+                 f"{report.target}, {'met' if report.target_met else 'missed'}), fine-tune "
+                 f"{report.finetune.seconds:.1f} s")
     return "\n".join(lines)
 
 
@@ -340,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else 2
     try:
         commands = {"pretrain": cmd_pretrain, "episode": cmd_episode, "train": cmd_train,
-                    "baseline": cmd_baseline, "export": cmd_export, "compare": cmd_compare}
+                    "baseline": cmd_baseline, "export": cmd_export, "compare": cmd_compare,
+                    "sweep": cmd_sweep}
         return commands[args.command](args)
     except (FileNotFoundError, ValueError) as err:
         return fail(err)

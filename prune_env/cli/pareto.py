@@ -42,8 +42,8 @@ def pareto_figure(rows: list[dict], x: str = "measured_ratio",
                 linestyle="-" if len(points) > 1 else "none")
     everything = [(r[x], r["test_acc"]) for r in rows]
     front = [everything[i] for i in pareto_front(everything)]
-    ax.scatter(*zip(*front, strict=True), s=160, facecolors="none", edgecolors="black",
-               label="Pareto front")
+    xs, ys = zip(*front, strict=True)
+    ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="black", label="Pareto front")
     ax.set_xlabel(label)
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)

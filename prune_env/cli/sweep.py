@@ -1,4 +1,4 @@
-"""``prune-env compare --sweep METHOD... --targets T...``: methods at several targets.
+"""``prune-env sweep METHOD... --targets T...``: methods at several targets.
 
 Every method (agents and baselines) runs at every target with the same data, base network,
 seed, environment budget and final fine-tuning, into one sweep directory; then the runs are
@@ -15,7 +15,7 @@ from prune_env.catalog import AGENTS, runner
 
 
 def sweep(args: argparse.Namespace) -> tuple[list[Path], Path]:
-    """Run ``args.sweep`` methods at ``args.targets``; returns (run directories, sweep dir).
+    """Run ``args.methods`` at ``args.targets``; returns (run directories, sweep dir).
 
     A stopped sweep keeps its finished runs (each a complete run directory); compare them
     with ``prune-env compare runs/sweep-TIME/*``."""
@@ -24,7 +24,7 @@ def sweep(args: argparse.Namespace) -> tuple[list[Path], Path]:
     root.mkdir(parents=True, exist_ok=False)  # a sweep directory is never reused
     runs = []
     for target in args.targets:
-        for method in args.sweep:
+        for method in args.methods:
             run = argparse.Namespace(**vars(args))
             run.target, run.runs_dir, run.resume = target, str(root), None
             print(f"\n== {method} at target {target} ==")

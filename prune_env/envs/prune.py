@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -19,11 +17,12 @@ from prune_env.catalog import COSTS
 from prune_env.data.datasets import DataBundle, load_data
 from prune_env.data.task import get_task
 from prune_env.envs.features import FEATURES, filter_features
-from prune_env.envs.report import episode_report, write_report
+from prune_env.envs.records import Report
+from prune_env.envs.report import episode_report, score
 from prune_env.envs.reward import RewardConfig, final_reward, step_reward
 from prune_env.measure.costs import COST_KEYS, CostMeter
 from prune_env.nn.groups import FilterGroup, filter_groups
-from prune_env.nn.models import example_input
+from prune_env.nn.models import example_input, input_shape
 from prune_env.nn.surgery import compact_report, evaluating, following_batchnorms
 from prune_env.training.loop import TrainConfig, evaluate, train_steps
 from prune_env.training.pretrain import PretrainConfig, load_or_pretrain
@@ -141,9 +140,10 @@ class PruneEnv(gym.Env):
     Termination: every group has been visited. Truncation: never. At the end the real compact
     network is timed (interleaved with the base), `info["final"]` holds the episode report
     (base vs pruned accuracy, measured and predicted latency, energy or None, FLOPs,
-    parameters, kept filters per layer, fine-tune compute), and with `report_dir` set the
-    report (with test accuracy) goes to `report_dir/report.json` and the network to
-    `report_dir/compact.pt`.
+    parameters, kept filters per layer, fine-tune compute, validation and test accuracy) as a
+    `prune_env.envs.records.Report`, unless `final_report` is False (agents that train over
+    many episodes; their run's final stage reports, `prune_env.runs.pipeline`). The
+    environment writes no files.
 
     `info` at every step: `accuracy`, `latency_ms` (looked up), `energy_mj` (None unless the
     cost is energy), `flops`, `params`, `finetune_steps`, `group`, `kept`, `forced_keep`,
@@ -174,7 +174,7 @@ class PruneEnv(gym.Env):
     | data_dir | str or None | None | where the data set lives |
     | pretrain | PretrainConfig or None | None | budget if the base must be pretrained |
     | latency_table | str or None | None | lookup-table file (default ~/.cache/prune-env) |
-    | report_dir | str or None | None | where the episode's report and network go |
+    | final_report | bool | True | measure and score the network at the episode's end |
     | seed | int | 0 | data split seed |
 
     ## Tries
@@ -198,8 +198,8 @@ class PruneEnv(gym.Env):
                  latency_batch: int = 32,
                  checkpoint: str | None = None, data: DataBundle | None = None,
                  data_dir: str | None = None, pretrain: PretrainConfig | None = None,
-                 latency_table: str | None = None, report_dir: str | None = None,
-                 final_report: bool = True, seed: int = 0):
+                 latency_table: str | None = None, final_report: bool = True,
+                 seed: int = 0):
         if cost not in COSTS:
             raise ValueError(f"unknown cost {cost!r}: choose one of {', '.join(COSTS)}")
         self.cost_name = cost
@@ -209,14 +209,13 @@ class PruneEnv(gym.Env):
         self.train_cfg = TrainConfig(lr=finetune_lr, batch_size=batch_size, augment=False,
                                      weight_decay=5e-4)
         self.val_samples = val_samples
-        self.report_dir = Path(report_dir) if report_dir else None
         self.final_report = final_report
         self.task = get_task("classification")
         self.data = data or load_data(dataset, data_dir=data_dir, seed=seed)
         self.base_model, self.base_meta = load_or_pretrain(model, self.data, checkpoint,
                                                            pretrain)
         self.model_name = model
-        self.input_shape = tuple(self.base_model.input_shape)
+        self.input_shape = input_shape(self.base_model)
         given = (self.data.in_channels, *self.data.image_size)
         if self.input_shape != given:
             raise ValueError(f"the base checkpoint takes inputs {self.input_shape} but the data "
@@ -238,8 +237,8 @@ class PruneEnv(gym.Env):
             "keep": spaces.MultiBinary(self.max_filters),
             "finetune": spaces.Box(0.0, 1.0, (1,), np.float32),
         })
-        size = len(DESCRIPTOR) + (len(FEATURES) + 1) * self.max_filters
-        self.observation_space = spaces.Box(-1.0, 1.0, (size,), np.float32)
+        self._obs_size = len(DESCRIPTOR) + (len(FEATURES) + 1) * self.max_filters
+        self.observation_space = spaces.Box(-1.0, 1.0, (self._obs_size,), np.float32)
         self.state: EpisodeState | None = None
         self._generator = torch.Generator()
 
@@ -272,8 +271,8 @@ class PruneEnv(gym.Env):
     def step(self, action: dict[str, Any]):
         if self.state is None or self.state.group is None:
             raise RuntimeError("call reset() before step(), and again once an episode ends")
-        keep, finetune = self._parse_action(action)
         state, group = self.state, self.state.group
+        keep, finetune = self._parse_action(action, group)
         keep, forced = self._legal_keep(group, keep)
         result = compact_report(state.model, group.keep_for(torch.as_tensor(keep)),
                                 bn_of=self._bn_of)
@@ -319,7 +318,7 @@ class PruneEnv(gym.Env):
         if "warmup" not in options:
             return
         steps, hook = options["warmup"]
-        state = self.state
+        state = self.episode_state
         with self.meter.computing():
             state.finetune_seconds += train_steps(state.model, self.data.train, self.task,
                                                   int(steps), self.train_cfg, self._generator,
@@ -332,7 +331,7 @@ class PruneEnv(gym.Env):
         """``options["deploy"](model) -> network``: the structure a method deploys after its
         training (ALF's code and expansion convs, say) becomes the episode's network; its
         groups are walked instead of the base's. Returns them."""
-        state = self.state
+        state = self.episode_state
         model = deploy(state.model)
         with evaluating(model), torch.no_grad():
             self._bn_of = following_batchnorms(model, example_input(model, 2))
@@ -363,7 +362,8 @@ class PruneEnv(gym.Env):
         return self._observation()
 
     # ----------------------------------------------------------------- steps
-    def _parse_action(self, action: dict[str, Any]) -> tuple[np.ndarray, float]:
+    def _parse_action(self, action: dict[str, Any], group: FilterGroup
+                      ) -> tuple[np.ndarray, float]:
         """Check the action; a bad one is a ValueError naming the field."""
         if not isinstance(action, dict) or set(action) != {"keep", "finetune"}:
             raise ValueError("action must be a dict with keys 'keep' and 'finetune'")
@@ -378,7 +378,7 @@ class PruneEnv(gym.Env):
             raise ValueError("action['finetune'] must be one finite number in [0, 1]")
         if not 0.0 <= finetune[0] <= 1.0:
             raise ValueError(f"action['finetune'] must lie in [0, 1], got {finetune[0]}")
-        return keep[: self.state.group.size].astype(bool), float(finetune[0])
+        return keep[: group.size].astype(bool), float(finetune[0])
 
     def _legal_keep(self, group: FilterGroup, keep: np.ndarray) -> tuple[np.ndarray, bool]:
         """Keep the strongest filter where emptying the group would cut the network."""
@@ -390,7 +390,7 @@ class PruneEnv(gym.Env):
 
     def _advance(self, groups: list[FilterGroup]) -> None:
         """Move to the next group of the base order that still exists in the network."""
-        state = self.state
+        state = self.episode_state
         members = {c: g for g in groups for c in g.convs}
         state.group = None
         while state.step < len(self._order):
@@ -407,16 +407,16 @@ class PruneEnv(gym.Env):
         idx = torch.randint(len(self.data.train), (n,), generator=self._generator)
         batch = (self.data.train.images[idx], self.data.train.labels[idx])
         with self.meter.computing():
-            return filter_features(self.state.model, group, self._bn_of, batch, self.task)
+            return filter_features(self.episode_state.model, group, self._bn_of, batch, self.task)
 
     # ----------------------------------------------------------------- observation
     def _observation(self) -> np.ndarray:
-        obs = np.zeros(self.observation_space.shape, np.float32)
-        state = self.state
+        obs = np.zeros(self._obs_size, np.float32)
+        state = self.episode_state
         if state.group is None:
             return obs
         group, model = state.group, state.model
-        conv = model.get_submodule(group.convs[0])
+        conv = cast(nn.Conv2d, model.get_submodule(group.convs[0]))
         desc = obs[: len(DESCRIPTOR)]
         desc[0] = state.step / len(self._order)
         desc[1] = self._kind(model, group)
@@ -440,20 +440,17 @@ class PruneEnv(gym.Env):
 
     @staticmethod
     def _kind(model: nn.Module, group: FilterGroup) -> float:
-        if any(model.get_submodule(c).groups > 1 for c in group.convs):
+        if any(cast(nn.Conv2d, model.get_submodule(c)).groups > 1 for c in group.convs):
             return 1.0
         return 0.5 if len(group.convs) > 1 else 0.0
 
     # ----------------------------------------------------------------- end
-    def _finish(self) -> dict[str, Any]:
-        """Measure the real compact network; write the report if asked to."""
-        state = self.state
-        start = time.perf_counter()
-        latency = self.meter.measure_pair(self.base_model, state.model)
-        report = episode_report(self, state, latency)
-        if self.report_dir is not None:
-            write_report(self, state, report, self.report_dir)
-        report["report_seconds"] = round(time.perf_counter() - start, 2)
+    def _finish(self) -> Report:
+        """Measure the real compact network against the base; score both."""
+        state = self.episode_state
+        report = episode_report(self, state, self.meter.measure_pair(self.base_model,
+                                                                      state.model))
+        score(self, state.model, report)
         return report
 
     def _absolute(self, cost: float) -> float:
@@ -466,6 +463,13 @@ class PruneEnv(gym.Env):
         deployed network's, after a ``deploy`` reset option); the observation's progress is
         the current one's index / its length."""
         return list(self._order)
+
+    @property
+    def episode_state(self) -> EpisodeState:
+        """The episode's state; an error before the first reset."""
+        if self.state is None:
+            raise RuntimeError("call reset() first")
+        return self.state
 
     @property
     def model(self) -> nn.Module:

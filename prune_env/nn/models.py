@@ -162,11 +162,17 @@ def build_model(name: str, in_channels: int, num_classes: int,
     return model
 
 
-def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
-    """A random input of the model's recorded shape, for tracing and timing."""
+def input_shape(model: nn.Module) -> tuple[int, ...]:
+    """The (C, H, W) a model was built for (`build_model` records it)."""
     shape = getattr(model, "input_shape", None)
     if shape is None:
         raise ValueError("model has no input_shape: build it with prune_env.nn.models.build_model "
                          "or set model.input_shape = (C, H, W)")
+    return tuple(shape)
+
+
+def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
+    """A random input of the model's recorded shape, for tracing and timing."""
+    shape = input_shape(model)
     # a private generator: tracing must not move the global RNG that agents sample from
     return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))

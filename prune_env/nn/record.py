@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -148,6 +149,13 @@ def _build(arch: dict[str, Any]) -> nn.Module:
                        tuple(arch["input_size"]))
 
 
+#: Building the base and the changed layers initialises weights that the record's tensors then
+#: overwrite; that must not move the global RNG agents sample from (a checkpoint written or
+#: read mid-run would otherwise change the run that follows it).
+_quiet_rng = functools.partial(torch.random.fork_rng, devices=[])
+
+
+@_quiet_rng()
 def to_record(model: nn.Module) -> dict[str, Any]:
     """The record of ``model``, a network built by `build_model` and changed by surgery.
 
@@ -171,7 +179,8 @@ def to_record(model: nn.Module) -> dict[str, Any]:
     return record
 
 
-def from_record(record: dict[str, Any], source: str = "the record") -> nn.Module:
+@_quiet_rng()
+def from_record(record: Any, source: str = "the record") -> nn.Module:
     """The network a record describes, in eval mode.
 
     Raises:

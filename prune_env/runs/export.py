@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from prune_env.envs.records import Export
+
 FORMATS = ("onnx", "torchscript")
 
 
@@ -23,7 +25,7 @@ class ExportError(RuntimeError):
 
 
 def export(model: nn.Module, input_shape: tuple[int, ...], out_dir: Path, fmt: str,
-           *, tolerance: float = 1e-4) -> dict[str, float | str]:
+           *, tolerance: float = 1e-4) -> Export:
     """Write ``model`` as ``out_dir/model.onnx`` or ``model.ts``; returns path and max diff."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -37,7 +39,7 @@ def export(model: nn.Module, input_shape: tuple[int, ...], out_dir: Path, fmt: s
     scale = max(float(np.abs(expected).max()), 1.0)
     if diff > tolerance * scale:
         raise ExportError(f"{path} gives outputs {diff:.2e} away from PyTorch's: not usable")
-    return {"path": str(path), "max_abs_diff": diff}
+    return Export(path=str(path), max_abs_diff=diff)
 
 
 def to_onnx(model: nn.Module, x: torch.Tensor, out_dir: Path) -> tuple[Path, np.ndarray]:

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from prune_env.envs.records import Export
+from prune_env.nn.models import input_shape
 from prune_env.runs.export import export
 from prune_env.training.checkpoint import load_compact
 
 
-def export_run(run_dir: str | Path, formats: list[str]) -> dict[str, dict]:
-    """Export ``run_dir/compact.pt`` in each format; the report records the new files."""
+def export_run(run_dir: str | Path, formats: list[str]) -> dict[str, Export]:
+    """Export ``run_dir/compact.pt`` in each format, beside it. report.json is left as the run
+    wrote it (it lists the exports the run itself made)."""
     run_dir = Path(run_dir)
     if not (run_dir / "compact.pt").exists():
         raise FileNotFoundError(f"{run_dir / 'compact.pt'} not found: export takes the "
                                 "directory of a finished train, baseline or episode run")
     model, _ = load_compact(run_dir / "compact.pt")
-    results = {fmt: export(model, tuple(model.input_shape), run_dir, fmt) for fmt in formats}
-    report_path = run_dir / "report.json"
-    if report_path.exists():
-        report = json.loads(report_path.read_text())
-        report.setdefault("exports", {}).update(results)
-        report_path.write_text(json.dumps(report, indent=2))
-    return results
+    return {fmt: export(model, input_shape(model), run_dir, fmt) for fmt in formats}

@@ -8,19 +8,23 @@ the same exports (TorchScript and ONNX, each checked against PyTorch).
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import torch
 from torch import nn
 
 from prune_env.envs.prune import EpisodeState
-from prune_env.envs.report import episode_report, write_report
+from prune_env.envs.records import CandidateSummary, Finetune, Report
+from prune_env.envs.report import episode_report, score
 from prune_env.runs.export import FORMATS, export
+from prune_env.training.checkpoint import save_compact
 from prune_env.training.loop import evaluate, train_steps
+
+if TYPE_CHECKING:
+    from prune_env.envs.prune import PruneEnv
 
 
 @dataclass
@@ -61,14 +65,14 @@ def policy_episode(env: gym.Env, policy: Any, seed: int, source: str,
     while not done:
         action, _ = policy.predict(obs, deterministic=True)
         obs, r, done, _, info = env.step(action)
-        reward += r
+        reward += float(r)
     return candidate_from(env, source, reward)
 
 
 def candidate_from(env: gym.Env, source: str, reward: float) -> Candidate:
     """The environment's current network as a candidate."""
-    unwrapped = env.unwrapped
-    state = unwrapped.state
+    unwrapped = cast("PruneEnv", env.unwrapped)
+    state = unwrapped.episode_state
     ratio = state.cost / unwrapped.base_cost
     return Candidate(state.model, source, state.accuracy, ratio,
                      ratio <= unwrapped.reward_cfg.target, reward, state.finetune_seconds,
@@ -79,18 +83,19 @@ def measured_ratio(env: gym.Env, candidate: Candidate) -> float:
     """The candidate's cost ratio as the report will judge it (latency timed interleaved
     with the base). Shown beside the looked-up ratio; candidates are picked on the looked-up
     one, so that the same seed on the same machine gives the same report."""
-    unwrapped = env.unwrapped
+    unwrapped = cast("PruneEnv", env.unwrapped)
     return unwrapped.meter.measured_ratio(unwrapped.base_model, candidate.model)
 
 
 def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, seed: int,
-             formats: tuple[str, ...] = FORMATS, extra: dict[str, Any] | None = None) -> dict:
-    """Fine-tune ``candidate`` for ``steps`` SGD steps, measure, export, write report.json.
+             formats: tuple[str, ...] = FORMATS) -> Report:
+    """Fine-tune ``candidate`` for ``steps`` SGD steps, measure, score, save, export.
 
-    The report is `prune_env.envs.report.episode_report`'s, plus ``source``, ``final_finetune``,
-    ``exports`` and whatever ``extra`` holds (the method, its search compute, ...).
+    Writes ``out_dir/compact.pt`` and the exports; the report (`episode_report`'s, plus
+    ``source``, ``search_result``, ``final_finetune`` and ``exports``) is returned for the
+    pipeline to complete and write once.
     """
-    unwrapped = env.unwrapped
+    unwrapped = cast("PruneEnv", env.unwrapped)
     model = copy.deepcopy(candidate.model)
     generator = torch.Generator().manual_seed(seed)
     seconds = train_steps(model, unwrapped.data.train, unwrapped.task, steps,
@@ -104,28 +109,31 @@ def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, s
                          total_reward=candidate.reward)
     report = episode_report(unwrapped, state, unwrapped.meter.measure_pair(
         unwrapped.base_model, model))
-    report.update(extra or {})
-    report["source"] = candidate.source
-    report["search_result"] = {"val_accuracy_subset": candidate.accuracy,
-                               "cost_ratio": candidate.cost_ratio}
-    report["final_finetune"] = {"steps": steps, "seconds": seconds}
-    report["exports"] = {fmt: export(model, unwrapped.input_shape, out_dir, fmt)
-                         for fmt in formats}
-    write_report(unwrapped, state, report, out_dir)
+    report.source = candidate.source
+    report.search_result = CandidateSummary(candidate.source, candidate.accuracy,
+                                            candidate.cost_ratio)
+    report.final_finetune = Finetune(seconds=seconds, steps=steps)
+    report.exports = {fmt: export(model, unwrapped.input_shape, out_dir, fmt)
+                      for fmt in formats}
+    score(unwrapped, model, report)
+    save_compact(out_dir / "compact.pt", model, {"report": "report.json"})
     return report
 
 
-def load_report(run_dir: str | Path) -> dict:
+def write_report(run_dir: Path, report: Report) -> Path:
+    """report.json, written once at a run's end, atomically (a reader never sees half)."""
+    path = run_dir / "report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(report.to_json())
+    tmp.replace(path)
+    return path
+
+
+def load_report(run_dir: str | Path) -> Report:
     """A run's report.json, with a clear error naming the file when the run has none (yet)
     or it cannot be read."""
     path = Path(run_dir) / "report.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: the run has not finished (resume it "
                                 "with `prune-env train --resume RUN_DIR`)")
-    try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a readable report (corrupt JSON: {err})") from err
-    if not isinstance(report, dict):
-        raise ValueError(f"{path} is not a report (it holds a {type(report).__name__})")
-    return report
+    return Report.read(path)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -21,10 +21,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
+from prune_env.envs.records import EpisodeLog, Report  # noqa: E402
 from prune_env.envs.report import kept_filters  # noqa: E402
+from prune_env.runs.finalize import Candidate  # noqa: E402
+
+if TYPE_CHECKING:
+    from prune_env.envs.prune import PruneEnv
 
 
-def kept_filters_figure(base: dict[str, int], kept: dict[str, int], title: str):
+def kept_filters_figure(base: dict[str, int], kept: dict[str, float], title: str) -> Any:
     """Bar chart: filters of each conv in the base network and what is left of them."""
     names = list(base)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 3.2))
@@ -38,21 +43,19 @@ def kept_filters_figure(base: dict[str, int], kept: dict[str, int], title: str):
     return fig
 
 
-def candidate_log(env, candidate, episode: int, finetune_mean: float) -> dict[str, Any]:
-    """An episode log (as agents yield) for a method that runs a single episode.
-
-    Args:
-        env: the unwrapped `PruneEnv` the candidate came from (its cost meter).
-    """
+def candidate_log(env: PruneEnv, candidate: Candidate, episode: int,
+                  finetune_mean: float) -> EpisodeLog:
+    """The log of a method that runs a single episode: its candidate's figures."""
     model = candidate.model
     costs = env.meter.costs(model)
-    return {"episode": episode, "reward": candidate.reward, "accuracy": candidate.accuracy,
-            "cost_ratio": candidate.cost_ratio, "latency_ms": costs["latency_ms"],
-            "energy_mj": costs["energy_mj"], "flops": costs["flops"], "params": costs["params"],
-            "finetune_seconds": candidate.finetune_seconds,
-            "finetune_steps": candidate.finetune_steps, "finetune_mean": finetune_mean,
-            # per base conv (a deployed ALF layer counts its expansion's filters)
-            "kept": {n: after for n, (_, after) in kept_filters(env.base_model, model).items()}}
+    return EpisodeLog(
+        episode=episode, reward=candidate.reward, accuracy=candidate.accuracy,
+        cost_ratio=candidate.cost_ratio, latency_ms=costs["latency_ms"],
+        energy_mj=costs["energy_mj"], flops=costs["flops"], params=int(costs["params"]),
+        finetune_seconds=candidate.finetune_seconds, finetune_steps=candidate.finetune_steps,
+        finetune_mean=finetune_mean,
+        # per base conv (a deployed ALF layer counts its expansion's filters)
+        kept={n: after for n, (_, after) in kept_filters(env.base_model, model).items()})
 
 
 class EpisodeLogger:
@@ -60,55 +63,55 @@ class EpisodeLogger:
 
     Args:
         writer: the run's SummaryWriter.
-        env: the unwrapped `PruneEnv` (base costs and target).
+        env: the unwrapped environment (base network, base costs and target).
         image_every: draw the kept-filters chart every this many episodes.
     """
 
-    def __init__(self, writer: SummaryWriter, env, image_every: int):
+    def __init__(self, writer: SummaryWriter, env: Any, image_every: int):
         self.writer = writer
-        self.target = env.reward_cfg.target
-        self.base_costs = env.base_costs
+        self.target: float = env.reward_cfg.target
+        self.base_costs: dict[str, Any] = env.base_costs
         self.base_kept = {n: m.out_channels for n, m in env.base_model.named_modules()
                           if isinstance(m, nn.Conv2d)}
         self.image_every = max(1, image_every)
-        self.best: tuple | None = None
+        self.best: tuple[tuple[bool, float], float, float] | None = None
 
-    def episode(self, log: dict[str, Any]) -> None:
-        w, step = self.writer, log["episode"]
-        w.add_scalar("charts/episodic_return", log["reward"], step)
+    def episode(self, log: EpisodeLog) -> None:
+        w, step = self.writer, log.episode
+        w.add_scalar("charts/episodic_return", log.reward, step)
         for key in ("accuracy", "cost_ratio", "latency_ms", "finetune_seconds"):
-            w.add_scalar(f"charts/{key}", log[key], step)
-        w.add_scalar("charts/finetune_fraction", log["finetune_mean"], step)
-        w.add_scalar("charts/flops_ratio", log["flops"] / self.base_costs["flops"], step)
-        w.add_scalar("charts/params_ratio", log["params"] / self.base_costs["params"], step)
-        if log.get("energy_mj") is not None:
-            w.add_scalar("charts/energy_mj", log["energy_mj"], step)
-        for key in ("policy_loss", "entropy"):
-            if key in log:
-                w.add_scalar(f"losses/{key}", log[key], step)
-        met = log["cost_ratio"] <= self.target
-        key = (met, log["accuracy"] if met else -log["cost_ratio"])
-        if self.best is None or key > self.best[0]:
-            self.best = (key, log["accuracy"], log["cost_ratio"])
+            w.add_scalar(f"charts/{key}", getattr(log, key), step)
+        w.add_scalar("charts/finetune_fraction", log.finetune_mean, step)
+        w.add_scalar("charts/flops_ratio", log.flops / self.base_costs["flops"], step)
+        w.add_scalar("charts/params_ratio", log.params / self.base_costs["params"], step)
+        if log.energy_mj is not None:
+            w.add_scalar("charts/energy_mj", log.energy_mj, step)
+        for loss in ("policy_loss", "entropy"):
+            if getattr(log, loss) is not None:
+                w.add_scalar(f"losses/{loss}", getattr(log, loss), step)
+        met = log.cost_ratio <= self.target
+        rank = (met, log.accuracy if met else -log.cost_ratio)
+        if self.best is None or rank > self.best[0]:
+            self.best = (rank, log.accuracy, log.cost_ratio)
         w.add_scalar("best/accuracy", self.best[1], step)
         w.add_scalar("best/cost_ratio", self.best[2], step)
         if (step + 1) % self.image_every == 0 or step == 0:
             w.add_figure("charts/kept_filters", kept_filters_figure(
-                self.base_kept, log["kept"], f"episode {step}: accuracy {log['accuracy']:.3f}, "
-                f"cost ratio {log['cost_ratio']:.2f}"), step)
+                self.base_kept, log.kept, f"episode {step}: accuracy {log.accuracy:.3f}, "
+                f"cost ratio {log.cost_ratio:.2f}"), step)
         w.flush()
 
-    def final(self, report: dict[str, Any], args: dict[str, Any]) -> None:
+    def final(self, report: Report, args: dict[str, Any]) -> None:
         """The final network's numbers, its kept filters, and the hyper-parameters."""
-        pruned = report["pruned"]
-        metrics = {"final/test_accuracy": pruned["test_accuracy"],
-                   "final/accuracy_drop": report["accuracy_drop"],
-                   "final/speedup": report["speedup"], "final/cost_ratio": report["cost_ratio"],
-                   "final/flops_ratio": pruned["flops"] / report["base"]["flops"]}
-        kept = {n: after for n, (_, after) in report["kept_filters"].items()}
+        pruned = report.pruned
+        metrics = {"final/test_accuracy": pruned.test_accuracy,
+                   "final/accuracy_drop": report.accuracy_drop,
+                   "final/speedup": report.speedup, "final/cost_ratio": report.cost_ratio,
+                   "final/flops_ratio": pruned.flops / report.base.flops}
+        kept = {n: after for n, (_, after) in report.kept_filters.items()}
         self.writer.add_figure("final/kept_filters", kept_filters_figure(
-            self.base_kept, kept, f"final: test accuracy {pruned['test_accuracy']:.4f}, "
-            f"speed-up {report['speedup']:.2f}x"))
+            self.base_kept, kept, f"final: test accuracy {pruned.test_accuracy:.4f}, "
+            f"speed-up {report.speedup:.2f}x"))
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                    for k, v in args.items()}
         self.writer.add_hparams(hparams, metrics, run_name=".")

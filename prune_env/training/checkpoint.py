@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_env.nn.models import build_model
+from prune_env.nn.models import build_model, input_shape
 from prune_env.nn.record import RecordError, from_record, to_record
 
 
@@ -56,7 +56,7 @@ def atomic_save(obj: Any, path: Path) -> None:
 def save_base(path: str | Path, model: nn.Module, arch: str, meta: dict[str, Any]) -> Path:
     """Write a base model checkpoint (weights plus ``meta``: accuracies, data set, budget)."""
     path = Path(path)
-    atomic_save({"arch": arch, "input_shape": tuple(model.input_shape),
+    atomic_save({"arch": arch, "input_shape": input_shape(model),
                  "num_classes": meta["num_classes"], "state_dict": model.state_dict(),
                  "meta": meta}, path)
     return path

@@ -126,11 +126,11 @@ def test_killed_run_resumes_and_ends_as_an_uninterrupted_one(small_args, tmp_pat
     assert a["source"] == b["source"]
 
 
-def test_compare_sweep_runs_methods_at_each_target_and_draws_curves(small_args, tmp_path,
+def test_sweep_runs_methods_at_each_target_and_draws_curves(small_args, tmp_path,
                                                                      capsys):
     runs = tmp_path / "runs"
     args = [a for a in small_args if a not in ("--target", "0.8")]
-    assert main(["compare", "--sweep", "l2pf", "l1", "--targets", "0.8", "0.6",
+    assert main(["sweep", "l2pf", "l1", "--targets", "0.8", "0.6",
                  "--episodes", "1", "--tries", "2", "--no-export", "--runs-dir", str(runs),
                  *args]) == 0
     (sweep,) = runs.iterdir()

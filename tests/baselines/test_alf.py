@@ -82,12 +82,12 @@ def test_alf_baseline_reports_code_filters_per_layer(tmp_path, checkpoint, laten
     report = json.loads((run / "report.json").read_text())
     assert report["method"] == "alf" and report["target_met"]
     assert report["pruned"]["flops"] <= 0.6 * report["base"]["flops"]
-    code = report["alf_code_filters"]
+    code = report["details"]["alf_code_filters"]
     assert len(code) == 19 and all(0 < k < n for k, n in code.values())
     # exactly the code ALF's mask kept: its share of all code filters (ranks: min(n, in*9))
     ranks = {"0": 9} | {name: n for name, (_, n) in code.items() if name != "0"}
     kept = sum(k for k, _ in code.values()) / sum(ranks.values())
-    assert kept == pytest.approx(report["alf_training"][-1]["code_kept"], abs=1e-9)
+    assert kept == pytest.approx(report["details"]["alf_training"][-1]["code_kept"], abs=1e-9)
     # the base convs keep their output width: ALF shrinks the code, not the layer
     assert report["kept_filters"]["3.branch.0"] == [16, 16]
     assert report["pruned"]["test_accuracy"] > 0.3

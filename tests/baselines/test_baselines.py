@@ -49,7 +49,8 @@ def test_swd_baseline_writes_a_report_on_target(tmp_path, checkpoint, latency_ta
     report = json.loads((run / "report.json").read_text())
     assert report["method"] == "swd" and report["episode_cost_ratio"] <= 0.8
     assert report["pruned"]["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
-    assert report["swd_dropped_filter_norm"][-1] < report["swd_dropped_filter_norm"][0] / 10
+    norms = report["details"]["swd_dropped_filter_norm"]
+    assert norms[-1] < norms[0] / 10
 
 
 def test_layerprune_removes_whole_blocks_and_the_network_runs_faster(make_env):
@@ -99,7 +100,7 @@ def test_layerprune_baseline_writes_a_report(tmp_path, checkpoint, latency_table
                  str(runs)]) == 0
     (run,) = runs.iterdir()
     report = json.loads((run / "report.json").read_text())
-    assert report["method"] == "layerprune" and report["removed_blocks"]
+    assert report["method"] == "layerprune" and report["details"]["removed_blocks"]
     assert report["episode_cost_ratio"] <= 0.8
     assert report["pruned"]["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
 

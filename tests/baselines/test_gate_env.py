@@ -61,10 +61,10 @@ def test_gating_baseline_meets_its_flops_target_and_reports_simulated_and_execut
                  "--runs-dir", str(runs)]) == 0
     (run,) = runs.iterdir()
     report = json.loads((run / "report.json").read_text())
-    assert report["method"] == "gating" and 0.5 < report["budget"] < 1.0
+    assert report["method"] == "gating" and 0.5 < report["details"]["budget"] < 1.0
     assert report["target_met"] and report["cost_ratio"] <= 0.6
     assert report["pruned"]["test_accuracy"] > 0.4  # 10 classes: chance is 0.1
-    dyn = report["dynamic"]
+    dyn = report["details"]["dynamic"]
     # the paper's count leaves the predictors out; the executed count has them
     assert dyn["flops_simulated"] < dyn["flops_executed"] == report["pruned"]["flops"]
     # masks alone save nothing: the simulated (masked) network runs the dense convs

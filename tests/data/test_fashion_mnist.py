@@ -24,8 +24,7 @@ def test_episode_on_fashion_mnist(tmp_path, monkeypatch):
     env = gym.make("prune_env/Prune-v0", model="resnet20", dataset="fashion-mnist", data=data,
                    pretrain=PretrainConfig(epochs=0.15, batch_size=128, lr=0.05),
                    max_finetune_steps=8,
-                   val_samples=500, threads=1, latency_table=str(tmp_path / "lut.json"),
-                   report_dir=str(tmp_path / "run"))
+                   val_samples=500, threads=1, latency_table=str(tmp_path / "lut.json"))
     assert env.unwrapped.base_meta["test_accuracy"] > 0.5  # chance: 0.1
     policy = make_policy("l1", env.unwrapped.max_filters, ratio=0.7, finetune=1.0)
     obs, _ = env.reset(seed=0)
@@ -33,9 +32,7 @@ def test_episode_on_fashion_mnist(tmp_path, monkeypatch):
     while not done:
         obs, _, done, _, info = env.step(policy.predict(obs)[0])
     report = info["final"]
-    assert report["pruned"]["params"] < 0.6 * report["base"]["params"]
-    assert report["pruned"]["test_accuracy"] > 0.3  # pruned and briefly fine-tuned: far above chance
-    assert report["base"]["test_accuracy"] == pytest.approx(
-        env.unwrapped.base_meta["test_accuracy"])
-    assert (tmp_path / "run" / "report.json").exists()
+    assert report.pruned.params < 0.6 * report.base.params
+    assert report.pruned.test_accuracy > 0.3  # pruned and briefly fine-tuned: far above chance
+    assert report.base.test_accuracy == pytest.approx(env.unwrapped.base_meta["test_accuracy"])
     assert (tmp_path / "resnet20-fashion-mnist.pt").exists()  # pretrained on first use

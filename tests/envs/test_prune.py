@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -54,28 +52,29 @@ def test_stable_baselines3_checker_passes_on_flat_wrapper(make_env):
     sb3_check_env(env, warn=False)
 
 
-def test_l1_episode_shrinks_and_reports(make_env, tmp_path):
-    env = make_env(report_dir=str(tmp_path / "run"))
+def test_l1_episode_shrinks_and_reports(make_env):
+    env = make_env()
     base = env.unwrapped
     policy = make_policy("l1", base.max_filters, ratio=0.5, finetune=0.5)
     rewards, infos = run(env, policy)
     assert len(infos) == len(base.base_groups) == 12  # ResNet-20: 3 stage groups + 9 blocks
     assert [i["kept"] for i in infos[:2]] == [8, 8]  # filters left after surgery
-    final = infos[-1]["final"]
-    assert final["pruned"]["params"] < 0.4 * final["base"]["params"]
-    assert final["pruned"]["flops"] < 0.4 * final["base"]["flops"]
-    assert final["kept_filters"]["0"] == [16, 8]
-    assert final["finetune"]["steps"] == 12 * 2
-    assert final["pruned"]["latency_ms"] > 0 and final["pruned"]["latency_predicted_ms"] > 0
-    assert final["pruned"]["latency_batch4_ms"] > final["pruned"]["latency_ms"]
-    assert final["pruned"]["energy_mj"] is None  # no sensor here: never an invented number
-    measured = final["pruned"]["latency_ms"] / final["base"]["latency_ms"]
-    assert final["cost_ratio"] == pytest.approx(measured)
-    assert final["cost_ratio_source"] == "measured"
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert 0.0 <= report["pruned"]["test_accuracy"] <= 1.0
-    assert report["episode_reward"] == pytest.approx(sum(rewards))
-    assert (tmp_path / "run" / "compact.pt").exists()
+    final = infos[-1]["final"]  # a Report record (the environment writes no files)
+    assert final.pruned.params < 0.4 * final.base.params
+    assert final.pruned.flops < 0.4 * final.base.flops
+    assert final.kept_filters["0"] == [16, 8]
+    assert final.finetune.steps == 12 * 2
+    assert final.pruned.latency_ms > 0 and final.pruned.latency_predicted_ms > 0
+    assert final.pruned.latency_batch == 4
+    assert final.pruned.latency_batch_ms > final.pruned.latency_ms
+    assert final.pruned.energy_mj is None  # no sensor here: never an invented number
+    measured = final.pruned.latency_ms / final.base.latency_ms
+    assert final.cost_ratio == pytest.approx(measured)
+    assert final.cost_ratio_source == "measured"
+    assert 0.1 < final.pruned.test_accuracy <= 1.0  # 10 classes: chance is 0.1
+    assert final.accuracy_drop == pytest.approx(final.base.test_accuracy
+                                                - final.pruned.test_accuracy)
+    assert final.episode_reward == pytest.approx(sum(rewards))
 
 
 def test_keep_all_costs_nothing_but_finetuning(make_env):

@@ -135,3 +135,16 @@ def test_a_crafted_cifar_file_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "test_batch" in err and "not allowed" in err
     assert not marker.exists()
+
+
+def test_recording_and_rebuilding_a_network_leaves_the_global_rng_alone():
+    """A checkpoint written or read mid-run must not change what the run samples next (a
+    pruned network: its changed layers are built anew when recorded and rebuilt)."""
+    net = compact(build_model("resnet20", 1, 10, (16, 16)).eval(),
+                  {"3.branch.0": torch.zeros(16, dtype=torch.bool),
+                   "0": torch.arange(16) % 3 != 0})
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    from_record(to_record(net))
+    assert torch.equal(torch.rand(3), expected)
