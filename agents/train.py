@@ -93,12 +93,15 @@ class Training(Method):
         self.args, self.name = args, args.agent
         self.bar: tqdm | None = None
 
+    def open_bar(self, run: RunContext) -> None:
+        """The training's progress bar, from the episodes already done."""
+        self.bar = tqdm(total=self.args.episodes, initial=run.progress.episodes,
+                        desc=f"train {self.args.agent}", unit="episode")
+
     def on_episode(self, run: RunContext, log: EpisodeLog, save: Callable[[], None]) -> None:
         """Log an episode; checkpoint every ``--checkpoint-every`` episodes and at the end."""
         args = self.args
-        if self.bar is None:
-            self.bar = tqdm(total=args.episodes, initial=run.progress.episodes,
-                            desc=f"train {args.agent}", unit="episode")
+        assert self.bar is not None  # opened when the search starts
         run.logger.episode(log)
         self.bar.update(1)
         self.bar.set_postfix(reward=f"{log.reward:.2f}", acc=f"{log.accuracy:.3f}",
@@ -118,6 +121,7 @@ class L2PFMethod(Training):
         args = self.args
         config = L2PFConfig(tries=args.tries, lr=args.agent_lr, ent_coef=args.ent_coef,
                             pace_weight=args.pace_weight)
+        self.open_bar(run)
         agent = L2PF(env, config, seed=args.seed, n_envs=args.n_envs, env_fn=run.make_env)
         path = run.run_dir / "checkpoint.pt"
         if path.exists():  # data and tensors only: a crafted checkpoint cannot run code
@@ -140,6 +144,7 @@ class SB3Method(Training):
         from stable_baselines3.common.logger import configure
 
         args, done_before = self.args, run.progress.episodes
+        self.open_bar(run)
         steps = len(cast("PruneEnv", env.unwrapped).base_groups)
         vec = sb3.make_vec(run.make_env, args.n_envs, args.seed)
         agent = sb3.make_agent(args.agent, vec, args.seed, sb3.parse_kwargs(args.sb3), steps)

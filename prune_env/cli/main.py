@@ -375,21 +375,28 @@ def fail(err: Exception) -> int:
     return 2
 
 
-def reparse(command: str, saved: dict[str, Any], source: str) -> argparse.Namespace:
-    """The arguments a run saved (its args.json), checked as the command line checks them.
+def options_of(command: str) -> dict[str, argparse.Action]:
+    """The options of ``prune-env COMMAND`` by destination name."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices[command]._actions if a.option_strings}
+
+
+def reparse(command: str, saved: dict[str, Any], source: str,
+            positional: tuple[str, ...] = ()) -> argparse.Namespace:
+    """Options given as values (a run's args.json, a sweep's runs), checked as the command
+    line checks them; ``positional``: the command's positional arguments.
 
     Raises:
         ValueError: naming ``source``, for an unknown option or a value the command line
             would refuse.
     """
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    actions = {a.dest: a for a in sub.choices[command]._actions if a.option_strings}
+    actions = options_of(command)
     unknown = set(saved) - set(actions) - {"command", "name"}
     if unknown:
         raise ValueError(f"{source} holds options `prune-env {command}` does not have: "
                          f"{', '.join(sorted(unknown))}")
-    argv = [command]
+    argv = [command, *positional]
     for dest, value in saved.items():
         action = actions.get(dest)
         if action is None or value is None or action.dest == "help":
@@ -404,7 +411,7 @@ def reparse(command: str, saved: dict[str, Any], source: str) -> argparse.Namesp
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):
-            return parser.parse_args(argv)
+            return build_parser().parse_args(argv)
     except SystemExit:
         message = errors.getvalue().strip().splitlines()[-1:] or ["invalid"]
         raise ValueError(f"{source}: {message[0].removeprefix('prune-env ' + command + ': ')}") \

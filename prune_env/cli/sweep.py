@@ -19,22 +19,24 @@ def sweep(args: argparse.Namespace) -> tuple[list[Path], Path]:
 
     A stopped sweep keeps its finished runs (each a complete run directory); compare them
     with ``prune-env compare runs/sweep-TIME/*``."""
+    from prune_env.cli.main import options_of, reparse
+
     train, run_baseline = runner("train"), runner("baseline")
+    keep = {command: set(options_of(command)) for command in ("train", "baseline")}
     root = Path(args.runs_dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     root.mkdir(parents=True, exist_ok=False)  # a sweep directory is never reused
     runs = []
     for target in args.targets:
         for method in args.methods:
-            run = argparse.Namespace(**vars(args))
-            run.target, run.runs_dir, run.resume = target, str(root), None
+            values = vars(args) | {"target": target, "runs_dir": str(root), "agent": method}
+            command = "train" if method in AGENTS else "baseline"
+            # each run's options exactly as `prune-env train` or `baseline` would parse them
+            # (its args.json then holds nothing foreign, and --resume accepts it)
+            run = reparse(command, {k: v for k, v in values.items() if k in keep[command]},
+                          "the sweep's options", () if method in AGENTS else (method,))
             print(f"\n== {method} at target {target} ==")
             try:
-                if method in AGENTS:
-                    run.agent = method
-                    _, run_dir = train(run)
-                else:
-                    run.name = method
-                    _, run_dir = run_baseline(run)
+                _, run_dir = (train if method in AGENTS else run_baseline)(run)
             except ValueError as err:  # a method that cannot reach this target says why
                 print(f"{method} at target {target} skipped: {err}")
                 continue

@@ -22,7 +22,6 @@ from typing import Any
 import gymnasium as gym
 from torch.utils.tensorboard import SummaryWriter
 
-import prune_env  # noqa: F401  (registers the environments)
 from prune_env.data.datasets import load_data
 from prune_env.envs.records import CandidateSummary, Report, Search
 from prune_env.runs.export import FORMATS

@@ -142,4 +142,11 @@ def test_sweep_runs_methods_at_each_target_and_draws_curves(small_args, tmp_path
         assert by_target[0.6]["episode_cost_ratio"] < by_target[0.8]["episode_cost_ratio"]
     assert (sweep / "pareto-latency.png").exists() and (sweep / "compare.csv").exists()
     assert len((sweep / "compare.csv").read_text().splitlines()) == 5
+    # each run recorded only its own command's options: a sweep's training run can resume
+    from prune_env.cli.main import reparse
+
+    (l2pf_args,) = [json.loads(p.read_text()) for p in sweep.glob("*__l2pf__*/args.json")
+                    if json.loads(p.read_text())["target"] == 0.8]
+    assert "swd_steps" not in l2pf_args and "targets" not in l2pf_args
+    assert reparse("train", l2pf_args, "args.json").agent == "l2pf"
     assert "Pareto plot" in capsys.readouterr().out
