@@ -44,7 +44,8 @@ from torch import nn
 
 from agents.l2pf_policy import L2PFPolicy, to_env_action
 from agents.tries import TryPool, run_try
-from prune_env.envs.prune import DESCRIPTOR, EpisodeState, PruneEnv
+from prune_env.envs.observation import ObservationLayout
+from prune_env.envs.prune import EpisodeState, PruneEnv
 from prune_env.envs.records import EpisodeLog
 from prune_env.envs.uniform import uniform_ratio_for
 from prune_env.nn.record import from_record, to_record
@@ -113,7 +114,7 @@ class L2PF:
         self.seed = seed
         self.keep_ratio = self.initial_keep_ratio()
         torch.manual_seed(seed)
-        self.policy = L2PFPolicy(cast(PruneEnv, env.unwrapped).max_filters, self.config.hidden,
+        self.policy = L2PFPolicy(cast(PruneEnv, env.unwrapped).bench.max_filters, self.config.hidden,
                                  self.keep_ratio, self.config.feature_prior)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.episodes = 0
@@ -130,7 +131,7 @@ class L2PF:
         if self.config.keep_ratio is not None:
             return self.config.keep_ratio
         env = cast(PruneEnv, self.env.unwrapped)
-        return uniform_ratio_for(env, env.reward_cfg.target)
+        return uniform_ratio_for(env.bench, env.bench.reward_cfg.target)
 
     def close(self) -> None:
         """Stop the worker processes, if any."""
@@ -205,12 +206,12 @@ class L2PF:
     def share(self, obs: np.ndarray) -> float:
         """The current group's share of the network's cost (latency share, or FLOPs share
         for the counted costs)."""
-        counted = cast(PruneEnv, self.env.unwrapped).cost_name in ("flops", "params")
-        return float(obs[DESCRIPTOR.index("flops_share" if counted else "latency_share")])
+        counted = cast(PruneEnv, self.env.unwrapped).bench.cost_name in ("flops", "params")
+        return float(obs[ObservationLayout.index("flops_share" if counted else "latency_share")])
 
     def behind(self, done: bool, info: dict[str, Any]) -> float:
         """How far above the pace line a try left the cost, in units of the target."""
-        target = cast(PruneEnv, self.env.unwrapped).reward_cfg.target
+        target = cast(PruneEnv, self.env.unwrapped).bench.reward_cfg.target
         line = 1.0 - (1.0 - target) * (1.0 if done else self.covered)
         return max(0.0, info["cost_ratio"] - line) / target
 
@@ -233,7 +234,7 @@ class L2PF:
 
     def remember(self, log: EpisodeLog, state: EpisodeState) -> None:
         """Keep the episode's network if it is the best so far."""
-        target = cast(PruneEnv, self.env.unwrapped).reward_cfg.target
+        target = cast(PruneEnv, self.env.unwrapped).bench.reward_cfg.target
         candidate = Candidate(copy.deepcopy(state.model), f"best try, episode {self.episodes}",
                               log.accuracy, log.cost_ratio, log.cost_ratio <= target,
                               log.reward, state.finetune_seconds, state.finetune_steps)

@@ -38,10 +38,9 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Beta
 
-from prune_env.envs.features import FEATURES
-from prune_env.envs.prune import DESCRIPTOR
+from prune_env.envs.observation import ObservationLayout
 
-REMOVABLE = DESCRIPTOR.index("removable")
+REMOVABLE = ObservationLayout.index("removable")
 EPS = 1e-4
 
 
@@ -151,7 +150,8 @@ class L2PFPolicy(nn.Module):
                  feature_prior: float = 16.0):
         super().__init__()
         self.max_filters = max_filters
-        self.n_desc, self.n_feat = len(DESCRIPTOR), len(FEATURES)
+        self.layout = ObservationLayout(max_filters)
+        self.n_desc, self.n_feat = self.layout.n_desc, self.layout.n_feat
         self.context = nn.Sequential(nn.Linear(self.n_desc, hidden), nn.Tanh(),
                                      nn.Linear(hidden, hidden), nn.Tanh())
         self.filter = nn.Sequential(nn.Linear(self.n_feat + hidden, hidden), nn.Tanh(),
@@ -174,9 +174,8 @@ class L2PFPolicy(nn.Module):
 
     def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(descriptor, per-filter features, validity mask) of a batch of observations."""
-        m, d, f = self.max_filters, self.n_desc, self.n_feat
-        feats = obs[:, d: d + f * m].reshape(-1, m, f)
-        return obs[:, :d], feats, obs[:, d + f * m: d + (f + 1) * m]
+        layout = self.layout
+        return layout.descriptor(obs), layout.features(obs), layout.mask(obs)
 
     def distribution(self, obs: torch.Tensor) -> HybridDistribution:
         desc, feats, valid = self.split(obs)

@@ -11,7 +11,6 @@ continues with ``prune-env train --resume RUN_DIR`` from its last checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import inspect
 import json
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from agents import sb3
 from agents.l2pf import L2PF, L2PFConfig
-from prune_env.cli.main import reparse
+from prune_env.config import AgentConfig, RunConfig
 from prune_env.envs.records import EpisodeLog, Report
 from prune_env.envs.wrappers import FlatActionWrapper
 from prune_env.runs.finalize import policy_episode
@@ -35,17 +34,15 @@ if TYPE_CHECKING:
     from prune_env.envs.prune import PruneEnv
 
 
-def load_args_for(args: argparse.Namespace) -> argparse.Namespace:
-    """A resumed run's own arguments (its args.json, checked as the command line is); a
-    fresh run's as given.
+def resumed(resume: str) -> tuple[RunConfig, AgentConfig]:
+    """A stopped run's own configs, read from its args.json and checked as the command line
+    checks them.
 
     Raises:
         FileNotFoundError, ValueError: the directory is not an unfinished `prune-env train`
             run, or its args.json holds what the command line would refuse.
     """
-    if not args.resume:
-        return args
-    run_dir = Path(args.resume)
+    run_dir = Path(resume)
     path = run_dir / "args.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: --resume takes a run directory made by "
@@ -57,60 +54,63 @@ def load_args_for(args: argparse.Namespace) -> argparse.Namespace:
         saved = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err})") from err
-    if not isinstance(saved, dict) or "agent" not in saved or "episodes" not in saved:
+    if not isinstance(saved, dict) or saved.get("command") != "train":
         raise ValueError(f"{run_dir} was not made by `prune-env train` (its args.json has no "
                          "agent): only training runs resume")
-    checked = reparse("train", {k: v for k, v in saved.items() if k != "resume"}, str(path))
-    checked.resume = args.resume
-    return checked
+    return (RunConfig.from_dict(saved.get("run", {}), f"{path} (run)"),
+            AgentConfig.from_dict(saved.get("agent", {}), f"{path} (agent)"))
 
 
-def check_sb3_keys(args: argparse.Namespace) -> None:
+def check_sb3_keys(config: AgentConfig) -> None:
     """Unknown ``--sb3`` keys are an error before anything is built (sb3 would only fail
     after the environment was made)."""
-    if args.agent == "l2pf":
+    if config.agent == "l2pf":
         return
-    known = set(inspect.signature(sb3.ALGORITHMS[args.agent]).parameters) - {"policy", "env"}
-    unknown = set(sb3.parse_kwargs(args.sb3)) - known
+    known = set(inspect.signature(sb3.ALGORITHMS[config.agent]).parameters) - {"policy", "env"}
+    unknown = set(sb3.parse_kwargs(config.sb3)) - known
     if unknown:
-        raise ValueError(f"--sb3: {args.agent} has no option {', '.join(sorted(unknown))} "
+        raise ValueError(f"--sb3: {config.agent} has no option {', '.join(sorted(unknown))} "
                          f"(its options: {', '.join(sorted(known))})")
 
 
-def train(args: argparse.Namespace) -> tuple[Report, Path]:
-    """Train ``args.agent`` through the run pipeline; returns (final report, run directory)."""
-    args = load_args_for(args)
-    check_sb3_keys(args)
-    method: Method = L2PFMethod(args) if args.agent == "l2pf" else SB3Method(args)
-    return run(args, method, resume=Path(args.resume) if args.resume else None,
-               image_every=args.checkpoint_every)
+def train(run_config: RunConfig, config: AgentConfig, *,
+          resume: str | None = None) -> tuple[Report, Path]:
+    """Train the agent of ``config`` through the run pipeline, or continue the stopped run
+    ``resume`` with its own configs; returns (final report, run directory)."""
+    if resume:
+        run_config, config = resumed(resume)
+    check_sb3_keys(config)
+    method: Method = (L2PFMethod(config, run_config.data.seed) if config.agent == "l2pf"
+                      else SB3Method(config, run_config.data.seed))
+    return run(run_config, method, recorded={"command": "train", "agent": config.to_dict()},
+               resume=Path(resume) if resume else None, image_every=config.checkpoint_every)
 
 
 class Training(Method):
     """What both kinds of agent share: the progress bar, and checkpoints every N episodes."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args, self.name = args, args.agent
+    def __init__(self, config: AgentConfig, seed: int):
+        self.config, self.seed, self.name = config, seed, config.agent
         self.bar: tqdm | None = None
 
     def open_bar(self, run: RunContext) -> None:
         """The training's progress bar, from the episodes already done."""
-        self.bar = tqdm(total=self.args.episodes, initial=run.progress.episodes,
-                        desc=f"train {self.args.agent}", unit="episode")
+        self.bar = tqdm(total=self.config.episodes, initial=run.progress.episodes,
+                        desc=f"train {self.config.agent}", unit="episode")
 
     def on_episode(self, run: RunContext, log: EpisodeLog, save: Callable[[], None]) -> None:
         """Log an episode; checkpoint every ``--checkpoint-every`` episodes and at the end."""
-        args = self.args
+        config = self.config
         assert self.bar is not None  # opened when the search starts
         run.logger.episode(log)
         self.bar.update(1)
         self.bar.set_postfix(reward=f"{log.reward:.2f}", acc=f"{log.accuracy:.3f}",
                              cost=f"{log.cost_ratio:.2f}")
         done = log.episode + 1
-        if done % args.checkpoint_every == 0 or done == args.episodes:
+        if done % config.checkpoint_every == 0 or done == config.episodes:
             save()
             run.checkpointed(done)
-        if done == args.episodes:
+        if done == config.episodes:
             self.bar.close()
 
 
@@ -118,21 +118,21 @@ class L2PFMethod(Training):
     """L2PF; the candidates are its deterministic policy and its best try."""
 
     def search(self, env: gym.Env, run: RunContext) -> SearchResult:
-        args = self.args
-        config = L2PFConfig(tries=args.tries, lr=args.agent_lr, ent_coef=args.ent_coef,
-                            pace_weight=args.pace_weight)
+        config = self.config
+        l2pf = L2PFConfig(tries=config.tries, lr=config.agent_lr, ent_coef=config.ent_coef,
+                          pace_weight=config.pace_weight)
         self.open_bar(run)
-        agent = L2PF(env, config, seed=args.seed, n_envs=args.n_envs, env_fn=run.make_env)
+        agent = L2PF(env, l2pf, seed=self.seed, n_envs=config.n_envs, env_fn=run.make_env)
         path = run.run_dir / "checkpoint.pt"
         if path.exists():  # data and tensors only: a crafted checkpoint cannot run code
             agent.load_state_dict(read_tensors(path, "L2PF checkpoint"))
         try:
-            for log in agent.learn(args.episodes):
+            for log in agent.learn(config.episodes):
                 self.on_episode(run, log, lambda: atomic_save(agent.state_dict(), path))
         finally:
             agent.close()
-        policy = policy_episode(env, agent, args.seed + 10**6, "deterministic policy")
-        return SearchResult([policy] + ([agent.best] if agent.best else []), args.episodes,
+        policy = policy_episode(env, agent, self.seed + 10**6, "deterministic policy")
+        return SearchResult([policy] + ([agent.best] if agent.best else []), config.episodes,
                             list_candidates=True)
 
 
@@ -143,23 +143,23 @@ class SB3Method(Training):
     def search(self, env: gym.Env, run: RunContext) -> SearchResult:
         from stable_baselines3.common.logger import configure
 
-        args, done_before = self.args, run.progress.episodes
+        config, done_before = self.config, run.progress.episodes
         self.open_bar(run)
-        steps = len(cast("PruneEnv", env.unwrapped).base_groups)
-        vec = sb3.make_vec(run.make_env, args.n_envs, args.seed)
-        agent = sb3.make_agent(args.agent, vec, args.seed, sb3.parse_kwargs(args.sb3), steps)
+        steps = len(cast("PruneEnv", env.unwrapped).bench.base_groups)
+        vec = sb3.make_vec(run.make_env, config.n_envs, self.seed)
+        agent = sb3.make_agent(config.agent, vec, self.seed, sb3.parse_kwargs(config.sb3), steps)
         if (run.run_dir / "agent.zip").exists():
-            agent = sb3.load_agent(args.agent, run.run_dir, agent)
+            agent = sb3.load_agent(config.agent, run.run_dir, agent)
         agent.set_logger(configure(str(run.run_dir), ["tensorboard"]))  # sb3's train/ losses
         save = functools.partial(sb3.save_agent, agent, run.run_dir)
         callback = sb3.EpisodeCallback(lambda log: self.on_episode(run, log, save),
-                                       args.episodes, done_before)
+                                       config.episodes, done_before)
         try:
-            if done_before < args.episodes:
+            if done_before < config.episodes:
                 agent.learn(total_timesteps=10**9, callback=callback,
                             reset_num_timesteps=not done_before)
         finally:
             vec.close()
-        policy = policy_episode(FlatActionWrapper(env), agent, args.seed + 10**6,
+        policy = policy_episode(FlatActionWrapper(env), agent, self.seed + 10**6,
                                 "deterministic policy")
-        return SearchResult([policy], args.episodes, list_candidates=True)
+        return SearchResult([policy], config.episodes, list_candidates=True)

@@ -47,6 +47,7 @@ import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
 from baselines.simple import SimplePolicy
+from prune_env.envs.target import largest_count
 
 
 @dataclass(frozen=True)
@@ -211,29 +212,25 @@ class ALFTrainer:
         """The hard masks: gates above the lowest global threshold meeting the target."""
         gates = {n: torch.sigmoid(b.gate_logit.detach()) for n, b in found.items()}
         order = torch.sort(torch.cat(list(gates.values())), descending=True).values
-        lo, hi = 1, len(order)  # number of code filters kept: the most that meets the target
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.meets(model, masks_at(gates, order[mid - 1])):
-                lo = mid
-            else:
-                hi = mid - 1
-        masks = masks_at(gates, order[lo - 1])
-        if lo == 1 and not self.meets(model, masks):
-            env = self.env
-            floor = env.meter.costs(deploy(model, masks, drop_masked=True))[env.cost_key]
+        # number of code filters kept: the most that meets the target
+        kept = largest_count(lambda n: self.meets(model, masks_at(gates, order[n - 1])),
+                             1, len(order))
+        masks = masks_at(gates, order[kept - 1])
+        if kept == 1 and not self.meets(model, masks):
+            bench = self.env.bench
+            floor = bench.meter.costs(deploy(model, masks, drop_masked=True))[bench.cost_key]
             raise ValueError(
-                f"ALF cannot reach a {env.cost_name} target of {env.reward_cfg.target} here: "
-                f"with one code filter per layer its deployed network still costs "
-                f"{floor / env.base_cost:.2f} of the base (each ALF layer adds a 1x1 conv); "
+                f"ALF cannot reach a {bench.cost_name} target of {bench.reward_cfg.target} "
+                f"here: with one code filter per layer its deployed network still costs "
+                f"{floor / bench.base_cost:.2f} of the base (each ALF layer adds a 1x1 conv); "
                 "choose a higher --target or --cost flops")
         for name, mask in masks.items():
             found[name].mask.copy_(mask)
 
     def meets(self, model: nn.Module, masks: dict[str, torch.Tensor]) -> bool:
-        env = self.env
-        cost = env.meter.costs(deploy(model, masks, drop_masked=True))[env.cost_key]
-        return cost <= env.reward_cfg.target * env.base_cost
+        bench = self.env.bench
+        cost = bench.meter.costs(deploy(model, masks, drop_masked=True))[bench.cost_key]
+        return cost <= bench.reward_cfg.target * bench.base_cost
 
 
 def masks_at(gates: dict[str, torch.Tensor], threshold: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -268,7 +265,7 @@ class ALFPolicy(SimplePolicy):
     """
 
     def __init__(self, env, finetune: float = 0.0):
-        super().__init__(env.max_filters, finetune)
+        super().__init__(env.bench.max_filters, finetune)
         self.env = env
         self.masks: dict[str, np.ndarray] = {}
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from baselines.simple import SimplePolicy
 from prune_env.data.datasets import infinite_batches
+from prune_env.nn.importance import L1, BNScale, WeightTaylor
 from prune_env.nn.layers import Residual
 from prune_env.nn.surgery import compact
 
@@ -42,10 +43,10 @@ def removable_blocks(env) -> dict[str, str]:
     """Block name -> the leader of its branch group, for blocks with an identity shortcut
     whose branch the environment can remove."""
     blocks = {}
-    for group in env.base_groups:
+    for group in env.bench.base_groups:
         block = group.leader.rsplit(".branch.", 1)[0]
         if group.removable and ".branch." in group.leader:
-            module = env.base_model.get_submodule(block)
+            module = env.bench.base_model.get_submodule(block)
             if isinstance(module, Residual) and module.shortcut is None:
                 blocks[block] = group.leader
     return blocks
@@ -57,34 +58,33 @@ def block_importance(env, criterion: str = "taylor", batches: int = 100,
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
     blocks = removable_blocks(env)
-    model = env.base_model
+    model = env.bench.base_model
     if criterion == "imprinting":
         return imprinting_gain(env, list(blocks), probe_images, seed)
-    modules = dict(model.named_modules())
-    if criterion == "l1":
-        return {b: float(modules[c].weight.detach().abs().flatten(1).sum(1).mean())
-                for b, c in blocks.items()}
-    if criterion == "bn":
-        return {b: float(modules[env._bn_of[c]].weight.detach().abs().mean())
+    if criterion in ("l1", "bn"):  # of each block's first conv, averaged over its filters
+        importance = L1() if criterion == "l1" else BNScale()
+        return {b: float(importance.conv_scores(model, c, env.bn_of.get(c)).mean())
                 for b, c in blocks.items()}
     return taylor(env, blocks, batches, seed)
 
 
 def taylor(env, blocks: dict[str, str], batches: int, seed: int) -> dict[str, float]:
     """Mean over each block's first conv of (sum_w w * dL/dw)^2 per filter, accumulated."""
-    model = env.base_model
-    convs = {b: model.get_submodule(c) for b, c in blocks.items()}
-    total = {b: torch.zeros(conv.out_channels) for b, conv in convs.items()}
+    model = env.bench.base_model
+    importance = WeightTaylor()
+    total = {b: torch.zeros(cast(nn.Conv2d, model.get_submodule(c)).out_channels)
+             for b, c in blocks.items()}
     generator = torch.Generator().manual_seed(seed)
-    data = infinite_batches(env.data.train, env.train_cfg.batch_size, generator=generator)
+    data = infinite_batches(env.bench.data.train, env.bench.train_cfg.batch_size,
+                            generator=generator)
     was = model.training
     model.eval()  # the base network's BN statistics must not move: every episode starts there
     try:
         for _, (images, labels) in zip(range(batches), data, strict=False):
             model.zero_grad(set_to_none=True)
-            env.task.loss(model(images), labels).backward()
-            for b, conv in convs.items():
-                total[b] += (conv.weight * conv.weight.grad).flatten(1).sum(1).detach() ** 2
+            env.bench.task.loss(model(images), labels).backward()
+            for b, c in blocks.items():
+                total[b] += importance.conv_scores(model, c, None)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was)
@@ -93,13 +93,13 @@ def taylor(env, blocks: dict[str, str], batches: int, seed: int) -> dict[str, fl
 
 def imprinting_gain(env, blocks: list[str], images: int, seed: int) -> dict[str, float]:
     """Accuracy of a class-mean probe on the pooled output of each block minus on its input."""
-    model = env.base_model
+    model = env.bench.base_model
     generator = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(env.data.train), generator=generator)[:images]
-    train = pooled(model, blocks, env.data.train.images[idx])
-    val_n = env.val_samples or len(env.data.val)
-    val = pooled(model, blocks, env.data.val.images[:val_n])
-    train_y, val_y = env.data.train.labels[idx], env.data.val.labels[:val_n]
+    idx = torch.randperm(len(env.bench.data.train), generator=generator)[:images]
+    train = pooled(model, blocks, env.bench.data.train.images[idx])
+    val_n = env.bench.val_samples or len(env.bench.data.val)
+    val = pooled(model, blocks, env.bench.data.val.images[:val_n])
+    train_y, val_y = env.bench.data.train.labels[idx], env.bench.data.val.labels[:val_n]
     gain = {}
     for b in blocks:
         acc = [probe_accuracy(train[b][k], train_y, val[b][k], val_y) for k in (0, 1)]
@@ -148,7 +148,7 @@ def blocks_to_remove(env, importance: dict[str, float]) -> list[str]:
     removed: list[str] = []
     # .get never misses here: the keys are importance's own
     for block in sorted(importance, key=cast("Callable[[str], float]", importance.get)):
-        if cost_without(env, [leaders[b] for b in removed]) <= env.reward_cfg.target:
+        if cost_without(env, [leaders[b] for b in removed]) <= env.bench.reward_cfg.target:
             break
         removed.append(block)
     return removed
@@ -157,18 +157,18 @@ def blocks_to_remove(env, importance: dict[str, float]) -> list[str]:
 def cost_without(env, leaders: list[str]) -> float:
     """Looked-up cost ratio of the base network with these branch groups emptied."""
     keep: dict[str, torch.Tensor] = {}
-    for group in env.base_groups:
+    for group in env.bench.base_groups:
         if group.leader in leaders:
             keep |= group.keep_for(torch.zeros(group.size, dtype=torch.bool))
-    model = compact(env.base_model, keep) if keep else env.base_model
-    return env.meter.costs(model)[env.cost_key] / env.base_cost
+    model = compact(env.bench.base_model, keep) if keep else env.bench.base_model
+    return env.bench.meter.costs(model)[env.bench.cost_key] / env.bench.base_cost
 
 
 class LayerPrunePolicy(SimplePolicy):
     """Empties the chosen blocks' branch groups, keeps every other filter.
 
     Args:
-        leaders: every group's leader in the environment's order (``env.base_groups``); the
+        leaders: every group's leader in the environment's order (``env.bench.base_groups``); the
             observation's progress entry says which one is current.
         drop: the leaders of the branch groups to empty.
     """

@@ -9,7 +9,6 @@ reports what only it has in ``details``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +27,7 @@ from baselines.layerprune import (
 )
 from baselines.simple import make_policy
 from baselines.swd import SWDConfig, SWDPenalty, SWDPolicy
+from prune_env.config import BaselineConfig, EpisodeConfig, RunConfig
 from prune_env.envs.records import Report
 from prune_env.envs.uniform import uniform_ratio_for
 from prune_env.runs.finalize import Candidate, candidate_from, policy_episode
@@ -39,33 +39,39 @@ if TYPE_CHECKING:
     from prune_env.envs.prune import PruneEnv
 
 
-def run_baseline(args: argparse.Namespace) -> tuple[Report, Path]:
-    """Run baseline ``args.name``; returns (final report, run directory)."""
+def run_baseline(name: str, run_config: RunConfig, config: BaselineConfig
+                 ) -> tuple[Report, Path]:
+    """Run baseline ``name``; returns (final report, run directory)."""
     methods: dict[str, type[OneEpisode]] = {
         "swd": SWD, "layerprune": LayerPrune, "alf": ALF, "gating": Gating}
-    return run(args, methods.get(args.name, Uniform)(args, args.name))
+    method = methods.get(name, Uniform)(config, name, run_config)
+    return run(run_config, method, recorded={"command": "baseline", "name": name,
+                                             "baseline": config.to_dict()})
 
 
-def run_episode(args: argparse.Namespace) -> tuple[Report, Path]:
-    """``prune-env episode``: one episode of a simple policy at a fixed ratio (no final
-    fine-tuning, no exports)."""
-    return run(args, Uniform(args, args.policy))
+def run_episode(run_config: RunConfig, config: EpisodeConfig) -> tuple[Report, Path]:
+    """``prune-env episode``: one episode of a simple policy at a fixed ratio (the run's
+    final fine-tuning and exports as ``run_config`` says; the command sets none)."""
+    baseline = BaselineConfig(ratio=config.ratio, finetune=config.finetune)
+    return run(run_config, Uniform(baseline, config.policy, run_config),
+               recorded={"command": "episode", "episode": config.to_dict()})
 
 
 class OneEpisode(Method):
     """A baseline: one deterministic episode of its policy, reset with its options."""
 
-    def __init__(self, args: argparse.Namespace, name: str):
-        self.args, self.name = args, name
+    def __init__(self, config: BaselineConfig, name: str, run_config: RunConfig):
+        self.config, self.name = config, name
+        self.seed, self.target = run_config.data.seed, run_config.env.target
         self.policy: Any = None
         self.options: dict[str, Any] | None = None
         self.source = name
 
     def search(self, env: gym.Env, run: RunContext) -> SearchResult:
-        candidate = policy_episode(env, self.policy, self.args.seed, self.source,
+        candidate = policy_episode(env, self.policy, self.seed, self.source,
                                    options=self.options)
         run.logger.episode(candidate_log(cast("PruneEnv", env.unwrapped), candidate, 0,
-                                         self.args.finetune))
+                                         self.config.finetune))
         return SearchResult([candidate], 1, details=self.details(env))
 
     def details(self, env: gym.Env) -> dict[str, Any]:
@@ -78,15 +84,15 @@ class Uniform(OneEpisode):
     'auto': the largest uniform ratio whose looked-up cost meets the target)."""
 
     def prepare(self, env: gym.Env) -> dict[str, Any]:
-        unwrapped, args = cast("PruneEnv", env.unwrapped), self.args
+        unwrapped, config = cast("PruneEnv", env.unwrapped), self.config
         if self.name == "keep-all":
             self.ratio = 1.0
-        elif args.ratio == "auto":
-            self.ratio = uniform_ratio_for(unwrapped, args.target)
+        elif config.ratio == "auto":
+            self.ratio = uniform_ratio_for(unwrapped.bench, self.target)
         else:
-            self.ratio = float(args.ratio)
-        self.policy = make_policy(self.name, unwrapped.max_filters, ratio=self.ratio,
-                                  finetune=args.finetune, seed=args.seed)
+            self.ratio = float(config.ratio)
+        self.policy = make_policy(self.name, unwrapped.bench.max_filters, ratio=self.ratio,
+                                  finetune=config.finetune, seed=self.seed)
         self.source = f"{self.name} policy, ratio {self.ratio:.2f}"
         return {"ratio": self.ratio}
 
@@ -99,34 +105,34 @@ class SWD(OneEpisode):
 
     def prepare(self, env: gym.Env) -> dict[str, Any]:
         unwrapped = cast("PruneEnv", env.unwrapped)
-        self.config = SWDConfig(steps=self.args.swd_steps)
-        self.penalty = SWDPenalty(unwrapped, self.config)
-        self.policy = SWDPolicy(unwrapped.max_filters, finetune=self.args.finetune)
-        self.options = {"warmup": (self.config.steps, self.penalty)}
-        self.source = f"swd, {self.config.steps} penalised steps"
+        self.swd = SWDConfig(steps=self.config.swd_steps)
+        self.penalty = SWDPenalty(unwrapped, self.swd)
+        self.policy = SWDPolicy(unwrapped.bench.max_filters, finetune=self.config.finetune)
+        self.options = {"warmup": (self.swd.steps, self.penalty)}
+        self.source = f"swd, {self.swd.steps} penalised steps"
         return {}
 
     def details(self, env: gym.Env) -> dict[str, Any]:
-        return {"swd": asdict(self.config), "swd_dropped_filter_norm": self.penalty.history}
+        return {"swd": asdict(self.swd), "swd_dropped_filter_norm": self.penalty.history}
 
 
 class LayerPrune(OneEpisode):
     """LayerPrune (`baselines.layerprune`): block importance, blocks removed to the target."""
 
     def prepare(self, env: gym.Env) -> dict[str, Any]:
-        unwrapped, args = cast("PruneEnv", env.unwrapped), self.args
-        self.importance = block_importance(unwrapped, args.criterion, args.criterion_batches,
-                                           seed=args.seed)
+        unwrapped, config = cast("PruneEnv", env.unwrapped), self.config
+        self.importance = block_importance(unwrapped, config.criterion,
+                                           config.criterion_batches, seed=self.seed)
         self.removed = blocks_to_remove(unwrapped, self.importance)
         leaders = removable_blocks(unwrapped)
         self.policy = LayerPrunePolicy(
-            unwrapped.max_filters, [g.leader for g in unwrapped.base_groups],
-            [leaders[b] for b in self.removed], finetune=args.finetune)
-        self.source = f"layerprune ({args.criterion}), removed {', '.join(self.removed)}"
+            unwrapped.bench.max_filters, [g.leader for g in unwrapped.bench.base_groups],
+            [leaders[b] for b in self.removed], finetune=config.finetune)
+        self.source = f"layerprune ({config.criterion}), removed {', '.join(self.removed)}"
         return {}
 
     def details(self, env: gym.Env) -> dict[str, Any]:
-        return {"criterion": self.args.criterion, "block_importance": self.importance,
+        return {"criterion": self.config.criterion, "block_importance": self.importance,
                 "removed_blocks": self.removed}
 
 
@@ -136,21 +142,21 @@ class ALF(OneEpisode):
 
     def prepare(self, env: gym.Env) -> dict[str, Any]:
         unwrapped = cast("PruneEnv", env.unwrapped)
-        self.config = ALFConfig(steps=self.args.alf_steps)
-        self.trainer = ALFTrainer(unwrapped, self.config)
+        self.alf = ALFConfig(steps=self.config.alf_steps)
+        self.trainer = ALFTrainer(unwrapped, self.alf)
         # an unreachable target is an error here, before any run directory exists
-        wrapped = wrap(copy.deepcopy(unwrapped.base_model))
+        wrapped = wrap(copy.deepcopy(unwrapped.bench.base_model))
         self.trainer.set_masks(wrapped, blocks(wrapped))
-        self.policy = ALFPolicy(unwrapped, finetune=self.args.finetune)
-        self.options = {"wrap": wrap, "warmup": (self.config.steps, self.trainer),
+        self.policy = ALFPolicy(unwrapped, finetune=self.config.finetune)
+        self.options = {"wrap": wrap, "warmup": (self.alf.steps, self.trainer),
                         "deploy": self.policy.deploy}
-        self.source = f"alf, {self.config.steps} steps"
+        self.source = f"alf, {self.alf.steps} steps"
         return {}
 
     def details(self, env: gym.Env) -> dict[str, Any]:
         # how many code filters each layer kept, read from the episode's network
         model = cast("PruneEnv", env.unwrapped).episode_state.model
-        return {"alf": asdict(self.config), "alf_training": self.trainer.history,
+        return {"alf": asdict(self.alf), "alf_training": self.trainer.history,
                 "alf_code_filters": code_filters(model)}
 
 
@@ -162,29 +168,29 @@ class Gating(OneEpisode):
 
     env_id = "prune_env/Gate-v0"
 
-    def __init__(self, args: argparse.Namespace, name: str):
-        super().__init__(args, name)
-        self.env_kwargs = {"predictor_steps": args.predictor_steps}
+    def __init__(self, config: BaselineConfig, name: str, run_config: RunConfig):
+        super().__init__(config, name, run_config)
+        self.env_kwargs = {"predictor_steps": config.predictor_steps}
 
     def prepare(self, env: gym.Env) -> dict[str, Any]:
-        args = self.args
-        self.budget = (budget_for(env.unwrapped, args.target) if args.budget == "auto"
-                       else float(args.budget))
-        self.policy = FixedBudget(self.budget, args.finetune)
-        self.options = {"warmup": (args.gating_steps, self.budget)}
+        config = self.config
+        self.budget = (budget_for(env.unwrapped, self.target) if config.budget == "auto"
+                       else float(config.budget))
+        self.policy = FixedBudget(self.budget, config.finetune)
+        self.options = {"warmup": (config.gating_steps, self.budget)}
         self.source = (f"gating, budget r = {self.budget:.3f} at every gate, "
-                       f"{args.gating_steps} joint steps")
+                       f"{config.gating_steps} joint steps")
         return {"budget": self.budget}
 
     def search(self, env: gym.Env, run: RunContext) -> SearchResult:
         unwrapped = cast("GateEnv", env.unwrapped)
-        obs, _ = env.reset(seed=self.args.seed, options=self.options)
+        obs, _ = env.reset(seed=self.seed, options=self.options)
         done, reward, info = False, 0.0, dict[str, Any]()
         while not done:
             action, _ = self.policy.predict(obs)
             obs, r, done, _, info = env.step(action)
             reward += float(r)
-        run.logger.episode(gate_log(unwrapped, reward, info, self.args.finetune))
+        run.logger.episode(gate_log(unwrapped, reward, info, self.config.finetune))
         return SearchResult([candidate_from(env, self.source, reward)], 1,
                             details={"budget": self.budget})
 

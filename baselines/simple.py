@@ -8,26 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prune_env.envs.features import FEATURES
-from prune_env.envs.prune import DESCRIPTOR
-
-
-class ObservationLayout:
-    """Where the per-filter features and the validity mask sit in the observation."""
-
-    def __init__(self, max_filters: int):
-        self.max_filters = max_filters
-        self.start = len(DESCRIPTOR)
-        self.mask_start = self.start + len(FEATURES) * max_filters
-
-    def valid(self, obs: np.ndarray) -> int:
-        """Number of filters in the current group."""
-        return int(obs[self.mask_start: self.mask_start + self.max_filters].sum())
-
-    def feature(self, obs: np.ndarray, name: str) -> np.ndarray:
-        """One feature (see `prune_env.envs.features.FEATURES`) of the current group's filters."""
-        feats = obs[self.start: self.mask_start].reshape(self.max_filters, len(FEATURES))
-        return feats[: self.valid(obs), FEATURES.index(name)]
+from prune_env.envs.observation import ObservationLayout
 
 
 class SimplePolicy:
@@ -47,7 +28,7 @@ class SimplePolicy:
 
     def predict(self, obs: np.ndarray, state=None, episode_start=None,
                 deterministic: bool = True):
-        n = self.layout.valid(obs)
+        n = self.layout.group_size(obs)
         keep = np.zeros(self.layout.max_filters, dtype=np.int8)
         keep[:n] = self.keep(obs, n)
         return {"keep": keep, "finetune": np.array([self.finetune], np.float32)}, state

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 
 from baselines.simple import SimplePolicy
+from prune_env.envs.target import largest_count
+from prune_env.nn.importance import BNScale
 from prune_env.nn.surgery import compact
 
 
@@ -75,11 +77,12 @@ class SWDPenalty:
             self.dropped = self.mask(model)
             self.history.append(self.dropped_norm(model))
         # decoupled: w <- w * (1 - lr * a * mu) at the peak learning rate (see the docstring)
-        keep = max(0.0, 1.0 - self.env.train_cfg.lr * self.strength(step, steps) * self.config.mu)
+        lr = self.env.bench.train_cfg.lr
+        keep = max(0.0, 1.0 - lr * self.strength(step, steps) * self.config.mu)
         modules = dict(model.named_modules())
         with torch.no_grad():
             for conv, dropped in self.dropped.items():
-                bn = self.env._bn_of.get(conv)
+                bn = self.env.bn_of.get(conv)
                 for module in (modules[conv], modules[bn] if bn else None):
                     if module is None:
                         continue
@@ -91,36 +94,24 @@ class SWDPenalty:
 
     def scores(self, model: nn.Module) -> list[torch.Tensor]:
         """Each group's per-filter mean |gamma| over its BNs (L1 norm where a conv has none)."""
-        modules = dict(model.named_modules())
-        out = []
-        for group in self.env.base_groups:
-            total = torch.zeros(group.size)
-            for conv, idxs in zip(group.convs, group.local, strict=True):
-                bn = modules.get(self.env._bn_of.get(conv, ""))
-                w = bn.weight if bn is not None else modules[conv].weight.flatten(1).sum(1)
-                total += w.detach().abs()[list(idxs)]
-            out.append(total / len(group.convs))
-        return out
+        importance = BNScale(reduction="mean")
+        return [importance(model, group, self.env.bn_of) for group in self.env.bench.base_groups]
 
     def mask(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Per conv, the filters a global |gamma| threshold drops so the cost meets target."""
+        """Per conv, the filters a global |gamma| threshold drops so the cost meets target
+        (the most filters kept that meet it, `prune_env.envs.target.largest_count`)."""
         scores = self.scores(model)
         flat = torch.cat(scores)
         order = torch.argsort(flat, descending=True)
-        lo, hi = 1, len(flat)  # filters kept: find the most that meets the target
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.meets(model, scores, flat[order[mid - 1]]):
-                lo = mid
-            else:
-                hi = mid - 1
-        return {conv: ~keep for conv, keep in self.keep(scores, flat[order[lo - 1]]).items()}
+        kept = largest_count(lambda n: self.meets(model, scores, flat[order[n - 1]]),
+                             1, len(flat))
+        return {conv: ~keep for conv, keep in self.keep(scores, flat[order[kept - 1]]).items()}
 
     def keep(self, scores: list[torch.Tensor], threshold) -> dict[str, torch.Tensor]:
         """Per conv, the filters at or above ``threshold`` (a group that cannot be emptied
         keeps its best filter, as the environment would)."""
         keep: dict[str, torch.Tensor] = {}
-        for group, score in zip(self.env.base_groups, scores, strict=True):
+        for group, score in zip(self.env.bench.base_groups, scores, strict=True):
             mask = score >= threshold
             if not mask.any() and not group.removable:
                 mask[int(torch.argmax(score))] = True
@@ -128,9 +119,9 @@ class SWDPenalty:
         return keep
 
     def meets(self, model: nn.Module, scores: list[torch.Tensor], threshold) -> bool:
-        env = self.env
-        cost = env.meter.costs(compact(model, self.keep(scores, threshold)))[env.cost_key]
-        return cost <= env.reward_cfg.target * env.base_cost
+        bench = self.env.bench
+        cost = bench.meter.costs(compact(model, self.keep(scores, threshold)))[bench.cost_key]
+        return cost <= bench.reward_cfg.target * bench.base_cost
 
     def dropped_norm(self, model: nn.Module) -> float:
         """Mean |w| of the conv filters currently outside the mask (what SWD drives down)."""

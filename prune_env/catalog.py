@@ -25,3 +25,15 @@ def runner(command: str) -> Callable[..., Any]:
     """The function behind ``command`` in `RUNNERS`."""
     module, _, name = RUNNERS[command].partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def lazy_face(package: str, face: dict[str, str]) -> Callable[[str], Any]:
+    """A package's module ``__getattr__`` (PEP 562) importing each name of ``face`` (name ->
+    module) on first use, so that importing the package stays cheap."""
+
+    def getattr_(name: str) -> Any:
+        if name not in face:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(face[name]), name)
+
+    return getattr_

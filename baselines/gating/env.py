@@ -17,12 +17,12 @@ from baselines.gating.dynamic import dynamic_flops
 from baselines.gating.network import GatedNetwork, MaskPredictor, PredictorTrainer
 from baselines.gating.report import gate_report
 from prune_env.data.datasets import infinite_batches
-from prune_env.envs.prune import EpisodeState, PruneEnv
+from prune_env.envs.bench import Bench
+from prune_env.envs.prune import EpisodeState
 from prune_env.envs.records import Report
 from prune_env.envs.report import score
 from prune_env.envs.reward import final_reward, step_reward
 from prune_env.measure import count_params
-from prune_env.training.loop import evaluate, train_steps
 
 GATE_DESCRIPTOR = (
     "progress", "second_conv", "in_channels", "filters", "stride", "feature_map",
@@ -31,11 +31,7 @@ GATE_DESCRIPTOR = (
 )
 
 
-NO_TRIES = ("the gating environment trains its network in place and offers no tries: run "
-            "one episode per action sequence")
-
-
-class GateEnv(PruneEnv):
+class GateEnv(gym.Env):
     """
     ## Description
 
@@ -127,45 +123,50 @@ class GateEnv(PruneEnv):
     - v0: initial version.
     """
 
+    metadata = {"render_modes": []}
+
     def __init__(self, *, predictor_steps: int = 30, predictor_lr: float = 0.01,
-                 cost_samples: int = 256, report_images: int = 100, **kwargs):
+                 cost_samples: int = 256, report_images: int = 100, final_report: bool = True,
+                 **kwargs: Any):
         cost = kwargs.get("cost", "latency")
         if cost not in ("latency", "flops"):
             raise ValueError(f"the gating environment's cost is latency or flops, not {cost!r}: "
                              "a dynamic network keeps all its parameters, and its energy per "
                              "image is not metered yet")
-        super().__init__(**kwargs)
+        self.bench = bench = Bench(**kwargs)
+        self.final_report = final_report
         self.predictor_steps = int(predictor_steps)
         self.predictor_lr = float(predictor_lr)
         self.cost_samples = int(cost_samples)
         self.report_images = int(report_images)
-        self.gates = GatedNetwork(self.base_model).gates  # also rejects unsupported models
+        self.gates = GatedNetwork(bench.base_model).gates  # also rejects unsupported models
         self.action_space = spaces.Box(0.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Box(-1.0, 1.0, (len(GATE_DESCRIPTOR),), np.float32)
-        self._base_shapes = self.meter.shapes(self.base_model)
+        self.base_shapes = bench.meter.shapes(bench.base_model)
         # each gated conv's share of the base's FLOPs and looked-up latency (fixed)
-        flops = {n: s.flops() for n, s in self._base_shapes.items()}
-        times = self.meter.table.layers_ms(self._base_shapes)
+        flops = {n: s.flops() for n, s in self.base_shapes.items()}
+        times = bench.meter.table.layers_ms(self.base_shapes)
         self._shares = {g: (flops[g] / sum(flops.values()), times[g] / sum(times.values()))
                         for g in self.gates}
         self._prev_active = 1.0
+        self.state: EpisodeState | None = None
 
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        gym.Env.reset(self, seed=seed)
-        self._generator.manual_seed(int(self.np_random.integers(2**31)))
-        gated = GatedNetwork(self.base_model, budget=1.0)
+        super().reset(seed=seed)
+        self.bench.generator.manual_seed(int(self.np_random.integers(2**31)))
+        gated = GatedNetwork(self.bench.base_model, budget=1.0)
         with torch.no_grad():
             for predictor in gated.predictors.values():
                 linear = cast(MaskPredictor, predictor).linear
                 linear.weight.zero_()
                 linear.bias.fill_(4.0)  # every filter on until trained
         self.trainer = PredictorTrainer(gated, lr=self.predictor_lr, optimizer="adam")
-        self.state = EpisodeState(model=gated, accuracy=self.base_accuracy, prev_keep=1.0)
+        self.state = EpisodeState(model=gated, accuracy=self.bench.base_accuracy, prev_keep=1.0)
         if options is not None and "warmup" in options:
             self._warm_up_gated(*options["warmup"])
         costs, _ = self.dynamic_costs(gated)
-        self.state.cost = costs[self.cost_key]
+        self.state.cost = costs[self.bench.cost_key]
         self._prev_active = 1.0
         return self._observation(), {"accuracy": self.state.accuracy, **costs}
 
@@ -174,64 +175,61 @@ class GateEnv(PruneEnv):
         the backbone and the predictors together for ``steps`` SGD steps, as FTWT trains its
         networks, before the first step (charged to the episode's fine-tuning compute)."""
         state, gated = self._episode()
-        with self.meter.computing():
+        with self.bench.meter.computing():
             for gate in self.gates:
                 gated.budgets[gate] = float(budget)
                 self.start_predictor(gate)
-            state.finetune_seconds += train_steps(
-                gated, self.data.train, self.task, int(steps), self.train_cfg, self._generator,
-                grad_hook=self.trainer, progress="warm-up")
+            state.finetune_seconds += self.bench.finetune(gated, steps, grad_hook=self.trainer,
+                                                          progress="warm-up")
             state.finetune_seconds += self.fit_predictors(self.predictor_steps)
             self.calibrate_predictors()
-            state.accuracy = evaluate(gated, self.data.val, self.task, limit=self.val_samples)
+            state.accuracy = self.bench.validate(gated)
         state.finetune_steps += int(steps) + self.predictor_steps
 
     def step(self, action):
         if self.state is None or self.state.step >= len(self.gates):
             raise RuntimeError("call reset() before step(), and again once an episode ends")
         budget, finetune = self._parse_budget(action)
-        state, gated = self.state, self.state.model
+        state, gated, bench = self.state, self.state.model, self.bench
         gate = self.gates[state.step]
         changed = abs(budget - gated.budgets[gate]) > 1e-6  # float32 actions
         gated.budgets[gate] = budget
-        steps = round(finetune * self.max_finetune_steps)
-        with self.meter.computing():  # no latency timing meanwhile, in any process
+        steps = round(finetune * bench.max_finetune_steps)
+        with bench.meter.computing():  # no latency timing meanwhile, in any process
             if changed:  # a trained predictor (warm-up) keeps what it learned
                 self.start_predictor(gate)
-            seconds = train_steps(gated, self.data.train, self.task, steps, self.train_cfg,
-                                  self._generator, grad_hook=self.trainer)
+            seconds = bench.finetune(gated, steps, grad_hook=self.trainer)
             seconds += self.fit_predictors(self.predictor_steps)
             self.calibrate_predictors()
-            accuracy = evaluate(gated, self.data.val, self.task, limit=self.val_samples)
+            accuracy = bench.validate(gated)
         costs, active = self.dynamic_costs(gated)
-        reward = step_reward(self.reward_cfg, self.base_accuracy, accuracy, state.cost,
-                             costs[self.cost_key], self.base_cost, finetune)
+        reward = step_reward(bench.reward_cfg, bench.base_accuracy, accuracy, state.cost,
+                             costs[bench.cost_key], bench.base_cost, finetune)
         width = gated.backbone.get_submodule(gate).out_channels
         self._prev_active = active[gate] / width
-        state.accuracy, state.cost = accuracy, costs[self.cost_key]
+        state.accuracy, state.cost = accuracy, costs[bench.cost_key]
         state.prev_keep, state.prev_finetune = budget, finetune
         state.finetune_seconds += seconds
         state.finetune_steps += steps + self.predictor_steps
         state.step += 1
         info = {"accuracy": accuracy, **costs, "cost": state.cost,
-                "cost_ratio": state.cost / self.base_cost, "finetune_steps": steps, "gate": gate, "budget": budget,
-                "active": active[gate], "active_filters": active}
+                "cost_ratio": state.cost / bench.base_cost, "finetune_steps": steps,
+                "gate": gate, "budget": budget, "active": active[gate], "active_filters": active}
         terminated = state.step == len(self.gates)
         if terminated:
-            reward += final_reward(self.reward_cfg, accuracy, state.cost, self.base_cost,
-                                   self._absolute(state.cost))
+            reward += final_reward(bench.reward_cfg, accuracy, state.cost, bench.base_cost,
+                                   bench.absolute(state.cost))
             info["episode_finetune_seconds"] = state.finetune_seconds
             info["final"] = self._finish() if self.final_report else None
         state.total_reward += reward
         return self._observation(), float(reward), terminated, False, info
 
-    def snapshot(self):
-        raise NotImplementedError(NO_TRIES)
-
-    def restore(self, snapshot):
-        raise NotImplementedError(NO_TRIES)
-
     # ----------------------------------------------------------------- steps
+    @property
+    def episode_state(self) -> EpisodeState:
+        """The episode's state; an error before the first reset."""
+        return self._episode()[0]
+
     def _episode(self) -> tuple[EpisodeState, GatedNetwork]:
         """The running episode's state and its gated network (reset() must have run)."""
         if self.state is None:
@@ -254,12 +252,11 @@ class GateEnv(PruneEnv):
         Without it, a predictor that learned "every filter on" at r = 1 takes hundreds of
         steps to come down, and the episode's cost lags far behind its budgets."""
         _, gated = self._episode()
-        idx = torch.randint(len(self.data.train), (self.train_cfg.batch_size,),
-                            generator=self._generator)
+        images, _ = self.bench.train_batch(self.bench.train_cfg.batch_size)
         was = gated.training
         gated.eval()
         with torch.no_grad():
-            gated(self.data.train.images[idx], teacher=True)
+            gated(images, teacher=True)
             freq = gated.last_masks[gate].float().mean(0).clamp(0.02, 0.98)
             linear = gated.predictor(gate).linear
             linear.weight.zero_()
@@ -275,8 +272,9 @@ class GateEnv(PruneEnv):
         _, gated = self._episode()
         was = gated.training
         gated.eval()
-        batches = itertools.islice(infinite_batches(self.data.train, self.train_cfg.batch_size,
-                                                    generator=self._generator), steps)
+        batches = itertools.islice(infinite_batches(
+            self.bench.data.train, self.bench.train_cfg.batch_size,
+            generator=self.bench.generator), steps)
         for step, (images, _) in enumerate(batches):
             gated(images, teacher=True)
             self.trainer(gated, step, steps)
@@ -300,7 +298,7 @@ class GateEnv(PruneEnv):
         gated.eval()
         try:
             with torch.no_grad():
-                gated(self.data.train.images[:images], teacher=True)
+                gated(self.bench.data.train.images[:images], teacher=True)
         finally:
             for handle in handles:
                 handle.remove()
@@ -320,10 +318,10 @@ class GateEnv(PruneEnv):
     def dynamic_costs(self, gated: GatedNetwork) -> tuple[dict[str, Any], dict[str, float]]:
         """The dynamic network's costs (see Rewards) and mean active filters per gate, on the
         first `cost_samples` validation images."""
-        counted = dynamic_flops(gated, self.data.val.images[: self.cost_samples])
+        counted = dynamic_flops(gated, self.bench.data.val.images[: self.cost_samples])
         active = counted["active"]
         shapes = self.mean_width_shapes(active)
-        costs = {"latency_ms": self.meter.predict_shapes_ms(shapes),
+        costs = {"latency_ms": self.bench.meter.predict_shapes_ms(shapes),
                  "energy_mj": None, "flops": counted["executed"],
                  "params": count_params(gated)}
         return costs, active
@@ -332,16 +330,16 @@ class GateEnv(PruneEnv):
         """The cost estimated from mean active filters per gate alone (a budget search's
         estimate): looked-up latency, or FLOPs of the mean widths plus the predictors'."""
         shapes = self.mean_width_shapes(active)
-        if self.cost_name == "latency":
-            return self.meter.predict_shapes_ms(shapes)
-        convs = [cast(nn.Conv2d, self.base_model.get_submodule(g)) for g in self.gates]
+        if self.bench.cost_name == "latency":
+            return self.bench.meter.predict_shapes_ms(shapes)
+        convs = [cast(nn.Conv2d, self.bench.base_model.get_submodule(g)) for g in self.gates]
         predictors = sum(2 * c.in_channels * c.out_channels for c in convs)
         return sum(s.flops() for s in shapes.values()) + predictors
 
     def mean_width_shapes(self, active: dict[str, float]) -> dict:
         """The base network's layer shapes with every gated conv at its mean active width
         (its input at the previous gate's, for a branch's second conv)."""
-        shapes = dict(self._base_shapes)
+        shapes = dict(self.base_shapes)
         for conv1, conv2 in zip(self.gates[::2], self.gates[1::2], strict=True):
             a1, a2 = (max(1, round(active[g])) for g in (conv1, conv2))
             shapes[conv1] = dataclasses.replace(shapes[conv1], out_channels=a1)
@@ -355,16 +353,18 @@ class GateEnv(PruneEnv):
         if state is None or state.step >= len(self.gates):
             return obs
         gate = self.gates[state.step]
-        conv = cast(nn.Conv2d, self.base_model.get_submodule(gate))
-        shape = self._base_shapes[gate]
-        area = shape.out_height * shape.out_width / (self.input_shape[1] * self.input_shape[2])
-        ratio = state.cost / self.base_cost
-        drop = (self.base_accuracy - state.accuracy) / self.reward_cfg.allowed_drop
+        conv = cast(nn.Conv2d, self.bench.base_model.get_submodule(gate))
+        shape = self.base_shapes[gate]
+        height, width = self.bench.input_shape[1:]
+        area = shape.out_height * shape.out_width / (height * width)
+        ratio = state.cost / self.bench.base_cost
+        drop = (self.bench.base_accuracy - state.accuracy) / self.bench.reward_cfg.allowed_drop
         obs[:] = [state.step / len(self.gates), float(gate.endswith(".3")),
-                  conv.in_channels / self.max_in, conv.out_channels / self.max_filters,
+                  conv.in_channels / self.bench.max_in,
+                  conv.out_channels / self.bench.max_filters,
                   min(conv.stride[0] / 4, 1), min(area, 1),
                   *self._shares[gate],
-                  min(ratio, 1), np.clip(ratio - self.reward_cfg.target, -1, 1),
+                  min(ratio, 1), np.clip(ratio - self.bench.reward_cfg.target, -1, 1),
                   state.accuracy, np.clip(drop, -1, 1), state.prev_keep,
                   state.prev_finetune, self._prev_active]
         return obs
@@ -373,5 +373,5 @@ class GateEnv(PruneEnv):
     def _finish(self) -> Report:
         state, _ = self._episode()
         report = gate_report(self, state)
-        score(self, state.model, report)
+        score(self.bench, state.model, report)
         return report

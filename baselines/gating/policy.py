@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from baselines.gating.network import GatedNetwork, mean_active
+from prune_env.envs.target import largest_value
 
 
 class FixedBudget:
@@ -33,17 +34,16 @@ def budget_for(env, target: float, samples: int = 256, tolerance: float = 0.005,
     episode (calibrated to fire as often), but the masks drift as the backbone fine-tunes:
     ``margin`` absorbs that (measured: +0.015 to +0.025 of the base cost on the synthetic
     data)."""
-    gated = GatedNetwork(env.base_model)
-    images = env.data.val.images[:samples]
-    if env.cost_of_active(mean_active(gated, images, 0.0)) > (target - margin) * env.base_cost:
-        raise ValueError(f"gating cannot reach a {env.cost_name} target of {target} here: even "
-                         "one filter per gated conv (r = 0) costs more than the target minus "
-                         f"its margin {margin}; choose a higher --target")
-    lo, hi = 0.0, 1.0
-    while hi - lo > tolerance:
-        mid = (lo + hi) / 2
-        if env.cost_of_active(mean_active(gated, images, mid)) <= (target - margin) * env.base_cost:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    bench = env.bench
+    gated = GatedNetwork(bench.base_model)
+    images = bench.data.val.images[:samples]
+
+    def meets(r: float) -> bool:
+        cost = env.cost_of_active(mean_active(gated, images, r))
+        return cost <= (target - margin) * bench.base_cost
+
+    if not meets(0.0):
+        raise ValueError(f"gating cannot reach a {bench.cost_name} target of {target} here: "
+                         "even one filter per gated conv (r = 0) costs more than the target "
+                         f"minus its margin {margin}; choose a higher --target")
+    return largest_value(meets, 0.0, 1.0, tolerance)

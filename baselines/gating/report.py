@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> Report:
     """The report of a finished gating episode (test accuracy added by `score`)."""
     gated = cast("GatedNetwork", state.model)  # a gating episode's network
-    images = env.data.test.images[: env.report_images]
+    images = env.bench.data.test.images[: env.report_images]
     timed = time_dynamic(env, gated, images, rounds)
     counted = dynamic_flops(gated, images)
     executed, simulated = timed["executed"], timed["simulated"]
@@ -51,16 +51,16 @@ def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> Report:
                        latency_median_ms=latency, latency_iqr_ms=iqr, energy_mj=None,
                        flops=flops, params=params)
 
-    base = side(executed["dense_ms"], executed["dense_iqr_ms"], env.base_accuracy,
-                counted["dense"], count_params(env.base_model))
+    base = side(executed["dense_ms"], executed["dense_iqr_ms"], env.bench.base_accuracy,
+                counted["dense"], count_params(env.bench.base_model))
     pruned = side(executed["dynamic_ms"], executed["dynamic_iqr_ms"], state.accuracy,
                   counted["executed"], count_params(gated))
-    pruned.latency_predicted_ms = env.meter.predict_shapes_ms(
+    pruned.latency_predicted_ms = env.bench.meter.predict_shapes_ms(
         env.mean_width_shapes(counted["active"]))
-    ratio = (executed["ratio"] if env.cost_name == "latency"
+    ratio = (executed["ratio"] if env.bench.cost_name == "latency"
              else counted["executed"] / counted["dense"])
     report = common_report(
-        env, state, base, pruned, ratio, mean_kept_filters(env, counted["active"]),
+        env.bench, state, base, pruned, ratio, mean_kept_filters(env, counted["active"]),
         "latency_ms: batch 1, mean over test images of each image's median over rounds, "
         "dense base and dynamic network interleaved; IQR over images; predictors included")
     report.details["dynamic"] = {
@@ -78,11 +78,11 @@ def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
                  rounds: int = 5) -> dict[str, dict[str, float]]:
     """Executed and simulated (masked) latency of ``gated`` against the dense base, each
     interleaved with the base at batch 1 over ``images``, while no process computes."""
-    threads = env.meter.threads or torch.get_num_threads()
-    with env.meter.table.timing():
-        executed = measure_dynamic_latency(env.base_model, DynamicResNet(gated.eval()),
+    threads = env.bench.meter.threads or torch.get_num_threads()
+    with env.bench.meter.table.timing():
+        executed = measure_dynamic_latency(env.bench.base_model, DynamicResNet(gated.eval()),
                                            images, rounds=rounds, threads=threads)
-        simulated = measure_dynamic_latency(env.base_model, gated.eval(), images,
+        simulated = measure_dynamic_latency(env.bench.base_model, gated.eval(), images,
                                             rounds=rounds, threads=threads)
     return {"executed": executed, "simulated": simulated}
 
@@ -96,21 +96,21 @@ def finalize_gating(env: gym.Env, candidate: Candidate, out: Path, *, steps: int
     dense)."""
     unwrapped = cast("GateEnv", env.unwrapped)
     state = unwrapped.episode_state
-    unwrapped._generator.manual_seed(seed)
-    seconds = train_steps(state.model, unwrapped.data.train, unwrapped.task, steps,
-                          unwrapped.train_cfg, unwrapped._generator, grad_hook=unwrapped.trainer,
+    unwrapped.bench.generator.manual_seed(seed)
+    seconds = train_steps(state.model, unwrapped.bench.data.train, unwrapped.bench.task, steps,
+                          unwrapped.bench.train_cfg, unwrapped.bench.generator, grad_hook=unwrapped.trainer,
                           progress="final fine-tune")
     seconds += unwrapped.fit_predictors(unwrapped.predictor_steps)
     unwrapped.calibrate_predictors()
     with torch.no_grad():
-        state.accuracy = evaluate(state.model, unwrapped.data.val, unwrapped.task,
-                                  limit=unwrapped.val_samples)
+        state.accuracy = evaluate(state.model, unwrapped.bench.data.val, unwrapped.bench.task,
+                                  limit=unwrapped.bench.val_samples)
     report = gate_report(unwrapped, state)
     report.source = candidate.source
     report.search_result = CandidateSummary(candidate.source, candidate.accuracy,
                                             candidate.cost_ratio)
     report.final_finetune = Finetune(seconds=seconds, steps=steps)
-    score(unwrapped, state.model, report)
+    score(unwrapped.bench, state.model, report)
     save_gated(cast("GatedNetwork", state.model), out / "compact.pt")
     return report
 
@@ -122,7 +122,7 @@ def gate_log(env: GateEnv, reward: float, info: dict[str, Any],
     state = env.episode_state
     kept = {n: k for n, (_, k) in mean_kept_filters(env, info["active_filters"]).items()}
     return EpisodeLog(episode=0, reward=reward, accuracy=state.accuracy,
-                      cost_ratio=state.cost / env.base_cost, latency_ms=info["latency_ms"],
+                      cost_ratio=state.cost / env.bench.base_cost, latency_ms=info["latency_ms"],
                       energy_mj=None, flops=info["flops"], params=info["params"],
                       finetune_seconds=state.finetune_seconds,
                       finetune_steps=state.finetune_steps, finetune_mean=finetune, kept=kept)
@@ -131,7 +131,7 @@ def gate_log(env: GateEnv, reward: float, info: dict[str, Any],
 def mean_kept_filters(env: GateEnv, active: dict[str, float]) -> dict[str, list]:
     """Per conv of the base: [filters, mean active filters] (gated convs) or [n, n]."""
     out = {}
-    for name, shape in env.meter.shapes(env.base_model).items():
+    for name, shape in env.bench.meter.shapes(env.bench.base_model).items():
         if shape.kind == "conv":
             out[name] = [shape.out_channels, round(active.get(name, shape.out_channels), 2)]
     return out

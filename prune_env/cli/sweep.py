@@ -7,36 +7,33 @@ compared in one table and one Pareto plot, where each method is a curve over the
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 from prune_env.catalog import AGENTS, runner
+from prune_env.config import AgentConfig, BaselineConfig, RunConfig
 
 
-def sweep(args: argparse.Namespace) -> tuple[list[Path], Path]:
-    """Run ``args.methods`` at ``args.targets``; returns (run directories, sweep dir).
+def sweep(methods: list[str], targets: list[float], run: RunConfig, agent: AgentConfig,
+          baseline: BaselineConfig) -> tuple[list[Path], Path]:
+    """Run ``methods`` at ``targets``; returns (run directories, sweep dir).
 
-    A stopped sweep keeps its finished runs (each a complete run directory); compare them
-    with ``prune-env compare runs/sweep-TIME/*``."""
-    from prune_env.cli.main import options_of, reparse
-
+    A stopped sweep keeps its finished runs (each a complete run directory, whose args.json
+    a training run resumes from); compare them with ``prune-env compare runs/sweep-TIME/*``.
+    """
     train, run_baseline = runner("train"), runner("baseline")
-    keep = {command: set(options_of(command)) for command in ("train", "baseline")}
-    root = Path(args.runs_dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = Path(run.runs_dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     root.mkdir(parents=True, exist_ok=False)  # a sweep directory is never reused
     runs = []
-    for target in args.targets:
-        for method in args.methods:
-            values = vars(args) | {"target": target, "runs_dir": str(root), "agent": method}
-            command = "train" if method in AGENTS else "baseline"
-            # each run's options exactly as `prune-env train` or `baseline` would parse them
-            # (its args.json then holds nothing foreign, and --resume accepts it)
-            run = reparse(command, {k: v for k, v in values.items() if k in keep[command]},
-                          "the sweep's options", () if method in AGENTS else (method,))
+    for target in targets:
+        for method in methods:
+            at = dataclasses.replace(run, runs_dir=str(root),
+                                     env=dataclasses.replace(run.env, target=target))
             print(f"\n== {method} at target {target} ==")
             try:
-                _, run_dir = (train if method in AGENTS else run_baseline)(run)
+                _, run_dir = (train(at, dataclasses.replace(agent, agent=method))
+                              if method in AGENTS else run_baseline(method, at, baseline))
             except ValueError as err:  # a method that cannot reach this target says why
                 print(f"{method} at target {target} skipped: {err}")
                 continue

@@ -264,7 +264,18 @@ def _load_fashion_mnist(opts: _LoadOptions) -> _RawData:
             )
     splits = {}
     for train in (True, False):
-        ds = torchvision.datasets.FashionMNIST(str(root), train=train, download=opts.download)
+        try:
+            ds = torchvision.datasets.FashionMNIST(str(root), train=train,
+                                                   download=opts.download)
+        except (RuntimeError, ValueError, AssertionError, EOFError, IndexError) as err:
+            why = str(err) or type(err).__name__
+            raise ValueError(f"{raw_dir} holds a damaged Fashion-MNIST file ({why}): remove "
+                             f"{raw_dir} and run again (it is extracted anew from Debian's "
+                             "package)") from None
+        if len(ds.data) != len(ds.targets) or ds.data.shape[1:] != (28, 28):
+            raise ValueError(f"{raw_dir} holds Fashion-MNIST files that do not match "
+                             f"({tuple(ds.data.shape)} images, {len(ds.targets)} labels): "
+                             f"remove {raw_dir} and run again")
         splits[train] = (_uint8_to_float(ds.data.unsqueeze(1)), ds.targets.to(torch.int64))
         classes = list(ds.classes)
     return _RawData(
@@ -290,11 +301,14 @@ def extract_debian_fashion_mnist(raw_dir: str | Path) -> None:
         # Write to a temporary name and rename, so that an interrupted run cannot leave a
         # truncated file that later passes the existence check.
         tmp = raw_dir / f".{name}.tmp{os.getpid()}"
-        with (
-            gzip.open(DEBIAN_FASHION_MNIST_DIR / f"{name}.gz", "rb") as src,
-            open(tmp, "wb") as dst,
-        ):
-            shutil.copyfileobj(src, dst, length=1 << 20)
+        source = DEBIAN_FASHION_MNIST_DIR / f"{name}.gz"
+        try:
+            with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 20)
+        except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"{source} is damaged ({err}): reinstall Debian's "
+                             "dataset-fashion-mnist package, or pass --data-dir") from None
         os.replace(tmp, dest)
 
 

@@ -3,8 +3,8 @@
 Four scores per filter, each summed over the group's convs and scaled to [0, 1] by the
 group's largest value:
 
-- L1 norm of the filter's weights (Li et al. 2017);
-- |gamma| of its BatchNorm (network slimming, Liu et al. 2017);
+- L1 norm of the filter's weights (Li et al. 2017; `prune_env.nn.importance.L1`);
+- |gamma| of its BatchNorm (network slimming, Liu et al. 2017; `~.BNScale`, 0 without one);
 - mean |activation| after its BatchNorm on a training batch;
 - first-order Taylor score |sum(activation * dL/dactivation)| (Molchanov et al. 2017).
 
@@ -13,14 +13,13 @@ The last two come from one forward and backward pass on one training batch.
 
 from __future__ import annotations
 
-from typing import cast
-
 import numpy as np
 import torch
 from torch import nn
 
 from prune_env.data.task import Task
 from prune_env.nn.groups import FilterGroup
+from prune_env.nn.importance import L1, BNScale
 
 FEATURES = ("l1", "bn_scale", "activation", "taylor")
 
@@ -51,13 +50,10 @@ def filter_features(model: nn.Module, group: FilterGroup, bn_of: dict[str, str],
         model.train(was)
         for handle in handles:
             handle.remove()
-    for name, (conv_name, idxs) in watched.items():
-        conv = cast(nn.Conv2d, model.get_submodule(conv_name))
+    feats[:, 0] = L1()(model, group).numpy()
+    feats[:, 1] = BNScale(missing="zero")(model, group, bn_of).numpy()
+    for name, (_conv, idxs) in watched.items():
         idx = list(idxs)
-        feats[:, 0] += conv.weight.detach().abs().flatten(1).sum(1)[idx].numpy()
-        if name != conv_name:
-            bn = cast(nn.BatchNorm2d, model.get_submodule(name))
-            feats[:, 1] += bn.weight.detach().abs()[idx].numpy()
         out = outputs[name]
         feats[:, 2] += out.detach().abs().mean(dim=(0, 2, 3))[idx].numpy()
         if out.grad is None:

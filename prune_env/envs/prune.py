@@ -13,29 +13,18 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from prune_env.catalog import COSTS
-from prune_env.data.datasets import DataBundle, load_data
-from prune_env.data.task import get_task
-from prune_env.envs.features import FEATURES, filter_features
+from prune_env.envs.bench import Bench, batchnorms_of
+from prune_env.envs.features import filter_features
+from prune_env.envs.observation import ObservationLayout
 from prune_env.envs.records import Report
 from prune_env.envs.report import episode_report, score
-from prune_env.envs.reward import RewardConfig, final_reward, step_reward
-from prune_env.measure.costs import COST_KEYS, CostMeter
+from prune_env.envs.reward import final_reward, step_reward
 from prune_env.nn.groups import FilterGroup, filter_groups
-from prune_env.nn.models import example_input, input_shape
-from prune_env.nn.surgery import compact_report, evaluating, following_batchnorms
-from prune_env.training.loop import TrainConfig, evaluate, train_steps
-from prune_env.training.pretrain import PretrainConfig, load_or_pretrain
+from prune_env.nn.surgery import compact_report
 
 #: Training images of the forward and backward pass that scores a group's filters: enough
 #: for the features' ranking, small enough to stay a few percent of a step.
 FEATURE_BATCH = 32
-
-DESCRIPTOR = (
-    "progress", "kind", "in_channels", "filters", "kernel", "stride", "feature_map",
-    "flops_share", "latency_share", "cost_ratio", "cost_to_target", "accuracy",
-    "accuracy_drop", "prev_keep", "prev_finetune", "removable",
-)
 
 
 @dataclass
@@ -88,7 +77,8 @@ class PruneEnv(gym.Env):
     ## Observation Space
 
     `Box(-1, 1, (16 + 5 * max_filters,), float32)`: the group's descriptor, then four
-    per-filter features for `max_filters` slots, then the validity mask.
+    per-filter features for `max_filters` slots, then the validity mask
+    (`prune_env.envs.observation`).
 
     | index | meaning | min | max |
     |---|---|---|---|
@@ -153,6 +143,11 @@ class PruneEnv(gym.Env):
 
     ## Arguments
 
+    All but `final_report` set up the environment's `bench` (`prune_env.envs.bench.Bench`:
+    base network, data, task, cost meter, base costs, filter groups), which methods that
+    prepare an episode read (``env.unwrapped.bench``); ``env.unwrapped.layout`` says where
+    each part of the observation lies (`prune_env.envs.observation.ObservationLayout`).
+
     | name | type | default | meaning |
     |---|---|---|---|
     | model | str | "resnet20" | architecture (see `prune_env.nn.models`) |
@@ -190,107 +185,61 @@ class PruneEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, model: str = "resnet20", dataset: str = "fashion-mnist",
-                 cost: str = "latency", target: float = 0.5, reward: str = "psi-phi",
-                 allowed_drop: float = 0.02, finetune_weight: float = 0.05,
-                 max_finetune_steps: int = 50, finetune_lr: float = 0.01, batch_size: int = 64,
-                 val_samples: int = 2000, device: str = "cpu", threads: int | None = None,
-                 latency_batch: int = 32,
-                 checkpoint: str | None = None, data: DataBundle | None = None,
-                 data_dir: str | None = None, pretrain: PretrainConfig | None = None,
-                 latency_table: str | None = None, final_report: bool = True,
-                 seed: int = 0):
-        if cost not in COSTS:
-            raise ValueError(f"unknown cost {cost!r}: choose one of {', '.join(COSTS)}")
-        self.cost_name = cost
-        self.cost_key = COST_KEYS[cost]
-        self.reward_cfg = RewardConfig(reward, allowed_drop, finetune_weight, target)
-        self.max_finetune_steps = int(max_finetune_steps)
-        self.train_cfg = TrainConfig(lr=finetune_lr, batch_size=batch_size, augment=False,
-                                     weight_decay=5e-4)
-        self.val_samples = val_samples
+    def __init__(self, *, final_report: bool = True, **kwargs: Any):
+        self.bench = Bench(**kwargs)
         self.final_report = final_report
-        self.task = get_task("classification")
-        self.data = data or load_data(dataset, data_dir=data_dir, seed=seed)
-        self.base_model, self.base_meta = load_or_pretrain(model, self.data, checkpoint,
-                                                           pretrain)
-        self.model_name = model
-        self.input_shape = input_shape(self.base_model)
-        given = (self.data.in_channels, *self.data.image_size)
-        if self.input_shape != given:
-            raise ValueError(f"the base checkpoint takes inputs {self.input_shape} but the data "
-                             f"set gives {given}: load the data at the checkpoint's image size "
-                             "(--image-size) or use another --checkpoint")
-        self.meter = CostMeter(cost, self.input_shape, device=device, threads=threads,
-                               table=latency_table, report_batch=latency_batch)
-        self._measure_base()
-        self.base_groups = filter_groups(self.base_model)
-        with evaluating(self.base_model), torch.no_grad():
-            # conv -> its BatchNorm: pruning never changes it (removed convs just vanish)
-            self._base_bn_of = following_batchnorms(self.base_model,
-                                                    example_input(self.base_model, 2))
-        self._bn_of = self._base_bn_of
-        self.max_filters = max(g.size for g in self.base_groups)
-        self.max_in = max(m.in_channels for m in self.base_model.modules()
-                          if isinstance(m, nn.Conv2d))
         self.action_space = spaces.Dict({
-            "keep": spaces.MultiBinary(self.max_filters),
+            "keep": spaces.MultiBinary(self.bench.max_filters),
             "finetune": spaces.Box(0.0, 1.0, (1,), np.float32),
         })
-        self._obs_size = len(DESCRIPTOR) + (len(FEATURES) + 1) * self.max_filters
-        self.observation_space = spaces.Box(-1.0, 1.0, (self._obs_size,), np.float32)
+        self.layout = ObservationLayout(self.bench.max_filters)
+        self.observation_space = self.layout.space
         self.state: EpisodeState | None = None
-        self._generator = torch.Generator()
-
-    # ----------------------------------------------------------------- set-up
-    def _measure_base(self) -> None:
-        """Base accuracy and costs, once: every episode starts from the same network."""
-        self.base_accuracy = evaluate(self.base_model, self.data.val, self.task,
-                                      limit=self.val_samples)
-        self.base_costs = self.meter.costs(self.base_model, calibrate=True)
-        self.base_cost = self.base_costs[self.cost_key]
+        self._bn_of = self.bench.base_bn_of
 
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self._generator.manual_seed(int(self.np_random.integers(2**31)))
+        self.bench.generator.manual_seed(int(self.np_random.integers(2**31)))
         options = options or {}
-        model = copy.deepcopy(self.base_model)
+        model = copy.deepcopy(self.bench.base_model)
         if "wrap" in options:
             model = options["wrap"](model)
-        self.state = EpisodeState(model=model, cost=self.base_cost,
-                                  accuracy=self.base_accuracy)
-        self._bn_of = self._base_bn_of
+        self.state = EpisodeState(model=model, cost=self.bench.base_cost,
+                                  accuracy=self.bench.base_accuracy)
+        self._bn_of = self.bench.base_bn_of
         self._warm_up(options)
-        groups = self._deploy(options["deploy"]) if "deploy" in options else self.base_groups
+        groups = (self._deploy(options["deploy"]) if "deploy" in options
+                  else self.bench.base_groups)
         self._order = [g.leader for g in groups]
         self._advance(groups)
-        costs = self.meter.costs(self.state.model) if "deploy" in options else self.base_costs
+        costs = (self.bench.meter.costs(self.state.model) if "deploy" in options
+                 else self.bench.base_costs)
         return self._observation(), {"accuracy": self.state.accuracy, **costs}
 
     def step(self, action: dict[str, Any]):
         if self.state is None or self.state.group is None:
             raise RuntimeError("call reset() before step(), and again once an episode ends")
-        state, group = self.state, self.state.group
+        state, group, bench = self.state, self.state.group, self.bench
         keep, finetune = self._parse_action(action, group)
         keep, forced = self._legal_keep(group, keep)
         result = compact_report(state.model, group.keep_for(torch.as_tensor(keep)),
                                 bn_of=self._bn_of)
         model = result.model
-        steps = round(finetune * self.max_finetune_steps)
-        with self.meter.computing():  # no latency timing meanwhile, in any process
-            seconds = train_steps(model, self.data.train, self.task, steps, self.train_cfg,
-                                  self._generator)
-            accuracy = evaluate(model, self.data.val, self.task, limit=self.val_samples)
-        costs = self.meter.costs(model)
-        reward = step_reward(self.reward_cfg, self.base_accuracy, accuracy, state.cost,
-                             costs[self.cost_key], self.base_cost, finetune)
-        state.model, state.accuracy, state.cost = model, accuracy, costs[self.cost_key]
+        steps = round(finetune * bench.max_finetune_steps)
+        with bench.meter.computing():  # no latency timing meanwhile, in any process
+            seconds = bench.finetune(model, steps)
+            accuracy = bench.validate(model)
+        costs = bench.meter.costs(model)
+        reward = step_reward(bench.reward_cfg, bench.base_accuracy, accuracy, state.cost,
+                             costs[bench.cost_key], bench.base_cost, finetune)
+        state.model, state.accuracy, state.cost = model, accuracy, costs[bench.cost_key]
         state.prev_keep, state.prev_finetune = float(keep.mean()), finetune
         state.finetune_seconds += seconds
         state.finetune_steps += steps
         info = {"accuracy": accuracy, **costs, "cost": state.cost,
-                "cost_ratio": state.cost / self.base_cost, "finetune_steps": steps, "group": group.leader,
+                "cost_ratio": state.cost / bench.base_cost, "finetune_steps": steps,
+                "group": group.leader,
                 "kept": result.out_channels.get(group.leader, 0),
                 "forced_keep": forced, "unions": result.unions,
                 "removed_branches": result.removed_branches}
@@ -298,8 +247,8 @@ class PruneEnv(gym.Env):
         self._advance(filter_groups(model, graph=result.graph))
         terminated = state.group is None
         if terminated:
-            reward += final_reward(self.reward_cfg, accuracy, state.cost, self.base_cost,
-                                   self._absolute(state.cost))
+            reward += final_reward(bench.reward_cfg, accuracy, state.cost, bench.base_cost,
+                                   bench.absolute(state.cost))
             state.total_reward += reward
             # wall time only at the episode's end (as gymnasium's RecordEpisodeStatistics):
             # a step's info holds only what the seed determines
@@ -319,12 +268,10 @@ class PruneEnv(gym.Env):
             return
         steps, hook = options["warmup"]
         state = self.episode_state
-        with self.meter.computing():
-            state.finetune_seconds += train_steps(state.model, self.data.train, self.task,
-                                                  int(steps), self.train_cfg, self._generator,
-                                                  grad_hook=hook, progress="warm-up")
-            state.accuracy = evaluate(state.model, self.data.val, self.task,
-                                      limit=self.val_samples)
+        with self.bench.meter.computing():
+            state.finetune_seconds += self.bench.finetune(state.model, steps, grad_hook=hook,
+                                                          progress="warm-up")
+            state.accuracy = self.bench.validate(state.model)
         state.finetune_steps += int(steps)
 
     def _deploy(self, deploy) -> list[FilterGroup]:
@@ -333,11 +280,10 @@ class PruneEnv(gym.Env):
         groups are walked instead of the base's. Returns them."""
         state = self.episode_state
         model = deploy(state.model)
-        with evaluating(model), torch.no_grad():
-            self._bn_of = following_batchnorms(model, example_input(model, 2))
-        with self.meter.computing():
-            state.accuracy = evaluate(model, self.data.val, self.task, limit=self.val_samples)
-        state.model, state.cost = model, self.meter.costs(model)[self.cost_key]
+        self._bn_of = batchnorms_of(model)
+        with self.bench.meter.computing():
+            state.accuracy = self.bench.validate(model)
+        state.model, state.cost = model, self.bench.meter.costs(model)[self.bench.cost_key]
         return filter_groups(model)
 
     # ----------------------------------------------------------------- tries
@@ -350,14 +296,14 @@ class PruneEnv(gym.Env):
         if self.state is None:
             raise RuntimeError("call reset() before snapshot()")
         return {"state": dataclasses.replace(self.state), "features": self._features.copy(),
-                "generator": self._generator.get_state(),
+                "generator": self.bench.generator.get_state(),
                 "np_random": copy.deepcopy(self.np_random.bit_generator.state)}
 
     def restore(self, snapshot: dict[str, Any]) -> np.ndarray:
         """Return to a `snapshot` of this episode; returns its observation."""
         self.state = dataclasses.replace(snapshot["state"])
         self._features = snapshot["features"].copy()
-        self._generator.set_state(snapshot["generator"])
+        self.bench.generator.set_state(snapshot["generator"])
         self.np_random.bit_generator.state = copy.deepcopy(snapshot["np_random"])
         return self._observation()
 
@@ -368,8 +314,8 @@ class PruneEnv(gym.Env):
         if not isinstance(action, dict) or set(action) != {"keep", "finetune"}:
             raise ValueError("action must be a dict with keys 'keep' and 'finetune'")
         keep = np.asarray(action["keep"])
-        if keep.shape != (self.max_filters,):
-            raise ValueError(f"action['keep'] must have shape ({self.max_filters},), "
+        if keep.shape != (self.layout.max_filters,):
+            raise ValueError(f"action['keep'] must have shape ({self.layout.max_filters},), "
                              f"got {keep.shape}")
         if not np.isin(keep, (0, 1)).all():
             raise ValueError("action['keep'] must hold only 0 and 1")
@@ -403,40 +349,28 @@ class PruneEnv(gym.Env):
             self._features = self._group_features(state.group)
 
     def _group_features(self, group: FilterGroup) -> np.ndarray:
-        n = FEATURE_BATCH
-        idx = torch.randint(len(self.data.train), (n,), generator=self._generator)
-        batch = (self.data.train.images[idx], self.data.train.labels[idx])
-        with self.meter.computing():
-            return filter_features(self.episode_state.model, group, self._bn_of, batch, self.task)
+        batch = self.bench.train_batch(FEATURE_BATCH)
+        with self.bench.meter.computing():
+            return filter_features(self.episode_state.model, group, self._bn_of, batch,
+                                   self.bench.task)
 
     # ----------------------------------------------------------------- observation
     def _observation(self) -> np.ndarray:
-        obs = np.zeros(self._obs_size, np.float32)
-        state = self.episode_state
+        state, bench = self.episode_state, self.bench
         if state.group is None:
-            return obs
+            return np.zeros(self.layout.size, np.float32)
         group, model = state.group, state.model
         conv = cast(nn.Conv2d, model.get_submodule(group.convs[0]))
-        desc = obs[: len(DESCRIPTOR)]
-        desc[0] = state.step / len(self._order)
-        desc[1] = self._kind(model, group)
-        desc[2] = conv.in_channels / self.max_in
-        desc[3] = group.size / self.max_filters
-        desc[4] = min(conv.kernel_size[0] / 7, 1)
-        desc[5] = min(conv.stride[0] / 4, 1)
-        desc[6:9] = self.meter.group_shares(model, group.convs)
-        desc[9] = min(state.cost / self.base_cost, 1)
-        desc[10] = np.clip(state.cost / self.base_cost - self.reward_cfg.target, -1, 1)
-        desc[11] = state.accuracy
-        drop = (self.base_accuracy - state.accuracy) / self.reward_cfg.allowed_drop
-        desc[12] = np.clip(drop, -1, 1)
-        desc[13], desc[14] = state.prev_keep, state.prev_finetune
-        desc[15] = float(group.removable)
-        m, start = self.max_filters, len(DESCRIPTOR)
-        feats = obs[start: start + len(FEATURES) * m].reshape(m, len(FEATURES))
-        feats[: group.size] = self._features
-        obs[start + len(FEATURES) * m: start + len(FEATURES) * m + group.size] = 1.0
-        return obs
+        ratio = state.cost / bench.base_cost
+        drop = (bench.base_accuracy - state.accuracy) / bench.reward_cfg.allowed_drop
+        descriptor = [state.step / len(self._order), self._kind(model, group),
+                      conv.in_channels / bench.max_in, group.size / bench.max_filters,
+                      min(conv.kernel_size[0] / 7, 1), min(conv.stride[0] / 4, 1),
+                      *bench.meter.group_shares(model, group.convs), min(ratio, 1),
+                      np.clip(ratio - bench.reward_cfg.target, -1, 1), state.accuracy,
+                      np.clip(drop, -1, 1), state.prev_keep, state.prev_finetune,
+                      float(group.removable)]
+        return self.layout.write(np.asarray(descriptor), self._features)
 
     @staticmethod
     def _kind(model: nn.Module, group: FilterGroup) -> float:
@@ -448,14 +382,11 @@ class PruneEnv(gym.Env):
     def _finish(self) -> Report:
         """Measure the real compact network against the base; score both."""
         state = self.episode_state
-        report = episode_report(self, state, self.meter.measure_pair(self.base_model,
-                                                                      state.model))
-        score(self, state.model, report)
+        bench = self.bench
+        report = episode_report(bench, state, bench.meter.measure_pair(bench.base_model,
+                                                                        state.model))
+        score(bench, state.model, report)
         return report
-
-    def _absolute(self, cost: float) -> float:
-        """A cost in absolute units (microseconds, microjoules, FLOPs, parameters)."""
-        return cost * 1e3 if self.cost_name in ("latency", "energy") else cost
 
     @property
     def visit_order(self) -> list[str]:
@@ -472,6 +403,12 @@ class PruneEnv(gym.Env):
         return self.state
 
     @property
+    def bn_of(self) -> dict[str, str]:
+        """conv -> its BatchNorm in the episode's network (the deployed one's after a
+        ``deploy`` reset option; the base's otherwise)."""
+        return self._bn_of
+
+    @property
     def model(self) -> nn.Module:
         """The network as pruned so far."""
-        return self.state.model if self.state else self.base_model
+        return self.state.model if self.state else self.bench.base_model

@@ -8,33 +8,17 @@ computed only here (`score`), for the final report, never for a reward.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from prune_env.data.datasets import DataBundle
-from prune_env.data.task import Task
 from prune_env.envs.records import Figures, Finetune, Report
 from prune_env.measure import count_flops, count_params
-from prune_env.measure.costs import CostMeter
 from prune_env.training.loop import evaluate
 
 if TYPE_CHECKING:
-    from prune_env.envs.prune import EpisodeState, PruneEnv
-    from prune_env.envs.reward import RewardConfig
-
-
-class Reported(Protocol):
-    """What a report reads from an environment (`PruneEnv`, and the gating environment)."""
-
-    model_name: str
-    data: DataBundle
-    task: Task
-    cost_name: str
-    reward_cfg: RewardConfig
-    meter: CostMeter
-    base_model: nn.Module
-    base_cost: float
+    from prune_env.envs.bench import Bench
+    from prune_env.envs.prune import EpisodeState
 
 
 def kept_filters(base: nn.Module, pruned: nn.Module) -> dict[str, list[float]]:
@@ -46,7 +30,7 @@ def kept_filters(base: nn.Module, pruned: nn.Module) -> dict[str, list[float]]:
             for n, m in base.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def episode_report(env: PruneEnv, state: EpisodeState, latency: dict[str, Any]) -> Report:
+def episode_report(env: Bench, state: EpisodeState, latency: dict[str, Any]) -> Report:
     """The report of a finished episode (test accuracy is added by `score`)."""
     shape = env.input_shape
 
@@ -70,7 +54,7 @@ def episode_report(env: PruneEnv, state: EpisodeState, latency: dict[str, Any]) 
                          "interleaved; IQR over all runs")
 
 
-def common_report(env: Reported, state: EpisodeState, base: Figures, pruned: Figures,
+def common_report(env: Bench, state: EpisodeState, base: Figures, pruned: Figures,
                   ratio: float, kept: dict[str, list[float]], note: str) -> Report:
     """The report every method's episode ends with, given the base and pruned figures and
     the cost ratio the target is judged on."""
@@ -86,7 +70,7 @@ def common_report(env: Reported, state: EpisodeState, base: Figures, pruned: Fig
         kept_filters=kept, latency_note=note)
 
 
-def score(env: Reported, pruned: nn.Module, report: Report) -> None:
+def score(env: Bench, pruned: nn.Module, report: Report) -> None:
     """Add both networks' full validation and test accuracy and the accuracy drop."""
     for figures, model in ((report.base, env.base_model), (report.pruned, pruned)):
         figures.val_accuracy = evaluate(model, env.data.val, env.task)

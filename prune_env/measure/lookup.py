@@ -168,7 +168,7 @@ class LatencyTable:
         # [per_layer, per_element] overhead fits here.
         self.entries: dict[str, Any] = {}
         if self.path.exists():
-            self.entries = json.loads(self.path.read_text())
+            self.entries = self._read()
         self.measured = 0  # layer shapes this process timed
         self._held = False
 
@@ -239,7 +239,20 @@ class LatencyTable:
     def reload(self) -> None:
         """Add the entries other processes saved (ours are never replaced)."""
         if self.path.exists():
-            self.entries = json.loads(self.path.read_text()) | self.entries
+            self.entries = self._read() | self.entries
+
+    def _read(self) -> dict[str, Any]:
+        """The table's entries; a file that is not a table is refused, never overwritten."""
+        try:
+            entries = json.loads(self.path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{self.path} is not a latency table ({err}); give another "
+                             "--latency-table or remove it") from None
+        if not isinstance(entries, dict) or not all(
+                isinstance(v, (int, float, list)) for v in entries.values()):
+            raise ValueError(f"{self.path} is not a latency table (expected an object of "
+                             "timings); give another --latency-table or remove it")
+        return entries
 
     def network_ms(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
         """Sum of the table's entries over the network's layers (uncalibrated)."""

@@ -21,7 +21,7 @@ from prune_env.envs.records import CandidateSummary, Finetune, Report
 from prune_env.envs.report import episode_report, score
 from prune_env.runs.export import FORMATS, export
 from prune_env.training.checkpoint import save_compact
-from prune_env.training.loop import evaluate, train_steps
+from prune_env.training.loop import train_steps
 
 if TYPE_CHECKING:
     from prune_env.envs.prune import PruneEnv
@@ -73,9 +73,9 @@ def candidate_from(env: gym.Env, source: str, reward: float) -> Candidate:
     """The environment's current network as a candidate."""
     unwrapped = cast("PruneEnv", env.unwrapped)
     state = unwrapped.episode_state
-    ratio = state.cost / unwrapped.base_cost
+    ratio = state.cost / unwrapped.bench.base_cost
     return Candidate(state.model, source, state.accuracy, ratio,
-                     ratio <= unwrapped.reward_cfg.target, reward, state.finetune_seconds,
+                     ratio <= unwrapped.bench.reward_cfg.target, reward, state.finetune_seconds,
                      state.finetune_steps)
 
 
@@ -84,7 +84,7 @@ def measured_ratio(env: gym.Env, candidate: Candidate) -> float:
     with the base). Shown beside the looked-up ratio; candidates are picked on the looked-up
     one, so that the same seed on the same machine gives the same report."""
     unwrapped = cast("PruneEnv", env.unwrapped)
-    return unwrapped.meter.measured_ratio(unwrapped.base_model, candidate.model)
+    return unwrapped.bench.meter.measured_ratio(unwrapped.bench.base_model, candidate.model)
 
 
 def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, seed: int,
@@ -98,24 +98,23 @@ def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, s
     unwrapped = cast("PruneEnv", env.unwrapped)
     model = copy.deepcopy(candidate.model)
     generator = torch.Generator().manual_seed(seed)
-    seconds = train_steps(model, unwrapped.data.train, unwrapped.task, steps,
-                          unwrapped.train_cfg, generator, progress="final fine-tune")
+    bench = unwrapped.bench
+    seconds = train_steps(model, bench.data.train, bench.task, steps, bench.train_cfg,
+                          generator, progress="final fine-tune")
     model.eval()
-    accuracy = evaluate(model, unwrapped.data.val, unwrapped.task, limit=unwrapped.val_samples)
-    costs = unwrapped.meter.costs(model)
-    state = EpisodeState(model=model, cost=costs[unwrapped.cost_key], accuracy=accuracy,
+    accuracy = bench.validate(model)
+    costs = bench.meter.costs(model)
+    state = EpisodeState(model=model, cost=costs[bench.cost_key], accuracy=accuracy,
                          finetune_seconds=candidate.finetune_seconds,
                          finetune_steps=candidate.finetune_steps,
                          total_reward=candidate.reward)
-    report = episode_report(unwrapped, state, unwrapped.meter.measure_pair(
-        unwrapped.base_model, model))
+    report = episode_report(bench, state, bench.meter.measure_pair(bench.base_model, model))
     report.source = candidate.source
     report.search_result = CandidateSummary(candidate.source, candidate.accuracy,
                                             candidate.cost_ratio)
     report.final_finetune = Finetune(seconds=seconds, steps=steps)
-    report.exports = {fmt: export(model, unwrapped.input_shape, out_dir, fmt)
-                      for fmt in formats}
-    score(unwrapped, model, report)
+    report.exports = {fmt: export(model, bench.input_shape, out_dir, fmt) for fmt in formats}
+    score(bench, model, report)
     save_compact(out_dir / "compact.pt", model, {"report": "report.json"})
     return report
 

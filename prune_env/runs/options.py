@@ -1,24 +1,22 @@
-"""The environment options every command builds from its arguments."""
+"""The environment's arguments from a run's config (shared by every method)."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
-import torch
-
+from prune_env.config import RunConfig
 from prune_env.data.datasets import DataBundle
-from prune_env.training.pretrain import PretrainConfig
 
 
-def env_options(args: argparse.Namespace, data: DataBundle) -> dict[str, Any]:
-    """The environment's arguments from the command line (shared by train and baseline)."""
-    return {"model": args.model, "dataset": args.dataset, "data": data, "cost": args.cost,
-            "target": args.target, "reward": args.reward, "allowed_drop": args.allowed_drop,
-            "max_finetune_steps": args.max_finetune_steps, "val_samples": args.val_samples,
+def env_options(config: RunConfig, data: DataBundle) -> dict[str, Any]:
+    """The arguments of ``gymnasium.make`` for ``config`` on the loaded ``data``."""
+    env = config.env
+    return {"model": config.data.model, "dataset": config.data.dataset, "data": data,
+            "cost": env.cost, "target": env.target, "reward": env.reward,
+            "allowed_drop": env.allowed_drop, "max_finetune_steps": env.max_finetune_steps,
+            "val_samples": env.val_samples,
             # fixed here, so that worker processes (which train on fewer threads) predict
             # latency from the same table entries as the main process
-            "device": args.device, "threads": args.threads or torch.get_num_threads(),
-            "checkpoint": args.checkpoint,
-            "seed": args.seed, "latency_table": args.latency_table,
-            "pretrain": PretrainConfig(args.epochs, args.batch_size, args.lr, args.seed)}
+            "device": env.device, "threads": env.threads,
+            "checkpoint": config.data.checkpoint, "seed": config.data.seed,
+            "latency_table": env.latency_table, "pretrain": config.pretraining}

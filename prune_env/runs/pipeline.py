@@ -11,7 +11,6 @@ pipeline through `prune_env.catalog.RUNNERS`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from typing import Any
 import gymnasium as gym
 from torch.utils.tensorboard import SummaryWriter
 
+from prune_env.config import RunConfig
 from prune_env.data.datasets import load_data
 from prune_env.envs.records import CandidateSummary, Report, Search
 from prune_env.runs.export import FORMATS
@@ -92,26 +92,28 @@ class Method:
         return finalize(env, candidate, run_dir, steps=steps, seed=seed, formats=formats)
 
 
-def run(args: argparse.Namespace, method: Method, *, resume: Path | None = None,
-        image_every: int = 1) -> tuple[Report, Path]:
-    """Run ``method`` with the command line's ``args``; returns (report, run directory).
+def run(config: RunConfig, method: Method, *, recorded: dict[str, Any],
+        resume: Path | None = None, image_every: int = 1) -> tuple[Report, Path]:
+    """Run ``method`` with ``config``; returns (report, run directory).
 
     Args:
+        recorded: what args.json holds beside the run's config (the command, the method's
+            config), so that the run can be read back (`--resume`).
         resume: an unfinished training run to continue (its checkpoints are the method's).
         image_every: draw the kept-filters chart every this many episodes.
     """
-    data = load_data(args.dataset, data_dir=args.data_dir, download=args.download,
-                     seed=args.seed, synthetic_size=args.synthetic_size,
-                     image_size=args.image_size)
+    d = config.data
+    data = load_data(d.dataset, data_dir=d.data_dir, download=d.download, seed=d.seed,
+                     synthetic_size=d.synthetic_size, image_size=d.image_size)
     started = time.perf_counter()
-    options = env_options(args, data) | method.env_kwargs
+    options = env_options(config, data) | method.env_kwargs
 
     def make_env() -> gym.Env:
         return gym.make(method.env_id, final_report=False, **options)
 
     env = make_env()
-    recorded = vars(args) | method.prepare(env)
-    with _directory(args, method, recorded, resume) as run_dir:
+    recorded = recorded | {"run": config.to_dict(), "choices": method.prepare(env)}
+    with _directory(config, method, recorded, resume) as run_dir:
         progress = Progress.read(run_dir)
         logger = EpisodeLogger(SummaryWriter(str(run_dir), purge_step=progress.episodes),
                                env.unwrapped, image_every)
@@ -119,8 +121,8 @@ def run(args: argparse.Namespace, method: Method, *, resume: Path | None = None,
         result = method.search(env, context)
         seconds = time.perf_counter() - context.started
         best = max(result.candidates, key=Candidate.key)
-        report = method.finalize(env, best, run_dir, steps=getattr(args, "final_steps", 0),
-                                 seed=args.seed, formats=_formats(args))
+        report = method.finalize(env, best, run_dir, steps=config.final_steps, seed=d.seed,
+                                 formats=() if config.no_export else FORMATS)
         report.method, report.episodes = method.name, result.episodes
         report.details = report.details | result.details  # the final stage may add some
         report.search = Search(seconds, [
@@ -131,19 +133,14 @@ def run(args: argparse.Namespace, method: Method, *, resume: Path | None = None,
     return report, run_dir
 
 
-def _formats(args: argparse.Namespace) -> tuple[str, ...]:
-    """The exports: all, unless --no-export (commands without that option export none)."""
-    return () if getattr(args, "no_export", True) else FORMATS
-
-
 @contextlib.contextmanager
-def _directory(args: argparse.Namespace, method: Method, recorded: dict[str, Any],
+def _directory(config: RunConfig, method: Method, recorded: dict[str, Any],
                resume: Path | None) -> Iterator[Path]:
     if resume is not None:
         print(f"resuming {resume} at episode {Progress.read(resume).episodes}", flush=True)
         yield resume
         return
     # made only once the environment stands: a bad option leaves no run behind
-    with run_directory(args.runs_dir, args.model, args.dataset, method.name, args.seed,
-                       recorded) as run_dir:
+    with run_directory(config.runs_dir, config.data.model, config.data.dataset, method.name,
+                       config.data.seed, recorded) as run_dir:
         yield run_dir

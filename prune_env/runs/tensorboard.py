@@ -47,7 +47,7 @@ def candidate_log(env: PruneEnv, candidate: Candidate, episode: int,
                   finetune_mean: float) -> EpisodeLog:
     """The log of a method that runs a single episode: its candidate's figures."""
     model = candidate.model
-    costs = env.meter.costs(model)
+    costs = env.bench.meter.costs(model)
     return EpisodeLog(
         episode=episode, reward=candidate.reward, accuracy=candidate.accuracy,
         cost_ratio=candidate.cost_ratio, latency_ms=costs["latency_ms"],
@@ -55,7 +55,7 @@ def candidate_log(env: PruneEnv, candidate: Candidate, episode: int,
         finetune_seconds=candidate.finetune_seconds, finetune_steps=candidate.finetune_steps,
         finetune_mean=finetune_mean,
         # per base conv (a deployed ALF layer counts its expansion's filters)
-        kept={n: after for n, (_, after) in kept_filters(env.base_model, model).items()})
+        kept={n: after for n, (_, after) in kept_filters(env.bench.base_model, model).items()})
 
 
 class EpisodeLogger:
@@ -69,9 +69,9 @@ class EpisodeLogger:
 
     def __init__(self, writer: SummaryWriter, env: Any, image_every: int):
         self.writer = writer
-        self.target: float = env.reward_cfg.target
-        self.base_costs: dict[str, Any] = env.base_costs
-        self.base_kept = {n: m.out_channels for n, m in env.base_model.named_modules()
+        self.target: float = env.bench.reward_cfg.target
+        self.base_costs: dict[str, Any] = env.bench.base_costs
+        self.base_kept = {n: m.out_channels for n, m in env.bench.base_model.named_modules()
                           if isinstance(m, nn.Conv2d)}
         self.image_every = max(1, image_every)
         self.best: tuple[tuple[bool, float], float, float] | None = None
@@ -113,6 +113,17 @@ class EpisodeLogger:
             self.base_kept, kept, f"final: test accuracy {pruned.test_accuracy:.4f}, "
             f"speed-up {report.speedup:.2f}x"))
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                   for k, v in args.items()}
+                   for k, v in flat(args).items()}
         self.writer.add_hparams(hparams, metrics, run_name=".")
         self.writer.close()
+
+
+def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (args.json) as one level of dotted keys (TensorBoard's hparams)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
+    return out

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from prune_env.config import PretrainConfig
 from prune_env.data.datasets import DataBundle, load_data
 from prune_env.data.task import Classification
 from prune_env.nn.models import build_model
@@ -26,26 +26,6 @@ from prune_env.training.checkpoint import load_base, save_base
 from prune_env.training.loop import TrainConfig, evaluate, train_steps
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Budget of a pretraining run.
-
-    Attributes:
-        epochs: passes over the training split.
-        batch_size: images per SGD step.
-        lr: peak learning rate (OneCycle).
-        seed: seeds the initial weights and the batch order.
-        augment: random flips and crops; off by default since a 3-epoch budget underfits
-            rather than overfits.
-    """
-
-    epochs: float = 3.0
-    batch_size: int = 256
-    lr: float = 0.2
-    seed: int = 0
-    augment: bool = False
 
 
 def default_checkpoint(model: str, dataset: str, root: str | Path | None = None) -> Path:

@@ -67,7 +67,7 @@ def test_snapshot_restore_replays_a_step_exactly(make_env):
     env = make_env(final_report=False)
     obs, _ = env.reset(seed=3)
     start = env.unwrapped.snapshot()
-    keep = np.zeros(env.unwrapped.max_filters, np.int8)
+    keep = np.zeros(env.unwrapped.bench.max_filters, np.int8)
     keep[: env.unwrapped.state.group.size // 2] = 1
     action = {"keep": keep, "finetune": np.array([0.5], np.float32)}
     first = env.step(action)

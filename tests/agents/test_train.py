@@ -142,11 +142,12 @@ def test_sweep_runs_methods_at_each_target_and_draws_curves(small_args, tmp_path
         assert by_target[0.6]["episode_cost_ratio"] < by_target[0.8]["episode_cost_ratio"]
     assert (sweep / "pareto-latency.png").exists() and (sweep / "compare.csv").exists()
     assert len((sweep / "compare.csv").read_text().splitlines()) == 5
-    # each run recorded only its own command's options: a sweep's training run can resume
-    from prune_env.cli.main import reparse
+    # each run recorded only its own command's configs: a sweep's training run can resume
+    from prune_env.config import AgentConfig, RunConfig
 
     (l2pf_args,) = [json.loads(p.read_text()) for p in sweep.glob("*__l2pf__*/args.json")
-                    if json.loads(p.read_text())["target"] == 0.8]
-    assert "swd_steps" not in l2pf_args and "targets" not in l2pf_args
-    assert reparse("train", l2pf_args, "args.json").agent == "l2pf"
+                    if json.loads(p.read_text())["run"]["env"]["target"] == 0.8]
+    assert sorted(l2pf_args) == ["agent", "choices", "command", "run"]
+    assert AgentConfig.from_dict(l2pf_args["agent"], "args.json").agent == "l2pf"
+    assert RunConfig.from_dict(l2pf_args["run"], "args.json").runs_dir == str(sweep)
     assert "Pareto plot" in capsys.readouterr().out

@@ -60,7 +60,7 @@ def test_alf_episode_prunes_the_code_to_the_target_and_equals_the_trained_blocks
     assert {n: k for n, (k, _) in kept.items()} == masks
     assert all(k < alf.blocks(trained["model"])[n].rank for n, k in masks.items())
     # no fine-tuning in the episode: the compact network is the trained ALF network
-    x = torch.randn(4, *unwrapped.input_shape, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(4, *unwrapped.bench.input_shape, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         diff = (candidate.model.eval()(x) - trained["model"].eval()(x)).abs().max()
     assert diff < 1e-4

@@ -25,7 +25,7 @@ def test_swd_drives_the_masked_filters_down_then_prunes_them_to_the_target(make_
     env = make_env(final_report=False, target=0.8)
     unwrapped = env.unwrapped
     penalty = SWDPenalty(unwrapped, SWDConfig(steps=100))
-    candidate = policy_episode(env, SWDPolicy(unwrapped.max_filters), 0, "swd",
+    candidate = policy_episode(env, SWDPolicy(unwrapped.bench.max_filters), 0, "swd",
                                options={"warmup": (100, penalty)})
     # the masked filters' weights were driven down before the prune: 50x smaller at the end
     assert penalty.history[-1] < penalty.history[0] / 50
@@ -56,10 +56,10 @@ def test_swd_baseline_writes_a_report_on_target(tmp_path, checkpoint, latency_ta
 def test_layerprune_removes_whole_blocks_and_the_network_runs_faster(make_env):
     env = make_env(final_report=False, target=0.8)
     unwrapped = env.unwrapped
-    stats = {n: b.running_mean.clone() for n, b in unwrapped.base_model.named_modules()
+    stats = {n: b.running_mean.clone() for n, b in unwrapped.bench.base_model.named_modules()
              if isinstance(b, torch.nn.BatchNorm2d)}
     importance = block_importance(unwrapped, "taylor", batches=10)
-    for n, b in unwrapped.base_model.named_modules():  # the base network is left as it was
+    for n, b in unwrapped.bench.base_model.named_modules():  # the base network is left as it was
         if isinstance(b, torch.nn.BatchNorm2d):
             assert torch.equal(b.running_mean, stats[n])
     leaders = removable_blocks(unwrapped)
@@ -67,19 +67,19 @@ def test_layerprune_removes_whole_blocks_and_the_network_runs_faster(make_env):
     assert set(importance) == set(leaders) and all(v >= 0 for v in importance.values())
     removed = blocks_to_remove(unwrapped, importance)
     assert removed and removed == sorted(removed, key=importance.get)
-    policy = LayerPrunePolicy(unwrapped.max_filters, [g.leader for g in unwrapped.base_groups],
+    policy = LayerPrunePolicy(unwrapped.bench.max_filters, [g.leader for g in unwrapped.bench.base_groups],
                               [leaders[b] for b in removed])
     candidate = policy_episode(env, policy, 0, "layerprune")
     model = candidate.model
     for block in leaders:
         assert (model.get_submodule(block).branch is None) == (block in removed)
-    base_widths = {n: m.out_channels for n, m in unwrapped.base_model.named_modules()
+    base_widths = {n: m.out_channels for n, m in unwrapped.bench.base_model.named_modules()
                    if isinstance(m, torch.nn.Conv2d)}
     for name, m in model.named_modules():  # every filter of the blocks left is kept
         if isinstance(m, torch.nn.Conv2d):
             assert m.out_channels == base_widths[name]
     assert candidate.cost_ratio <= 0.8
-    assert unwrapped.meter.measured_ratio(unwrapped.base_model, model) < 0.95
+    assert unwrapped.bench.meter.measured_ratio(unwrapped.bench.base_model, model) < 0.95
 
 
 def test_imprinting_scores_each_block_by_its_probe_gain(make_env):
@@ -107,15 +107,15 @@ def test_layerprune_baseline_writes_a_report(tmp_path, checkpoint, latency_table
 
 def test_uniform_baselines_reach_their_target_at_the_auto_ratio(make_env):
     env = make_env(final_report=False, target=0.8)
-    ratio = uniform_ratio_for(env.unwrapped, 0.8)
+    ratio = uniform_ratio_for(env.unwrapped.bench, 0.8)
     assert 0.05 <= ratio < 1
     results = {}
     for name in ("l1", "random"):
-        policy = make_policy(name, env.unwrapped.max_filters, ratio=ratio, seed=0)
+        policy = make_policy(name, env.unwrapped.bench.max_filters, ratio=ratio, seed=0)
         results[name] = policy_episode(env, policy, 0, name)
         assert results[name].cost_ratio <= 0.8
     # same widths: the uniform ratio decides the cost, not which filters are kept
     assert results["l1"].cost_ratio == results["random"].cost_ratio
     # one step up misses it: the ratio is the largest that meets the target
-    policy = make_policy("l1", env.unwrapped.max_filters, ratio=ratio + 0.05)
+    policy = make_policy("l1", env.unwrapped.bench.max_filters, ratio=ratio + 0.05)
     assert policy_episode(env, policy, 0, "l1").cost_ratio > 0.8

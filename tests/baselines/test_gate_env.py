@@ -27,12 +27,19 @@ def test_the_budget_is_the_action_and_the_first_state_is_the_base(gate_env):
     unwrapped = env.unwrapped
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
-    assert obs[10] == pytest.approx(unwrapped.base_accuracy)  # every filter on at first
-    assert info["flops"] == pytest.approx(unwrapped.base_cost, rel=0.01)
+    assert obs[10] == pytest.approx(unwrapped.bench.base_accuracy)  # every filter on at first
+    assert info["flops"] == pytest.approx(unwrapped.bench.base_cost, rel=0.01)
     _, _, _, _, low = env.step(np.array([0.5, 0.0], np.float32))
     first = unwrapped.gates[0]
     assert low["gate"] == first and low["active"] < 0.6 * 16  # r = 0.5: most filters off
     assert low["cost_ratio"] < 1.0
+    # composition, not inheritance: it holds the same kind of bench as the pruning
+    # environment, and offers no tries it cannot honour
+    from prune_env.envs.bench import Bench
+    from prune_env.envs.prune import PruneEnv
+
+    assert isinstance(unwrapped.bench, Bench) and not isinstance(unwrapped, PruneEnv)
+    assert not hasattr(unwrapped, "snapshot")
     _, _, _, _, full = env.step(np.array([1.0, 0.0], np.float32))
     assert full["active"] == pytest.approx(16, abs=0.5)  # r = 1: every filter on
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

@@ -79,7 +79,8 @@ def fake_run(tmp_path: Path, args: dict, report: bool) -> Path:
 
 
 def test_resume_refuses_a_finished_run_and_leaves_it_as_it_was(tmp_path, capsys):
-    run = fake_run(tmp_path, {"agent": "l2pf", "episodes": 2}, report=True)
+    run = fake_run(tmp_path, {"command": "train", "agent": {"agent": "l2pf", "episodes": 2}},
+                   report=True)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     assert main(["train", "--resume", str(run)]) == 2
     assert "finished" in capsys.readouterr().err
@@ -87,16 +88,17 @@ def test_resume_refuses_a_finished_run_and_leaves_it_as_it_was(tmp_path, capsys)
 
 
 def test_resume_refuses_a_run_that_is_not_a_training_run(tmp_path, capsys):
-    run = fake_run(tmp_path, {"name": "l1", "target": 0.7}, report=False)
+    run = fake_run(tmp_path, {"command": "baseline", "name": "l1"}, report=False)
     assert main(["train", "--resume", str(run)]) == 2
     assert "only training runs resume" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == ["args.json"]
 
 
 @pytest.mark.parametrize("saved, message", [
-    ({"agent": "l2pf", "episodes": 0}, "--episodes"),
-    ({"agent": "l2pf", "episodes": 2, "latency_table": None, "evil": "/etc"}, "evil"),
-    ({"agent": "rm -rf", "episodes": 2}, "--agent"),
+    ({"command": "train", "agent": {"agent": "l2pf", "episodes": 0}}, "episodes"),
+    ({"command": "train", "run": {"env": {"latency_table": None}, "evil": "/etc"}}, "evil"),
+    ({"command": "train", "agent": {"agent": "rm -rf", "episodes": 2}}, "agent: expected"),
+    ({"command": "train", "run": {"env": {"latency_table": "/root/.bashrc"}}}, ".json"),
 ])
 def test_resume_checks_args_json_as_the_command_line(saved, message, tmp_path, capsys):
     run = fake_run(tmp_path, saved, report=False)

@@ -337,6 +337,30 @@ def test_fashion_mnist_from_fake_debian_files(
     assert torch.equal(again.train.images, b.train.images)
 
 
+@pytest.mark.parametrize("damage", ["truncate", "header", "gzip"])
+def test_damaged_fashion_mnist_files_are_a_message_naming_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    fake = tmp_path / "debian"
+    write_fake_debian(fake)
+    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", fake)
+    root = tmp_path / "root"
+    raw = root / "FashionMNIST" / "raw"
+    if damage == "gzip":
+        (fake / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+        with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz is damaged"):
+            D.load_data("fashion-mnist", data_dir=root)
+        assert not [p for p in raw.iterdir() if p.name.startswith(".")]  # no half file
+        return
+    D.load_data("fashion-mnist", data_dir=root)
+    images = raw / "train-images-idx3-ubyte"
+    content = images.read_bytes()
+    images.write_bytes(content[: len(content) // 2] if damage == "truncate"
+                       else b"\x00\x00\x99\x03" + content[4:])
+    with pytest.raises(ValueError, match=f"{raw}.*(damaged|do not match)"):
+        D.load_data("fashion-mnist", data_dir=root)
+
+
 @pytest.fixture(scope="module")
 def real_fashion(tmp_path_factory: pytest.TempPathFactory) -> tuple[D.DataBundle, Path]:
     if not DEBIAN_DIR.is_dir():

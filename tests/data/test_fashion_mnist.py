@@ -25,8 +25,8 @@ def test_episode_on_fashion_mnist(tmp_path, monkeypatch):
                    pretrain=PretrainConfig(epochs=0.15, batch_size=128, lr=0.05),
                    max_finetune_steps=8,
                    val_samples=500, threads=1, latency_table=str(tmp_path / "lut.json"))
-    assert env.unwrapped.base_meta["test_accuracy"] > 0.5  # chance: 0.1
-    policy = make_policy("l1", env.unwrapped.max_filters, ratio=0.7, finetune=1.0)
+    assert env.unwrapped.bench.base_meta["test_accuracy"] > 0.5  # chance: 0.1
+    policy = make_policy("l1", env.unwrapped.bench.max_filters, ratio=0.7, finetune=1.0)
     obs, _ = env.reset(seed=0)
     done = False
     while not done:
@@ -34,5 +34,5 @@ def test_episode_on_fashion_mnist(tmp_path, monkeypatch):
     report = info["final"]
     assert report.pruned.params < 0.6 * report.base.params
     assert report.pruned.test_accuracy > 0.3  # pruned and briefly fine-tuned: far above chance
-    assert report.base.test_accuracy == pytest.approx(env.unwrapped.base_meta["test_accuracy"])
+    assert report.base.test_accuracy == pytest.approx(env.unwrapped.bench.base_meta["test_accuracy"])
     assert (tmp_path / "resnet20-fashion-mnist.pt").exists()  # pretrained on first use

@@ -38,7 +38,7 @@ def test_gymnasium_checker_passes_with_a_real_fine_tuning_budget(make_env):
     infos = []
     for _ in range(2):
         env.reset(seed=3)
-        action = {"keep": np.ones(env.unwrapped.max_filters, np.int8),
+        action = {"keep": np.ones(env.unwrapped.bench.max_filters, np.int8),
                   "finetune": np.array([1.0], np.float32)}
         infos.append(env.step(action)[4])
     assert infos[0]["finetune_steps"] == 8
@@ -54,7 +54,7 @@ def test_stable_baselines3_checker_passes_on_flat_wrapper(make_env):
 
 def test_l1_episode_shrinks_and_reports(make_env):
     env = make_env()
-    base = env.unwrapped
+    base = env.unwrapped.bench
     policy = make_policy("l1", base.max_filters, ratio=0.5, finetune=0.5)
     rewards, infos = run(env, policy)
     assert len(infos) == len(base.base_groups) == 12  # ResNet-20: 3 stage groups + 9 blocks
@@ -79,7 +79,7 @@ def test_l1_episode_shrinks_and_reports(make_env):
 
 def test_keep_all_costs_nothing_but_finetuning(make_env):
     env = make_env(cost="flops", finetune_weight=0.1)
-    policy = make_policy("keep-all", env.unwrapped.max_filters, finetune=0.5)
+    policy = make_policy("keep-all", env.unwrapped.bench.max_filters, finetune=0.5)
     rewards, infos = run(env, policy)
     assert all(i["cost_ratio"] == 1.0 for i in infos)
     # phi = log(1) = 0, so each step pays only for fine-tuning: -0.1 * 0.5
@@ -90,7 +90,7 @@ def test_keep_all_costs_nothing_but_finetuning(make_env):
 
 def test_psi_phi_reward_follows_its_formula(make_env):
     env = make_env(cost="params", allowed_drop=0.05, finetune_weight=0.0)
-    base = env.unwrapped
+    base = env.unwrapped.bench
     obs, _ = env.reset(seed=0)
     action, _ = make_policy("l1", base.max_filters, ratio=0.5, finetune=0.0).predict(obs)
     _, reward, _, _, info = env.step(action)
@@ -103,7 +103,7 @@ def test_psi_phi_reward_follows_its_formula(make_env):
 def test_emptying_a_stage_group_keeps_its_strongest_filter(make_env):
     env = make_env()
     obs, _ = env.reset(seed=0)
-    n = env.unwrapped.max_filters
+    n = env.unwrapped.bench.max_filters
     _, _, _, _, info = env.step({"keep": np.zeros(n, np.int8),
                                  "finetune": np.zeros(1, np.float32)})
     assert info["group"] == "0" and info["forced_keep"] and info["kept"] == 1
@@ -112,7 +112,7 @@ def test_emptying_a_stage_group_keeps_its_strongest_filter(make_env):
 def test_emptying_a_block_removes_its_branch(make_env):
     env = make_env()
     obs, _ = env.reset(seed=0)
-    n = env.unwrapped.max_filters
+    n = env.unwrapped.bench.max_filters
     keep_all = {"keep": np.ones(n, np.int8), "finetune": np.zeros(1, np.float32)}
     env.step(keep_all)
     _, _, _, _, info = env.step({"keep": np.zeros(n, np.int8),
@@ -140,14 +140,14 @@ def test_bad_keep_is_a_value_error_naming_the_field(make_env, action, field):
 def test_bad_finetune_is_a_value_error_naming_the_field(make_env, finetune):
     env = make_env()
     env.reset(seed=0)
-    n = env.unwrapped.max_filters
+    n = env.unwrapped.bench.max_filters
     with pytest.raises(ValueError, match="finetune"):
         env.step({"keep": np.ones(n, np.int8), "finetune": finetune})
 
 
 def test_flat_wrapper_maps_scores_to_keep(make_env):
     env = FlatActionWrapper(make_env())
-    n = env.unwrapped.max_filters
+    n = env.unwrapped.bench.max_filters
     action = np.zeros(n + 1, np.float32)
     action[:5] = 0.9
     action[-1] = 2.0
@@ -160,9 +160,9 @@ def test_flat_wrapper_maps_scores_to_keep(make_env):
 
 def test_same_seed_same_episode(make_env):
     env = make_env()
-    policy = make_policy("random", env.unwrapped.max_filters, ratio=0.6, seed=3)
+    policy = make_policy("random", env.unwrapped.bench.max_filters, ratio=0.6, seed=3)
     first = [i["accuracy"] for i in run(env, policy, seed=1)[1]]
-    policy = make_policy("random", env.unwrapped.max_filters, ratio=0.6, seed=3)
+    policy = make_policy("random", env.unwrapped.bench.max_filters, ratio=0.6, seed=3)
     second = [i["accuracy"] for i in run(env, policy, seed=1)[1]]
     assert first == second
 

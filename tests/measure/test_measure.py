@@ -147,3 +147,13 @@ def test_timing_waits_for_other_processes_computing(tmp_path):
     child.join()
     assert log.read_text().split() == ["held", "released", "timed"]
 
+
+
+@pytest.mark.parametrize("content", ['{"shell": "echo"}', "[1, 2]", "not json", "\x00\xff"])
+def test_a_file_that_is_not_a_table_is_refused_and_left_alone(tmp_path, content):
+    path = tmp_path / "settings.json"
+    path.write_text(content, errors="surrogateescape")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="is not a latency table"):
+        LatencyTable(path, threads=1)
+    assert path.read_bytes() == before and not path.with_suffix(".lock").exists()

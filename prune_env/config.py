@@ -1,0 +1,189 @@
+"""The configs: what each command and each library entry point takes, one dataclass per
+concern, each field carrying its help and its check (cleanrl's style).
+
+The command line is generated from these fields (`prune_env.cli.parser`), a run's
+``args.json`` is their `Options.to_dict` and is read back with `Options.from_dict`, and every
+config checks itself when made, so the library, the command line and a resumed run accept and
+refuse the same values. No torch here: ``--help`` answers at once.
+
+Example::
+
+    from prune_env.config import DataConfig, EnvConfig, RunConfig
+    run = RunConfig(data=DataConfig(model="resnet20", seed=1), env=EnvConfig(target=0.6))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prune_env import checks
+from prune_env.catalog import AGENTS, BASELINES, COSTS, DATASETS, OWN_MODELS, POLICIES, REWARDS
+from prune_env.checks import Options, option
+
+__all__ = ["AgentConfig", "BaselineConfig", "CompareConfig", "DataConfig", "EnvConfig",
+           "EpisodeConfig", "PretrainConfig", "RunConfig"]
+
+
+@dataclass(frozen=True)
+class DataConfig(Options):
+    """the network and the data"""
+
+    model: str = option("resnet20", f"architecture: {', '.join(OWN_MODELS)}, or a torchvision "
+                        "classification model name such as resnet18 (default: resnet20)")
+    dataset: str = option("fashion-mnist", "data set (default: fashion-mnist, from Debian's "
+                          "dataset-fashion-mnist package when installed)", choices=DATASETS)
+    data_dir: str | None = option(None, "folder holding the data set (FashionMNIST/raw, "
+                                  "cifar-10-batches-py, or train/ and test/ class folders)")
+    download: bool = option(False, "let torchvision download a missing data set (needs "
+                            "internet)", check=checks.flag)
+    synthetic_size: int = option(3000, "training images of the synthetic data set "
+                                 "(default: 3000)", check=checks.positive)
+    image_size: int | None = option(None, "resize images to this size (default: the data "
+                                    "set's own; 32 for synthetic and imagefolder)",
+                                    check=checks.positive)
+    seed: int = option(0, "seed of the train/validation split, weights and batches",
+                       check=checks.seed)
+    checkpoint: str | None = option(None, "base checkpoint path (default: "
+                                    "checkpoints/MODEL-DATASET.pt, or "
+                                    "$PRUNE_ENV_CHECKPOINTS/MODEL-DATASET.pt)")
+
+
+@dataclass(frozen=True)
+class PretrainConfig(Options):
+    """pretraining budget (used where the base network must be trained)"""
+
+    epochs: float = option(3.0, "passes over the training split (default: 3)",
+                           check=checks.positive_real)
+    batch_size: int = option(256, "images per SGD step (default: 256)", check=checks.positive)
+    lr: float = option(0.2, "peak OneCycle learning rate (default: 0.2)",
+                       check=checks.positive_real)
+    # seeds the initial weights and the batch order: the data's seed (`RunConfig.pretraining`)
+    seed: int = option(0, "", check=checks.seed, cli=False)
+    # random flips and crops; off since a 3-epoch budget underfits rather than overfits
+    augment: bool = option(False, "", check=checks.flag, cli=False)
+
+
+@dataclass(frozen=True)
+class EnvConfig(Options):
+    """the environment: cost, target, reward, fine-tuning, measurement"""
+
+    cost: str = option("latency", "cost the reward uses (default: latency)", choices=COSTS)
+    target: float = option(0.5, "cost target as a fraction of the base cost (default: 0.5)",
+                           check=checks.share)
+    reward: str = option("psi-phi", "reward form (default: psi-phi, try-and-learn's)",
+                         choices=REWARDS)
+    allowed_drop: float = option(0.02, "accuracy drop b at which psi reaches 0 (default: "
+                                 "0.02)", check=checks.positive_real)
+    max_finetune_steps: int = option(50, "fine-tuning SGD steps at finetune=1 (default: 50)",
+                                     check=checks.non_negative)
+    val_samples: int = option(2000, "validation images scored at each step (default: 2000)",
+                              check=checks.positive)
+    device: str = option("cpu", "where latency and energy are measured: cpu, cuda, cuda:N",
+                         check=checks.device)
+    threads: int = option(1, "CPU threads for timing (default: 1, embedded-style batch-1 "
+                          "latency; on 2 cores ResNet-20 runs no faster on 2 threads and its "
+                          "timings vary about 5x more)", check=checks.positive)
+    latency_table: str | None = option(None, "latency lookup-table file, .json (default: "
+                                       "~/.cache/prune-env/latency-table.json)",
+                                       check=checks.json_file)
+
+
+@dataclass(frozen=True)
+class RunConfig(Options):
+    """where a run goes and how it ends"""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    runs_dir: str = option("runs", "parent of the new run directory (default: runs)")
+    final_steps: int = option(300, "SGD steps of the final fine-tune (default: 300)",
+                              check=checks.non_negative)
+    no_export: bool = option(False, "skip the ONNX and TorchScript files (`prune-env export` "
+                             "later)", check=checks.flag)
+
+    @property
+    def pretraining(self) -> PretrainConfig:
+        """The pretraining budget, seeded by the data's seed."""
+        return PretrainConfig(self.pretrain.epochs, self.pretrain.batch_size,
+                              self.pretrain.lr, self.data.seed, self.pretrain.augment)
+
+
+@dataclass(frozen=True)
+class EpisodeConfig(Options):
+    """the episode's simple policy"""
+
+    policy: str = option("l1", "keep-all, random (seeded), or l1: keep the largest-L1 "
+                         "filters (default: l1)", choices=POLICIES)
+    ratio: float = option(0.5, "fraction of each group's filters kept by random and l1 "
+                          "(default: 0.5)", check=checks.share)
+    finetune: float = option(0.2, "fine-tune fraction chosen at every step, in [0, 1] "
+                             "(default: 0.2)", check=checks.fraction)
+
+
+@dataclass(frozen=True)
+class AgentConfig(Options):
+    """the agent, its budget and hyper-parameters"""
+
+    agent: str = option("l2pf", "l2pf (ours: hybrid action, tries) or a stable-baselines3 "
+                        "agent through the flat-action wrapper (default: l2pf)", choices=AGENTS)
+    episodes: int = option(30, "training episodes in all (default: 30)", check=checks.positive)
+    tries: int = option(4, "L2PF: actions tried on each group per update (default: 4)",
+                        check=checks.positive)
+    agent_lr: float = option(3e-3, "L2PF: Adam learning rate of the policy (default: 3e-3)",
+                             check=checks.positive_real)
+    ent_coef: float = option(0.01, "L2PF: entropy bonus (default: 0.01)",
+                             check=checks.non_negative_real)
+    pace_weight: float = option(10.0, "L2PF: weight of the term pacing the cost toward the "
+                                "target (default: 10.0)", check=checks.non_negative_real)
+    sb3: list[str] = option([], "stable-baselines3 hyper-parameters, e.g. n_steps=48 "
+                            "learning_rate=1e-4 (default: sb3's, rollouts scaled to episodes)",
+                            many=True, metavar="KEY=VALUE")
+    n_envs: int = option(1, "environments in parallel processes (sb3: SubprocVecEnv; L2PF: "
+                         "tries) (default: 1)", check=checks.positive)
+    checkpoint_every: int = option(1, "checkpoint every N episodes (default: 1)",
+                                   check=checks.positive)
+
+
+@dataclass(frozen=True)
+class BaselineConfig(Options):
+    """the baselines' own options"""
+
+    ratio: float | str = option("auto", "fraction of each group's filters kept by random and "
+                                "l1, or 'auto': the largest uniform ratio whose predicted "
+                                "cost meets the target (default: auto)",
+                                check=checks.auto_or(checks.share))
+    finetune: float = option(0.2, "fine-tune fraction at every step, in [0, 1] (default: 0.2)",
+                             check=checks.fraction)
+    swd_steps: int = option(300, "swd: SGD steps of the penalised warm-up (default: 300)",
+                            check=checks.positive)
+    alf_steps: int = option(300, "alf: SGD steps training the autoencoder blocks "
+                            "(default: 300)", check=checks.positive)
+    budget: float | str = option("auto", "gating: budget r of every gate, or 'auto': the "
+                                 "largest r whose estimated cost meets the target minus a "
+                                 "0.04 margin for drift while training (default: auto)",
+                                 check=checks.auto_or(checks.share))
+    gating_steps: int = option(300, "gating: SGD steps training backbone and predictors "
+                               "together at the budget before the episode (default: 300)",
+                               check=checks.positive)
+    predictor_steps: int = option(30, "gating: predictor-only batches after each step "
+                                  "(default: 30)", check=checks.non_negative)
+    criterion: str = option("taylor", "layerprune: block importance (default: taylor)",
+                            choices=("taylor", "l1", "bn", "imprinting"))
+    criterion_batches: int = option(100, "layerprune: training batches of the taylor pass "
+                                    "(default: 100)", check=checks.positive)
+
+
+@dataclass(frozen=True)
+class CompareConfig(Options):
+    """where the comparison goes"""
+
+    csv: str | None = option(None, "CSV path (default: none; sweep: SWEEP_DIR/compare.csv)")
+    plot: str | None = option(None, "Pareto plots of test accuracy against measured latency, "
+                              "FLOPs (and energy) as STEM-latency.png, ... (default: none; "
+                              "sweep: SWEEP_DIR/pareto)", metavar="STEM")
+    logdir: str | None = option(None, "also log the plots as TensorBoard images there "
+                                "(default: none; sweep: SWEEP_DIR/pareto)")
+
+
+#: Every method a sweep or a baseline run can name.
+METHODS = AGENTS + BASELINES

@@ -1,0 +1,117 @@
+"""The bench: what a pruning environment holds fixed while its episodes run.
+
+The base network (loaded or pretrained on first use), its data and task, the cost meter and
+the base's accuracy and costs, the base's filter groups, the reward's and fine-tuning's
+settings, and the random generator of the episode's batches. `prune_env.envs.prune.PruneEnv`
+and the gating environment (`baselines.gating.env.GateEnv`) each hold one, and so do the
+methods that prepare an episode (uniform allocation, SWD, LayerPrune, ALF): it is the public
+face of an environment's set-up (``env.unwrapped.bench``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from prune_env.catalog import COSTS
+from prune_env.config import PretrainConfig
+from prune_env.data.datasets import DataBundle, load_data
+from prune_env.data.task import Task, get_task
+from prune_env.envs.reward import RewardConfig
+from prune_env.measure.costs import COST_KEYS, CostMeter
+from prune_env.nn.groups import FilterGroup, filter_groups
+from prune_env.nn.models import example_input, input_shape
+from prune_env.nn.surgery import evaluating, following_batchnorms
+from prune_env.training.loop import GradHook, TrainConfig, evaluate, train_steps
+from prune_env.training.pretrain import load_or_pretrain
+
+
+class Bench:
+    """The fixed set-up of a pruning environment (see the environment's Arguments).
+
+    Attributes:
+        data, task: the data set (train, validation, test splits) and the task scoring it.
+        base_model, base_meta: the trained base network and its checkpoint's metadata.
+        model_name, input_shape: the architecture's name and one input's shape.
+        meter: the cost meter (lookup-table latency, energy, FLOPs, parameters).
+        cost_name, cost_key: the cost the reward uses, and its key in the meter's costs.
+        reward_cfg, train_cfg: the reward's settings; the fine-tuning's SGD settings.
+        max_finetune_steps: fine-tuning steps at finetune = 1.
+        val_samples: validation images scored per step.
+        base_accuracy, base_costs, base_cost: the base's validation accuracy (on the
+            ``val_samples`` subset) and costs, measured once.
+        base_groups: the base's filter groups (`prune_env.nn.groups`), in forward order.
+        base_bn_of: conv -> the BatchNorm following it in the base.
+        max_filters, max_in: the largest group; the largest conv input in the base.
+        generator: the episode's batches (seeded by the environment's reset).
+    """
+
+    def __init__(self, model: str = "resnet20", dataset: str = "fashion-mnist",
+                 cost: str = "latency", target: float = 0.5, reward: str = "psi-phi",
+                 allowed_drop: float = 0.02, finetune_weight: float = 0.05,
+                 max_finetune_steps: int = 50, finetune_lr: float = 0.01, batch_size: int = 64,
+                 val_samples: int = 2000, device: str = "cpu", threads: int | None = None,
+                 latency_batch: int = 32, checkpoint: str | None = None,
+                 data: DataBundle | None = None, data_dir: str | None = None,
+                 pretrain: PretrainConfig | None = None, latency_table: str | None = None,
+                 seed: int = 0):
+        if cost not in COSTS:
+            raise ValueError(f"unknown cost {cost!r}: choose one of {', '.join(COSTS)}")
+        self.cost_name = cost
+        self.cost_key = COST_KEYS[cost]
+        self.reward_cfg = RewardConfig(reward, allowed_drop, finetune_weight, target)
+        self.max_finetune_steps = int(max_finetune_steps)
+        self.train_cfg = TrainConfig(lr=finetune_lr, batch_size=batch_size, augment=False,
+                                     weight_decay=5e-4)
+        self.val_samples = val_samples
+        self.task: Task = get_task("classification")
+        self.data = data or load_data(dataset, data_dir=data_dir, seed=seed)
+        self.base_model, self.base_meta = load_or_pretrain(model, self.data, checkpoint,
+                                                           pretrain)
+        self.model_name = model
+        self.input_shape = input_shape(self.base_model)
+        given = (self.data.in_channels, *self.data.image_size)
+        if self.input_shape != given:
+            raise ValueError(f"the base checkpoint takes inputs {self.input_shape} but the data "
+                             f"set gives {given}: load the data at the checkpoint's image size "
+                             "(--image-size) or use another --checkpoint")
+        self.meter = CostMeter(cost, self.input_shape, device=device, threads=threads,
+                               table=latency_table, report_batch=latency_batch)
+        # base accuracy and costs, once: every episode starts from the same network
+        self.base_accuracy = self.validate(self.base_model)
+        self.base_costs: dict[str, Any] = self.meter.costs(self.base_model, calibrate=True)
+        self.base_cost: float = self.base_costs[self.cost_key]
+        self.base_groups: list[FilterGroup] = filter_groups(self.base_model)
+        self.base_bn_of = batchnorms_of(self.base_model)
+        self.max_filters = max(g.size for g in self.base_groups)
+        self.max_in = max(m.in_channels for m in self.base_model.modules()
+                          if isinstance(m, nn.Conv2d))
+        self.generator = torch.Generator()
+
+    def validate(self, model: nn.Module) -> float:
+        """Accuracy on the step's validation subset (``val_samples`` images)."""
+        return evaluate(model, self.data.val, self.task, limit=self.val_samples)
+
+    def finetune(self, model: nn.Module, steps: int, *, grad_hook: GradHook | None = None,
+                 progress: str | None = None) -> float:
+        """``steps`` SGD steps on the training split with the episode's generator; returns
+        the wall time in seconds. Callers hold ``meter.computing()`` around it."""
+        return train_steps(model, self.data.train, self.task, int(steps), self.train_cfg,
+                           self.generator, grad_hook=grad_hook, progress=progress)
+
+    def train_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` training images and labels drawn with the episode's generator."""
+        idx = torch.randint(len(self.data.train), (size,), generator=self.generator)
+        return self.data.train.images[idx], self.data.train.labels[idx]
+
+    def absolute(self, cost: float) -> float:
+        """A cost in absolute units (microseconds, microjoules, FLOPs, parameters)."""
+        return cost * 1e3 if self.cost_name in ("latency", "energy") else cost
+
+
+def batchnorms_of(model: nn.Module) -> dict[str, str]:
+    """conv -> the BatchNorm following it (pruning never changes it: removed convs vanish)."""
+    with evaluating(model), torch.no_grad():
+        return following_batchnorms(model, example_input(model, 2))
