@@ -109,13 +109,17 @@ class L2PF:
 
     def __init__(self, env: gym.Env, config: L2PFConfig | None = None, seed: int = 0,
                  n_envs: int = 1, env_fn=None):
+        if not hasattr(env.unwrapped, "snapshot"):  # the gating environment trains in place
+            raise ValueError(f"L2PF tries actions from snapshots of the episode; "
+                             f"{type(env.unwrapped).__name__} offers none: use an sb3 agent "
+                             "or one episode per action sequence")
         self.env = env
         self.config = config or L2PFConfig()
         self.seed = seed
         self.keep_ratio = self.initial_keep_ratio()
         torch.manual_seed(seed)
-        self.policy = L2PFPolicy(cast(PruneEnv, env.unwrapped).bench.max_filters, self.config.hidden,
-                                 self.keep_ratio, self.config.feature_prior)
+        self.policy = L2PFPolicy(cast(PruneEnv, env.unwrapped).bench.max_filters,
+                                 self.config.hidden, self.keep_ratio, self.config.feature_prior)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.episodes = 0
         self.best: Candidate | None = None

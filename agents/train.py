@@ -55,10 +55,13 @@ def resumed(resume: str) -> tuple[RunConfig, AgentConfig]:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err})") from err
     if not isinstance(saved, dict) or saved.get("command") != "train":
-        raise ValueError(f"{run_dir} was not made by `prune-env train` (its args.json has no "
-                         "agent): only training runs resume")
-    return (RunConfig.from_dict(saved.get("run", {}), f"{path} (run)"),
-            AgentConfig.from_dict(saved.get("agent", {}), f"{path} (agent)"))
+        raise ValueError(f"{run_dir} was not made by `prune-env train` (its args.json says "
+                         "another command): only training runs resume")
+    if not isinstance(saved.get("run"), dict) or not isinstance(saved.get("agent"), dict):
+        raise ValueError(f"{path} is not this version's (no run and agent configs; older "
+                         "runs recorded flat options): start a new run")
+    return (RunConfig.from_dict(saved["run"], f"{path} (run)"),
+            AgentConfig.from_dict(saved["agent"], f"{path} (agent)"))
 
 
 def check_sb3_keys(config: AgentConfig) -> None:

@@ -55,7 +55,7 @@ def main() -> None:
         profile.enable()
         agent.run_episode()
     else:
-        policy = make_policy("l1", env.unwrapped.max_filters, ratio=0.5, finetune=args.finetune)
+        policy = make_policy("l1", env.unwrapped.bench.max_filters, ratio=0.5, finetune=args.finetune)
         obs, _ = env.reset(seed=0)
         start = time.perf_counter()
         profile.enable()

@@ -3,9 +3,9 @@
 The base network (loaded or pretrained on first use), its data and task, the cost meter and
 the base's accuracy and costs, the base's filter groups, the reward's and fine-tuning's
 settings, and the random generator of the episode's batches. `prune_env.envs.prune.PruneEnv`
-and the gating environment (`baselines.gating.env.GateEnv`) each hold one, and so do the
-methods that prepare an episode (uniform allocation, SWD, LayerPrune, ALF): it is the public
-face of an environment's set-up (``env.unwrapped.bench``).
+and the gating environment (`baselines.gating.env.GateEnv`) each hold one; the methods that
+prepare an episode (uniform allocation, SWD, LayerPrune, ALF, gating's budget) read it: it is
+the public face of an environment's set-up (``env.unwrapped.bench``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """Runs: what turns an environment and a method into a run directory (the pipeline, final
-stage, exports, TensorBoard logging, run directories)."""
+stage, exports, TensorBoard logging, run directories). Each name is imported on first use."""
 
-from prune_env.runs.finalize import Candidate, finalize
-from prune_env.runs.pipeline import Method, RunContext, SearchResult, run
+from prune_env.catalog import lazy_face
 
-__all__ = ["Candidate", "Method", "RunContext", "SearchResult", "finalize", "run"]
+_FACE = {"Candidate": "prune_env.runs.finalize",
+         "Method": "prune_env.runs.pipeline", "RunContext": "prune_env.runs.pipeline",
+         "SearchResult": "prune_env.runs.pipeline", "run": "prune_env.runs.pipeline"}
+
+__all__ = sorted(_FACE)
+
+__getattr__ = lazy_face("prune_env.runs", _FACE)

@@ -73,7 +73,7 @@ def test_alf_baseline_reports_code_filters_per_layer(tmp_path, checkpoint, laten
     # fine-tuning between steps moves the masked (zero) code filters: still dropped
     assert main(["baseline", "alf", "--alf-steps", "40", "--dataset", "synthetic",
                  "--synthetic-size", "1500", "--image-size", "16", "--checkpoint",
-                 str(checkpoint[0]), "--max-finetune-steps", "20", "--finetune", "0.5",
+                 str(checkpoint[0]), "--max-finetune-steps", "8", "--finetune", "0.5",
                  "--val-samples", "300",
                  "--threads", "1", "--latency-table", latency_table, "--final-steps", "20",
                  "--cost", "flops", "--target", "0.6", "--no-export",

@@ -40,6 +40,10 @@ def test_the_budget_is_the_action_and_the_first_state_is_the_base(gate_env):
 
     assert isinstance(unwrapped.bench, Bench) and not isinstance(unwrapped, PruneEnv)
     assert not hasattr(unwrapped, "snapshot")
+    from agents.l2pf import L2PF
+
+    with pytest.raises(ValueError, match="snapshots of the episode"):
+        L2PF(env)
     _, _, _, _, full = env.step(np.array([1.0, 0.0], np.float32))
     assert full["active"] == pytest.approx(16, abs=0.5)  # r = 1: every filter on
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

@@ -95,10 +95,13 @@ def test_resume_refuses_a_run_that_is_not_a_training_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("saved, message", [
-    ({"command": "train", "agent": {"agent": "l2pf", "episodes": 0}}, "episodes"),
-    ({"command": "train", "run": {"env": {"latency_table": None}, "evil": "/etc"}}, "evil"),
-    ({"command": "train", "agent": {"agent": "rm -rf", "episodes": 2}}, "agent: expected"),
-    ({"command": "train", "run": {"env": {"latency_table": "/root/.bashrc"}}}, ".json"),
+    ({"command": "train", "run": {}, "agent": {"agent": "l2pf", "episodes": 0}}, "episodes"),
+    ({"command": "train", "run": {"env": {"latency_table": None}, "evil": "/etc"},
+      "agent": {}}, "evil"),
+    ({"command": "train", "run": {}, "agent": {"agent": "rm -rf"}}, "agent: expected"),
+    ({"command": "train", "run": {"env": {"latency_table": "/root/.bashrc"}}, "agent": {}},
+     ".json"),
+    ({"command": "train", "agent": "l2pf", "episodes": 2}, "start a new run"),  # older, flat
 ])
 def test_resume_checks_args_json_as_the_command_line(saved, message, tmp_path, capsys):
     run = fake_run(tmp_path, saved, report=False)

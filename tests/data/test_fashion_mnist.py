@@ -1,4 +1,4 @@
-"""An episode on real Fashion-MNIST (Debian's dataset-fashion-mnist; `make test` installs it)."""
+"""An episode on real Fashion-MNIST (Debian's dataset-fashion-mnist; `make bench` runs it)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from baselines.simple import make_policy
 from prune_env.data.datasets import DEBIAN_FASHION_MNIST_DIR, load_data
 from prune_env.training.pretrain import PretrainConfig
 
-pytestmark = pytest.mark.skipif(
+# `make bench`: 100 s on 2 cores (pretraining 0.15 epoch, scoring 32,000 images), which
+# `make test` cannot afford; it checks the real data's loading (tests/data/test_data.py) and
+# runs every episode path on the synthetic data
+pytestmark = [pytest.mark.bench, pytest.mark.skipif(
     not DEBIAN_FASHION_MNIST_DIR.exists(),
-    reason="Fashion-MNIST missing: apt-get install dataset-fashion-mnist (make test does)")
+    reason="Fashion-MNIST missing: apt-get install dataset-fashion-mnist (make test does)")]
 
 
 def test_episode_on_fashion_mnist(tmp_path, monkeypatch):
