@@ -20,16 +20,20 @@ BatchNorm follows), evaluated in eval mode. The steps, each needed for that equa
    dropped depthwise channel, say) is folded into the bias of the layer that read it.
 
 Masks that would empty a group with no shortcut (a plain conv chain) are refused with
-`SurgeryError`; the environment avoids them by keeping the strongest filter.
+`SurgeryError`; the environment avoids them by keeping the strongest filter. Every result is
+checked: the compact network is run on the traced batch and compared with the masked network
+(`check_exact`); a difference, or a failure inside Torch-Pruning, is a `SurgeryError` naming
+the network, never a silently different network nor a library's traceback.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -40,6 +44,7 @@ from prune_env.nn.layers import CUSTOM_PRUNERS, ChannelShift, Residual
 from prune_env.nn.models import example_input
 
 MaskLike = torch.Tensor | np.ndarray | Sequence[bool]
+R = TypeVar("R")
 
 
 class SurgeryError(ValueError):
@@ -104,16 +109,68 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
     names = dict(new.named_modules())
     masks = {n: m for n, m in masks.items() if n in names}
     with evaluating(new):
-        graph = dependency_graph(new, x)
+        graph = library_call(lambda: dependency_graph(new, x), model, "tracing the network")
         modules = {m: n for n, m in new.named_modules()}
         done: set[str] = set()
         for name in masks:
             if name not in done:
-                done |= prune_group(graph, modules, names[name], masks, bn_of, trace, result)
+                done |= library_call(
+                    functools.partial(prune_group, graph, modules, names[name], masks, bn_of,
+                                      trace, result),
+                    model, f"pruning the group of {name!r}")
     result.out_channels = {n: m.out_channels for n, m in new.named_modules()
                            if isinstance(m, nn.Conv2d)}
     result.graph = graph
+    check_exact(trace.output, new, x)
     return result
+
+
+#: How far the compact network may be from the masked one: max |difference| over the
+#: masked output's max |value| (float32 reordering stays near 1e-6 on the zoo).
+TOLERANCE = 1e-4
+
+
+def library_call(call: Callable[[], R], model: nn.Module, doing: str) -> R:
+    """``call()``, with a failure inside Torch-Pruning or torch turned into a `SurgeryError`
+    that names the network and what surgery was doing (never a traceback from deep inside a
+    library)."""
+    try:
+        return call()
+    except SurgeryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any library failure becomes one clear error
+        network = getattr(model, "arch", {}).get("name") or type(model).__name__
+        raise SurgeryError(f"surgery failed on {network} while {doing}: "
+                           f"{type(err).__name__}: {err} (please report the model)") from err
+
+
+def check_exact(expected: Any, model: nn.Module, x: torch.Tensor) -> None:
+    """Refuse a compact network whose output differs from the masked network's: surgery
+    never returns a network that differs silently."""
+    with evaluating(model), torch.no_grad():
+        got = model(x)
+    for (where, want), (_, have) in zip(tensors_of(expected), tensors_of(got), strict=True):
+        if want.shape != have.shape:
+            raise SurgeryError(f"the compact network's output {where} has shape "
+                               f"{tuple(have.shape)}, the masked network's "
+                               f"{tuple(want.shape)} (please report the model)")
+        error = float((want - have).abs().max() / want.abs().max().clamp_min(1e-6))
+        if error > TOLERANCE:
+            raise SurgeryError(f"the compact network differs from the masked one by "
+                               f"{error:.1e} (relative) at output {where}: this mask is not "
+                               "supported exactly here (please report the model)")
+
+
+def tensors_of(output: Any, where: str = "") -> list[tuple[str, torch.Tensor]]:
+    """The tensors of a network's output (a tensor, or dicts and sequences of them, as
+    segmentation models return), with where each lies."""
+    if isinstance(output, torch.Tensor):
+        return [(where or "0", output)]
+    if isinstance(output, Mapping):
+        return [t for k, v in output.items() for t in tensors_of(v, f"{where}[{k!r}]")]
+    if isinstance(output, (list, tuple)):
+        return [t for i, v in enumerate(output) for t in tensors_of(v, f"{where}[{i}]")]
+    return []
 
 
 @contextmanager
@@ -190,6 +247,7 @@ class Trace:
 
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     branch_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    output: Any = None  # the masked network's output
 
 
 def masked_trace(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[str, str],
@@ -222,7 +280,7 @@ def masked_trace(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[s
         if isinstance(module, Residual) and module.branch is not None:
             handles.append(module.branch.register_forward_hook(record_branch(name)))
     try:
-        model(x)
+        trace.output = model(x)
     finally:
         for handle in handles:
             handle.remove()

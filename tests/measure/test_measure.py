@@ -48,11 +48,12 @@ def test_pruning_halves_params_roughly():
 
 def test_latency_estimate_is_repeatable_for_the_same_network():
     model = build_model("resnet20", 1, 10, (28, 28)).eval()
-    result = measure_latency({"a": model, "b": model}, (1, 28, 28), threads=1, blocks=5,
-                             repeats=5)
+    # the budget the environment times with (7 blocks of 10 runs): 5 x 5 runs (0.15 s in all)
+    # measured 0.69-1.41 inside the full suite, after heavy tests
+    result = measure_latency({"a": model, "b": model}, (1, 28, 28), threads=1)
     ratio = result["a"].estimate_ms / result["b"].estimate_ms
     assert 0.75 < ratio < 1.33, ratio
-    assert result["a"].runs == 25 and result["a"].iqr_ms >= 0
+    assert result["a"].runs == 70 and result["a"].iqr_ms >= 0
 
 
 def test_latency_orders_networks_by_size():

@@ -198,3 +198,29 @@ def test_removed_branch_with_zero_constant_still_trains():
     compact.train()
     compact(torch.randn(4, 1, 16, 16)).sum().backward()  # raised "modified by an inplace op"
     assert compact.get_submodule("0").weight.grad is not None
+
+
+def test_a_failure_inside_the_library_is_a_surgery_error_naming_the_network(monkeypatch):
+    from prune_env.nn import surgery
+
+    def broken(*_args, **_kwargs):
+        raise IndexError("index 7 is out of bounds for dimension 0 with size 4")
+
+    monkeypatch.setattr(surgery, "dependency_graph", broken)
+    model = model_for("resnet20")
+    keep = {"0": torch.arange(16) < 8}
+    with pytest.raises(SurgeryError, match="resnet20 while tracing the network.*IndexError"):
+        compact_report(model, keep)
+
+
+def test_a_network_that_differs_from_the_masked_one_is_refused(monkeypatch):
+    """Were a step of surgery wrong (here: coupled convs' own dropped channels inside the
+    union are not zeroed), compact refuses its network instead of returning it."""
+    from prune_env.nn import surgery
+
+    monkeypatch.setattr(surgery, "zero_fill", lambda *a, **k: {})
+    model = model_for("resnet20")  # the stem and the branches closing on it: one group
+    keep = {n: torch.arange(m.out_channels) % (2 if n == "0" else 3) == 0
+            for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    with pytest.raises(SurgeryError, match="differs from the masked one"):
+        compact_report(model, keep)
