@@ -28,6 +28,10 @@ from tqdm.auto import tqdm
 from prune_env.measure import count_flops, count_params
 from prune_env.nn.surgery import SurgeryError, compact
 
+#: Not CNNs (a patch embedding and attention): out of this toolkit's scope, and Torch-Pruning's
+#: trace of swin_v2 took more than 15 GB here.
+TRANSFORMERS = ("vit_", "swin_", "maxvit_")
+
 #: Classes of every head: a conv with this many filters produces the output (its filters are
 #: the classes, never pruned); 11 is a width no hidden layer of the zoo has.
 CLASSES = 11
@@ -49,6 +53,8 @@ def zoo(size: int) -> dict[str, tuple[str, Callable[[], nn.Module]]]:
     models = torchvision.models
     found: dict[str, tuple[str, Callable[[], nn.Module]]] = {}
     for name in models.list_models(module=models):
+        if name.startswith(TRANSFORMERS):
+            continue
         found[name] = ("classification", lambda name=name: models.get_model(
             name, weights=None, num_classes=CLASSES, **extra_kwargs(name, size)))
     for name in models.list_models(module=models.segmentation):
@@ -69,8 +75,6 @@ def extra_kwargs(name: str, size: int) -> dict:
     """What some torchvision builders need to take a small image."""
     if name in ("inception_v3", "googlenet"):
         return {"aux_logits": False, "init_weights": False}
-    if name.startswith(("vit_", "swin_", "maxvit")):
-        return {"image_size": size} if name.startswith("vit_") else {}
     return {}
 
 

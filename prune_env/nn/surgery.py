@@ -121,7 +121,7 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
     result.out_channels = {n: m.out_channels for n, m in new.named_modules()
                            if isinstance(m, nn.Conv2d)}
     result.graph = graph
-    check_exact(trace.output, new, x)
+    check_exact(trace.output, new, x, model)
     return result
 
 
@@ -144,11 +144,12 @@ def library_call(call: Callable[[], R], model: nn.Module, doing: str) -> R:
                            f"{type(err).__name__}: {err} (please report the model)") from err
 
 
-def check_exact(expected: Any, model: nn.Module, x: torch.Tensor) -> None:
-    """Refuse a compact network whose output differs from the masked network's: surgery
-    never returns a network that differs silently."""
+def check_exact(expected: Any, model: nn.Module, x: torch.Tensor, original: nn.Module) -> None:
+    """Refuse a compact network that does not run or whose output differs from the masked
+    network's: surgery never returns a network that differs silently."""
     with evaluating(model), torch.no_grad():
-        got = model(x)
+        got = library_call(functools.partial(model, x), original,
+                           "running the compact network (a layer was cut to an invalid shape)")
     for (where, want), (_, have) in zip(tensors_of(expected), tensors_of(got), strict=True):
         if want.shape != have.shape:
             raise SurgeryError(f"the compact network's output {where} has shape "
