@@ -111,13 +111,19 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
     with evaluating(new):
         graph = library_call(lambda: dependency_graph(new, x), model, "tracing the network")
         modules = {m: n for n, m in new.named_modules()}
+        frames = input_frames(new)
         done: set[str] = set()
         for name in masks:
-            if name not in done:
-                done |= library_call(
-                    functools.partial(prune_group, graph, modules, names[name], masks, bn_of,
-                                      trace, result),
-                    model, f"pruning the group of {name!r}")
+            if name in done:
+                continue
+            decided, concat = library_call(
+                functools.partial(prune_group, graph, modules, names[name], masks, bn_of,
+                                  trace, result, frames),
+                model, f"pruning the group of {name!r}")
+            done |= decided
+            if concat:  # Torch-Pruning keeps a concat's traced offsets: trace anew
+                graph = library_call(lambda: dependency_graph(new, x), model,
+                                     "tracing the network again after a concatenation")
     result.out_channels = {n: m.out_channels for n, m in new.named_modules()
                            if isinstance(m, nn.Conv2d)}
     result.graph = graph
@@ -346,12 +352,21 @@ def fold_shift_into_shortcut(block: Residual, shift: torch.Tensor, into_bn: bool
         block.shortcut = nn.Sequential(block.shortcut, ChannelShift(shift))
 
 
+def input_frames(model: nn.Module) -> dict[str, list[int]]:
+    """For each conv and linear layer, the original index of each of its input channels
+    (updated as surgery removes inputs), so that the masked trace, taken on the original
+    network, can be read at the right channels of a layer another group already shrank."""
+    return {n: list(range(m.in_channels if isinstance(m, nn.Conv2d) else m.in_features))
+            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
 def prune_group(graph: tp.DependencyGraph, modules: dict[nn.Module, str], root: nn.Conv2d,
                 masks: dict[str, torch.Tensor], bn_of: dict[str, str], trace: Trace,
-                result: CompactResult) -> set[str]:
+                result: CompactResult, frames: dict[str, list[int]]) -> tuple[set[str], bool]:
     """Shrink the coupled group of ``root``'s filters to the union of its members' masks.
 
-    Returns the names of the convs whose filters this group decided.
+    Returns the names of the convs whose filters this group decided, and whether it removed
+    channels entering a concatenation (the graph's concat offsets are stale after it).
     """
     pruner = graph.get_pruner_of_module(root)
     group = graph.get_pruning_group(root, pruner.prune_out_channels,
@@ -366,12 +381,18 @@ def prune_group(graph: tp.DependencyGraph, modules: dict[nn.Module, str], root: 
     if note:
         result.unions.append(note)
     dropped = [int(i) for i in torch.nonzero(~union).flatten()]
-    if dropped:
-        for module, idxs, root_idxs in consumers:
-            fold_removed_inputs(module, modules[module], idxs, root_idxs, union, trace)
-        graph.get_pruning_group(root, pruner.prune_out_channels, dropped).prune(
-            record_history=False)
-    return set(names)
+    if not dropped:
+        return set(names), False
+    for module, idxs, root_idxs in consumers:
+        name = modules[module]
+        removed = [i for i, r in zip(idxs, root_idxs, strict=True) if not union[r]]
+        fold_removed_inputs(module, name, removed, [frames[name][i] for i in removed], trace)
+        for i in sorted(removed, reverse=True):
+            del frames[name][i]
+    graph.get_pruning_group(root, pruner.prune_out_channels, dropped).prune(
+        record_history=False)
+    concat = any(isinstance(item.dep.target.module, tp.ops._ConcatOp) for item in group)
+    return set(names), concat
 
 
 def split_group(graph: tp.DependencyGraph, group) -> tuple[list, list]:
@@ -433,20 +454,26 @@ def zero_fill(producers: list, modules: dict[nn.Module, str], masks: dict[str, t
     return note
 
 
-def fold_removed_inputs(module: nn.Conv2d | nn.Linear, name: str, idxs: list[int],
-                        root_idxs: list[int], union: torch.Tensor, trace: Trace) -> None:
-    """Fold into ``module``'s bias the constants its removed input channels carried."""
-    removed = [i for i, r in zip(idxs, root_idxs, strict=True) if not union[r]]
+def fold_removed_inputs(module: nn.Conv2d | nn.Linear, name: str, removed: list[int],
+                        original: list[int], trace: Trace) -> None:
+    """Fold into ``module``'s bias the constants its removed input channels carried.
+
+    Args:
+        removed: the channels' positions among the layer's current inputs.
+        original: the same channels' positions in the original network (the trace's).
+    """
     if not removed or name not in trace.inputs:
         return
     if isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1:
         return  # depthwise: its own output channels go with its inputs
-    values = constant_per_channel(trace.inputs[name][:, removed], f"input of {name!r}")
+    values = constant_per_channel(trace.inputs[name][:, original], f"input of {name!r}")
     if not bool(values.any()):
         return
     check_foldable(module, name)
     weight = module.weight.detach()[:, removed]
-    delta = weight.sum(dim=tuple(range(2, weight.dim()))) @ values
+    if weight.dim() > 2:  # a conv's kernel; sum(dim=()) would sum a linear's matrix whole
+        weight = weight.sum(dim=tuple(range(2, weight.dim())))
+    delta = weight @ values
     if module.bias is None:
         module.bias = nn.Parameter(torch.zeros(weight.shape[0]))
     module.bias.data += delta

@@ -224,3 +224,41 @@ def test_a_network_that_differs_from_the_masked_one_is_refused(monkeypatch):
             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     with pytest.raises(SurgeryError, match="differs from the masked one"):
         compact_report(model, keep)
+
+
+class DenseLike(nn.Module):
+    """DenseNet's pattern, minimal: each layer reads the concatenation of all earlier
+    outputs through a BatchNorm; the head is a linear layer on pooled features."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.l1, self.l2 = nn.Conv2d(4, 2, 1), nn.Conv2d(6, 2, 1)
+        self.bn2, self.bno = nn.BatchNorm2d(6), nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x0 = self.stem(x)
+        l1 = self.l1(x0)
+        l2 = self.l2(torch.relu(self.bn2(torch.cat([x0, l1], 1))))
+        y = torch.relu(self.bno(torch.cat([x0, l1, l2], 1)))
+        return self.head(y.mean((2, 3)))
+
+
+def test_masks_on_several_producers_of_shared_concatenations_stay_exact():
+    """Torch-Pruning keeps a concat's traced offsets after pruning one of its inputs: without
+    tracing anew, the second producer's channels were read at the wrong offsets (DenseNet,
+    GoogLeNet, SqueezeNet and DeepLabV3's ASPP were refused). The constants left by the dropped
+    channels reach the linear head through BatchNorm and pooling and are folded into it."""
+    torch.manual_seed(0)
+    model = DenseLike().eval()
+    for bn in (model.bn2, model.bno):
+        bn.running_mean.uniform_(-1, 1)
+        bn.bias.data.uniform_(-1, 1)
+    x = torch.randn(2, 3, 8, 8)
+    keep = {"stem": torch.tensor([1, 0, 1, 1]).bool(), "l1": torch.tensor([0, 1]).bool(),
+            "l2": torch.tensor([1, 0]).bool()}
+    result = compact_report(model, keep, x)  # compares with the masked network itself
+    assert (result.model.bno.num_features, result.model.head.in_features) == (5, 5)
+    expected = masked_output(model, keep, x)
+    assert torch.allclose(result.model(x), expected, atol=1e-5)
