@@ -156,7 +156,11 @@ def check_exact(expected: Any, model: nn.Module, x: torch.Tensor, original: nn.M
     with evaluating(model), torch.no_grad():
         got = library_call(functools.partial(model, x), original,
                            "running the compact network (a layer was cut to an invalid shape)")
-    for (where, want), (_, have) in zip(tensors_of(expected), tensors_of(got), strict=True):
+    wanted, found = tensors_of(expected), tensors_of(got)
+    if len(wanted) != len(found):
+        raise SurgeryError(f"the compact network returns {len(found)} tensors, the masked "
+                           f"network {len(wanted)} (please report the model)")
+    for (where, want), (_, have) in zip(wanted, found, strict=True):
         if want.shape != have.shape:
             raise SurgeryError(f"the compact network's output {where} has shape "
                                f"{tuple(have.shape)}, the masked network's "

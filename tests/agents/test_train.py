@@ -37,8 +37,10 @@ def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
 
 def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, capsys):
     runs = tmp_path / "runs"
+    # on FLOPs the pruned network, and so its accuracy, is seed-determined; on latency it
+    # follows the shared table's timings (measured 0.26-0.4 test accuracy at this budget)
     assert main(["train", "--agent", "l2pf", "--episodes", "2", "--tries", "2",
-                 "--runs-dir", str(runs), *small_args]) == 0
+                 "--runs-dir", str(runs), *small_args, "--cost", "flops"]) == 0
     run = only_run(runs)
     assert run.name.startswith("resnet20-synthetic__l2pf__0__")
     report = json.loads((run / "report.json").read_text())
@@ -57,7 +59,8 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     assert (run / "model.onnx").exists()
 
     # a baseline at the same target, then both in one table
-    assert main(["baseline", "l1", "--runs-dir", str(runs), "--no-export", *small_args]) == 0
+    assert main(["baseline", "l1", "--runs-dir", str(runs), "--no-export", *small_args,
+                 "--cost", "flops"]) == 0
     csv = tmp_path / "table.csv"
     assert main(["compare", *map(str, sorted(runs.iterdir())), "--csv", str(csv),
                  "--plot", str(tmp_path / "pareto"), "--logdir", str(tmp_path / "tb")]) == 0
