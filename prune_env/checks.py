@@ -134,7 +134,7 @@ non_negative_real = real(0.0)
 
 
 def option(default: Any, help: str, *, check: Check = text, choices: Sequence[str] = (),
-           many: bool = False, positional: bool = False, metavar: str | None = None,
+           many: bool = False, metavar: str | None = None,
            cli: bool = True) -> Any:
     """A config field that is also a command-line option (cleanrl's style: the field carries
     its help).
@@ -145,13 +145,12 @@ def option(default: Any, help: str, *, check: Check = text, choices: Sequence[st
         check: what the value must be (`positive`, `share`, ...; `text` by default).
         choices: the names allowed (the check becomes `choice`).
         many: a list of such values (``nargs``).
-        positional: a positional argument instead of ``--name``.
         metavar: how ``--help`` names the value.
         cli: False for a field the command line does not offer.
     """
     check = choice(choices) if choices else check
     metadata = {"help": help, "check": check, "choices": tuple(choices), "many": many,
-                "positional": positional, "metavar": metavar, "cli": cli}
+                "metavar": metavar, "cli": cli}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
