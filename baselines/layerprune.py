@@ -32,23 +32,24 @@ from torch import nn
 
 from baselines.simple import SimplePolicy
 from prune_env.data.datasets import infinite_batches
+from prune_env.nn.blocks import residual_blocks
 from prune_env.nn.importance import L1, BNScale, WeightTaylor
-from prune_env.nn.layers import Residual
 from prune_env.nn.surgery import compact
 
 CRITERIA = ("taylor", "l1", "bn", "imprinting")
 
 
 def removable_blocks(env) -> dict[str, str]:
-    """Block name -> the leader of its branch group, for blocks with an identity shortcut
-    whose branch the environment can remove."""
-    blocks = {}
+    """Block name -> the leader of a group inside its branch (emptying it removes the
+    branch), for the residual blocks with an identity shortcut (`prune_env.nn.blocks`)."""
+    blocks: dict[str, str] = {}
+    identity = [b for b in residual_blocks(env.bench.base_model) if b.identity]
     for group in env.bench.base_groups:
-        block = group.leader.rsplit(".branch.", 1)[0]
-        if group.removable and ".branch." in group.leader:
-            module = env.bench.base_model.get_submodule(block)
-            if isinstance(module, Residual) and module.shortcut is None:
-                blocks[block] = group.leader
+        if not group.removable:
+            continue
+        for block in identity:
+            if set(group.convs) <= block.layers:
+                blocks.setdefault(block.name, group.leader)
     return blocks
 
 

@@ -1,15 +1,17 @@
 """Which networks surgery can compact: torchvision's zoo (and smp's, where installed) with
-random masks on every conv, each result checked against the masked network.
+random masks on every prunable conv and one residual branch emptied, each result checked
+against the masked network.
 
 Usage: .venv/bin/python scripts/surgery_zoo.py [--size 64] [--models NAME ...]
        [--max-params 60] [--keep 0.5] [--seed 0] [--out zoo.md]
 
 For every model (weights None: nothing is downloaded) at SIZE x SIZE: random BatchNorm
-statistics, a random mask keeping about KEEP of each conv's filters (at least one), and
-`prune_env.nn.surgery.compact` on it. A row says `exact` (the compact network equals the
-masked one, which `compact` checks itself), `refused` (a `SurgeryError`, with its reason) or
-`crash` (anything else: a bug to fix), with parameters and FLOPs before and after and the
-seconds it took. Models above MAX_PARAMS million parameters are skipped (2 cores).
+statistics, a random mask keeping about KEEP of each prunable conv's filters (at least one),
+every filter of one random residual block's first conv dropped (the block must become its
+shortcut plus a constant), and `prune_env.nn.surgery.compact` on it. A row says `exact` (the
+compact network equals the masked one, which `compact` checks itself), `refused` (a
+`SurgeryError`, with its reason) or `crash` (anything else: a bug to fix), with the emptied
+block, parameters and FLOPs before and after and the seconds it took. Models above MAX_PARAMS million parameters are skipped (2 cores).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prune_env.measure import count_flops, count_params
-from prune_env.nn.surgery import SurgeryError, compact
+from prune_env.nn.blocks import residual_blocks
+from prune_env.nn.surgery import SurgeryError, compact_report, prunable_convs
 
 #: Not CNNs (a patch embedding and attention): out of this toolkit's scope, and Torch-Pruning's
 #: trace of swin_v2 took more than 15 GB here.
@@ -46,6 +49,7 @@ class Row:
     params: tuple[int, int] = (0, 0)
     flops: tuple[int, int] = (0, 0)
     seconds: float = 0.0
+    emptied: str = ""  # the residual block whose branch was emptied, if any
 
 
 def zoo(size: int) -> dict[str, tuple[str, Callable[[], nn.Module]]]:
@@ -89,15 +93,30 @@ def randomise(model: nn.Module, generator: torch.Generator) -> None:
                 module.bias.uniform_(-1, 1, generator=generator)
 
 
-def random_keep(model: nn.Module, keep: float, generator: torch.Generator) -> dict:
-    """About ``keep`` of each conv's filters, at least one (heads excepted: `CLASSES`)."""
+def random_keep(model: nn.Module, keep: float, generator: torch.Generator,
+                x: torch.Tensor) -> dict:
+    """About ``keep`` of each prunable conv's filters, at least one (heads excepted:
+    `CLASSES`)."""
     masks = {}
+    prunable = set(prunable_convs(model, x))
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and module.out_channels not in (1, CLASSES):
+        if name in prunable and module.out_channels not in (1, CLASSES):
             mask = torch.rand(module.out_channels, generator=generator) < keep
             mask[int(torch.randint(module.out_channels, (1,), generator=generator))] = True
             masks[name] = mask
     return masks
+
+
+def empty_one_branch(model: nn.Module, masks: dict, generator: torch.Generator) -> str:
+    """Drop every filter of the first masked conv of one random residual block's branch (the
+    block must become its shortcut plus a constant); return the block's name, or ""."""
+    blocks = [b for b in residual_blocks(model) if b.layers & masks.keys()]
+    if not blocks:
+        return ""
+    block = blocks[int(torch.randint(len(blocks), (1,), generator=generator))]
+    first = next(n for n in masks if n in block.layers)
+    masks[first] = torch.zeros_like(masks[first])
+    return block.name
 
 
 def try_model(name: str, family: str, build: Callable[[], nn.Module], size: int, keep: float,
@@ -123,7 +142,12 @@ def try_model(name: str, family: str, build: Callable[[], nn.Module], size: int,
     flops = count_flops(model, (3, size, size))
     row = Row(name, family, "exact", params=(params, params), flops=(flops, flops))
     try:
-        small = compact(model, random_keep(model, keep, generator), example_inputs=x)
+        masks = random_keep(model, keep, generator, x)
+        row.emptied = empty_one_branch(model, masks, generator)
+        result = compact_report(model, masks, example_inputs=x)
+        if row.emptied and row.emptied not in result.removed_branches:
+            raise SurgeryError(f"the branch of {row.emptied} was emptied but not removed")
+        small = result.model
         row.params = (params, count_params(small))
         row.flops = (flops, count_flops(small, (3, size, size)))
     except SurgeryError as err:
@@ -135,13 +159,14 @@ def try_model(name: str, family: str, build: Callable[[], nn.Module], size: int,
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| model | family | result | params before -> after | MFLOPs before -> after | s "
-             "| why |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | family | result | emptied block | params before -> after "
+             "| MFLOPs before -> after | s | why |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sizes = (f"{r.params[0] / 1e6:.2f}M -> {r.params[1] / 1e6:.2f}M" if r.params[0] else "",
                  f"{r.flops[0] / 1e6:.0f} -> {r.flops[1] / 1e6:.0f}" if r.flops[0] else "")
         why = r.why.replace("|", "/").replace("\n", " ")[:160]
-        lines.append(f"| {r.model} | {r.family} | {r.result} | {sizes[0]} | {sizes[1]} | "
+        lines.append(f"| {r.model} | {r.family} | {r.result} | {r.emptied} | {sizes[0]} | "
+                     f"{sizes[1]} | "
                      f"{r.seconds:.1f} | {why} |")
     counts = {k: sum(r.result == k for r in rows) for k in ("exact", "refused", "crash",
                                                              "skipped")}

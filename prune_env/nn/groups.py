@@ -20,9 +20,15 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from prune_env.nn.layers import Residual
+from prune_env.nn.blocks import residual_blocks
 from prune_env.nn.models import example_input
-from prune_env.nn.surgery import dependency_graph, evaluating, split_group
+from prune_env.nn.surgery import (
+    dependency_graph,
+    evaluating,
+    mixes_channels,
+    prunable_convs,
+    split_group,
+)
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,8 @@ class FilterGroup:
         convs: every conv whose output filters are in the group, forward order.
         local: for each conv, its filter index for each of the group's filters.
         size: number of filters (the length of the keep mask).
-        removable: every conv lies in a residual branch, so dropping all filters removes
-            those branches instead of cutting the network.
+        removable: every conv lies in a residual branch (`prune_env.nn.blocks`), so dropping
+            all filters removes those branches instead of cutting the network.
     """
 
     leader: str
@@ -68,18 +74,13 @@ def forward_order(model: nn.Module, x: torch.Tensor) -> list[str]:
     return order
 
 
-def branch_prefixes(model: nn.Module) -> list[str]:
-    """Name prefixes of the modules inside residual branches."""
-    return [f"{n}.branch." if n else "branch." for n, m in model.named_modules()
-            if isinstance(m, Residual) and m.branch is not None]
-
-
 def filter_groups(model: nn.Module, x: torch.Tensor | None = None,
                   graph: tp.DependencyGraph | None = None) -> list[FilterGroup]:
     """The prunable filter groups of ``model`` in forward order.
 
     Groups whose filters nothing reads (the network's output layer, a segmentation head) are
-    left out: pruning them would change what the network outputs.
+    left out: pruning them would change what the network outputs. So are groups holding a
+    conv that a channel-mixing GroupNorm reads (`prunable_convs`).
 
     Args:
         graph: the model's dependency graph if one is at hand (`CompactResult.graph`), to
@@ -91,7 +92,9 @@ def filter_groups(model: nn.Module, x: torch.Tensor | None = None,
         if graph is None:
             graph = dependency_graph(model, x)
     names = {m: n for n, m in model.named_modules()}
-    prefixes = branch_prefixes(model)
+    mixed = (set(order) - set(prunable_convs(model, x))
+             if any(mixes_channels(m) for m in model.modules()) else set())
+    in_branches = set().union(*(b.layers for b in residual_blocks(model)))
     rank = {n: i for i, n in enumerate(order)}
     seen: set[str] = set()
     groups = []
@@ -106,11 +109,11 @@ def filter_groups(model: nn.Module, x: torch.Tensor | None = None,
         members = sorted(((names[m], idxs, roots) for m, idxs, roots in producers
                           if isinstance(m, nn.Conv2d)), key=lambda p: rank.get(p[0], 1 << 30))
         seen |= {n for n, _, _ in members}
-        if not consumers:
+        if not consumers or mixed & {n for n, _, _ in members}:
             continue
         local = tuple(tuple(i for _, i in sorted(zip(roots, idxs, strict=True)))
                       for _, idxs, roots in members)
         convs = tuple(n for n, _, _ in members)
-        removable = all(any(n.startswith(p) for p in prefixes) for n in convs)
+        removable = all(n in in_branches for n in convs)
         groups.append(FilterGroup(convs[0], convs, local, conv.out_channels, removable))
     return groups

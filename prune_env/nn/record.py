@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prune_env.nn.blocks import Shortcut
 from prune_env.nn.layers import ChannelShift, Residual
 from prune_env.nn.models import build_model, example_input
 
@@ -81,6 +82,8 @@ LAYERS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]],
     # containers are built empty; their children follow as records of their own
     "Sequential": (nn.Sequential, _none, lambda a: nn.Sequential()),
     "Residual": (Residual, _none, lambda a: Residual(None)),
+    "Shortcut": (Shortcut, lambda m: {"shortcut_name": m.shortcut_name},
+                 lambda a: Shortcut(**a)),
     "ChannelShift": (ChannelShift, lambda m: {"channels": m.shift.numel()},
                      lambda a: ChannelShift(torch.zeros(a["channels"]))),
 }
@@ -98,6 +101,9 @@ def _plain(value: Any) -> Any:
 def _describe(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
     """(type name, constructor arguments), or None for a type the registry does not know."""
     name = _NAMES.get(type(module))
+    if name is None and isinstance(module, nn.Sequential) \
+            and type(module).forward is nn.Sequential.forward:
+        name = "Sequential"  # a subclass that only names its children (Conv2dNormActivation)
     return None if name is None else (name, LAYERS[name][1](module))
 
 

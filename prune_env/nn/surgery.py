@@ -8,9 +8,10 @@ output channel is forced to zero right after its BatchNorm (after the conv itsel
 BatchNorm follows), evaluated in eval mode. The steps, each needed for that equality:
 
 1. Residual branches that contain a conv whose filters are all dropped output a constant
-   (the BN shift left after the empty conv). The branch is removed; the block becomes its
-   shortcut plus that constant, folded into the shortcut's BatchNorm or held by a
-   `ChannelShift` (Tessier et al. 2022 call the alternative "dimensional discrepancies").
+   (the BN shift left after the empty conv). The block (ours, torchvision's, smp's: see
+   `prune_env.nn.blocks`) becomes a `Shortcut`: its shortcut plus that constant, folded into
+   the shortcut's BatchNorm or held by a `ChannelShift` (Tessier et al. 2022 call the
+   alternative "dimensional discrepancies").
 2. Torch-Pruning's dependency graph couples layers that must shrink together (BN, the next
    conv or linear, residual additions, depthwise convs, concatenations). Where coupled convs
    carry different masks, the union of their kept channels survives, and in it each conv's
@@ -40,7 +41,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from prune_env.nn.layers import CUSTOM_PRUNERS, ChannelShift, Residual
+from prune_env.nn.blocks import ResidualBlock, Shortcut, replace_with_shortcut, residual_blocks
+from prune_env.nn.layers import CUSTOM_PRUNERS, ChannelShift
 from prune_env.nn.models import example_input
 
 MaskLike = torch.Tensor | np.ndarray | Sequence[bool]
@@ -59,7 +61,8 @@ class CompactResult:
         model: the compact network.
         unions: coupled groups whose convs had different masks, as
             ``{conv name: filters kept only because a coupled conv kept them}``.
-        removed_branches: names of Residual blocks whose branch was removed.
+        removed_branches: names of the residual blocks whose branch was removed (each is a
+            `prune_env.nn.blocks.Shortcut` now).
         out_channels: filters left in each conv of the compact network.
         graph: Torch-Pruning's dependency graph of the compact network (it tracks the pruning
             it did), so that callers need not trace the network again.
@@ -103,7 +106,9 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
     with evaluating(model), torch.no_grad():
         bn_of = dict(bn_of) if bn_of is not None else following_batchnorms(model, x)
         trace = masked_trace(model, masks, bn_of, x)
+    check_prunable(model, masks, bn_of, trace)
     new = copy.deepcopy(model)
+    per_channel = per_channel_groupnorms(new)
     result = CompactResult(model=new)
     result.removed_branches = remove_emptied_branches(new, masks, trace)
     names = dict(new.named_modules())
@@ -111,7 +116,7 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
     with evaluating(new):
         graph = library_call(lambda: dependency_graph(new, x), model, "tracing the network")
         modules = {m: n for n, m in new.named_modules()}
-        frames = input_frames(new)
+        frames = Frames.of(new)
         done: set[str] = set()
         for name in masks:
             if name in done:
@@ -124,6 +129,8 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
             if concat:  # Torch-Pruning keeps a concat's traced offsets: trace anew
                 graph = library_call(lambda: dependency_graph(new, x), model,
                                      "tracing the network again after a concatenation")
+    for norm in per_channel:  # Torch-Pruning keeps num_groups
+        norm.num_groups = norm.num_channels = norm.weight.numel()
     result.out_channels = {n: m.out_channels for n, m in new.named_modules()
                            if isinstance(m, nn.Conv2d)}
     result.graph = graph
@@ -221,8 +228,52 @@ def validate_keep(model: nn.Module, keep: Mapping[str, MaskLike]) -> dict[str, t
     return masks
 
 
+def mixes_channels(norm: nn.Module) -> bool:
+    """A GroupNorm whose groups hold several channels: removing one changes the statistics
+    of the others (num_groups 1 is a LayerNorm over channels), so no filter before it can be
+    dropped exactly. BatchNorm and one-channel groups normalise each channel alone."""
+    return isinstance(norm, nn.GroupNorm) and norm.num_groups < norm.num_channels
+
+
+def per_channel_groupnorms(model: nn.Module) -> list[nn.GroupNorm]:
+    """The GroupNorms with one channel per group (`mixes_channels` is False for them)."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.GroupNorm) and m.num_groups == m.num_channels]
+
+
+def check_prunable(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[str, str],
+                   trace: Trace) -> None:
+    """Refuse masks on convs the forward pass never calls (a classifier an encoder drops) and
+    on convs read by a GroupNorm that mixes channels: `prunable_convs` lists the others."""
+    names = dict(model.named_modules())
+    for name, mask in masks.items():
+        if bool(mask.all()):
+            continue
+        if name not in trace.inputs:
+            raise SurgeryError(f"{name!r} is never called by the network's forward pass: "
+                               "leave it out of keep")
+        norm = bn_of.get(name)
+        if norm is not None and mixes_channels(names[norm]):
+            raise SurgeryError(f"{name!r} feeds {norm!r}, a GroupNorm whose groups mix "
+                               "channels: dropping a filter changes the others' statistics; "
+                               "leave it out of keep (see prunable_convs)")
+
+
+def prunable_convs(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
+    """The convs whose filters `compact` can drop, in module order: those the forward pass
+    calls and that no channel-mixing GroupNorm reads."""
+    x = example_input(model, 2) if x is None else x
+    with evaluating(model), torch.no_grad():
+        bn_of = following_batchnorms(model, x)
+        trace = masked_trace(model, {}, bn_of, x)
+    names = dict(model.named_modules())
+    return [n for n, m in names.items() if isinstance(m, nn.Conv2d) and n in trace.inputs
+            and not (n in bn_of and mixes_channels(names[bn_of[n]]))]
+
+
 def following_batchnorms(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
-    """Map each conv to the BatchNorm that reads its output directly, found by one forward."""
+    """Map each conv to the norm (BatchNorm, or GroupNorm) that reads its output directly,
+    found by one forward."""
     outputs: dict[int, tuple[str, torch.Tensor]] = {}
     found: dict[str, str] = {}
 
@@ -242,7 +293,7 @@ def following_batchnorms(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             handles.append(module.register_forward_hook(on_conv(name)))
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
             handles.append(module.register_forward_pre_hook(on_bn(name)))
     try:
         model(x)
@@ -257,6 +308,7 @@ class Trace:
     """Activations of the masked network: inputs of each conv/linear, outputs of branches."""
 
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: block name -> its branch's output, for the blocks whose branch surgery removes
     branch_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     output: Any = None  # the masked network's output
 
@@ -288,8 +340,9 @@ def masked_trace(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[s
             handles.append(module.register_forward_hook(zero_dropped(zero_at[name])))
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             handles.append(module.register_forward_pre_hook(record_input(name)))
-        if isinstance(module, Residual) and module.branch is not None:
-            handles.append(module.branch.register_forward_hook(record_branch(name)))
+    for block in emptied_blocks(model, masks):  # after the zeroing hooks: sees their output
+        handles.append(model.get_submodule(block.output).register_forward_hook(
+            record_branch(block.name)))
     try:
         trace.output = model(x)
     finally:
@@ -311,73 +364,95 @@ def constant_per_channel(t: torch.Tensor, what: str) -> torch.Tensor:
 
 def remove_emptied_branches(model: nn.Module, masks: dict[str, torch.Tensor],
                             trace: Trace) -> list[str]:
-    """Replace each residual branch holding a fully dropped conv by its constant output."""
-    emptied = {n for n, m in masks.items() if not bool(m.any())}
-    removed = []
-    for name, block in list(model.named_modules()):
-        if not isinstance(block, Residual) or block.branch is None:
-            continue
-        inside = {f"{name}.branch.{n}" if name else f"branch.{n}"
-                  for n, _ in block.branch.named_modules()}
-        if not inside & emptied:
-            continue
-        shift = constant_per_channel(trace.branch_outputs[name], f"branch of {name!r}")
-        block.branch = None
-        if block.act is not None and getattr(block.act, "inplace", False):
-            # With no branch, it would overwrite the block's input. (The ignore: torch's stubs
-            # take only Tensor | Module values in Module.__setattr__.)
-            block.act.inplace = False  # type: ignore[assignment]
-        shortcut = f"{name}.shortcut." if name else "shortcut."
-        masked = any(n.startswith(shortcut) and not bool(m.all()) for n, m in masks.items())
-        fold_shift_into_shortcut(block, shift, into_bn=not masked)
-        removed.append(name)
+    """Replace each residual block whose branch holds a fully dropped conv by a `Shortcut`
+    adding the branch's constant output (`prune_env.nn.blocks`)."""
+    removed: list[str] = []
+    for block in emptied_blocks(model, masks):
+        if any(block.name.startswith(f"{r}.") for r in removed):
+            continue  # inside a branch already removed
+        shift = constant_per_channel(trace.branch_outputs[block.name],
+                                     f"branch of {block.name!r}")
+        projection = block.pattern.shortcut
+        masked = projection is not None and any(
+            n.startswith(f"{block.child(projection)}.") and not bool(m.all())
+            for n, m in masks.items())
+        fold_shift(replace_with_shortcut(model, block), shift, into_bn=not masked)
+        removed.append(block.name)
     return removed
 
 
-def fold_shift_into_shortcut(block: Residual, shift: torch.Tensor, into_bn: bool) -> None:
-    """Add a per-channel constant to the block's shortcut output, as cheaply as possible.
+def emptied_blocks(model: nn.Module, masks: dict[str, torch.Tensor]) -> list[ResidualBlock]:
+    """The residual blocks whose branch holds a conv with every filter dropped."""
+    emptied = {n for n, m in masks.items() if not bool(m.any())}
+    return [b for b in residual_blocks(model) if b.layers & emptied] if emptied else []
+
+
+def fold_shift(block: Shortcut, shift: torch.Tensor, into_bn: bool) -> None:
+    """Add a per-channel constant to a `Shortcut`'s output, as cheaply as possible: into the
+    projection's last BatchNorm, else with a `ChannelShift`.
 
     Args:
-        into_bn: the shortcut's BatchNorm may absorb it; not when the shortcut's own filters
-            are masked, since zeroing those channels after the BN would zero the constant too.
+        into_bn: the projection's BatchNorm may absorb it; not when the projection's own
+            filters are masked, since zeroing those channels after the BN would zero the
+            constant too.
     """
     if not bool(shift.any()):
         return
-    last = list(block.shortcut.children())[-1] if block.shortcut is not None else None
+    path = getattr(block, block.shortcut_name)
+    last = list(path.children())[-1] if path is not None and len(path._modules) else path
     if into_bn and isinstance(last, nn.BatchNorm2d):
         last.bias.data += shift
-    elif isinstance(block.shortcut, ChannelShift):
-        block.shortcut.shift.data += shift
-    elif block.shortcut is None:
-        block.shortcut = ChannelShift(shift)
-    elif isinstance(block.shortcut, nn.Sequential):
-        block.shortcut.append(ChannelShift(shift))  # appended: existing layer names stay valid
     else:
-        block.shortcut = nn.Sequential(block.shortcut, ChannelShift(shift))
+        block.shift = ChannelShift(shift)
 
 
-def input_frames(model: nn.Module) -> dict[str, list[int]]:
-    """For each conv and linear layer, the original index of each of its input channels
-    (updated as surgery removes inputs), so that the masked trace, taken on the original
-    network, can be read at the right channels of a layer another group already shrank."""
-    return {n: list(range(m.in_channels if isinstance(m, nn.Conv2d) else m.in_features))
-            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+@dataclass
+class Frames:
+    """For each conv and linear layer, the original index of each of its current input and
+    output channels, updated as surgery removes them. The masked trace and the masks are
+    indexed as in the original network; a layer that two groups shrink (a depthwise conv
+    reading a concatenation) must be read through these once the first group is done."""
+
+    inputs: dict[str, list[int]]
+    outputs: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Frames:
+        layers = [(n, m) for n, m in model.named_modules()
+                  if isinstance(m, (nn.Conv2d, nn.Linear))]
+        return cls(
+            inputs={n: list(range(m.in_channels if isinstance(m, nn.Conv2d)
+                                  else m.in_features)) for n, m in layers},
+            outputs={n: list(range(m.out_channels)) for n, m in layers
+                     if isinstance(m, nn.Conv2d)})
+
+    @staticmethod
+    def remove(frame: list[int], positions: list[int]) -> None:
+        for i in sorted(positions, reverse=True):
+            del frame[i]
 
 
 def prune_group(graph: tp.DependencyGraph, modules: dict[nn.Module, str], root: nn.Conv2d,
                 masks: dict[str, torch.Tensor], bn_of: dict[str, str], trace: Trace,
-                result: CompactResult, frames: dict[str, list[int]]) -> tuple[set[str], bool]:
+                result: CompactResult, frames: Frames) -> tuple[set[str], bool]:
     """Shrink the coupled group of ``root``'s filters to the union of its members' masks.
 
-    Returns the names of the convs whose filters this group decided, and whether it removed
-    channels entering a concatenation (the graph's concat offsets are stale after it).
+    Returns the names of the convs whose filters this group decided (all of them: a
+    depthwise conv reading a concatenation is in one group per input of the concat), and
+    whether it removed channels entering a concatenation (the graph's concat offsets are stale
+    after it).
     """
     pruner = graph.get_pruner_of_module(root)
     group = graph.get_pruning_group(root, pruner.prune_out_channels,
                                     list(range(root.out_channels)))
     producers, consumers = split_group(graph, group)
+    masks = {n: m[frames.outputs[n]] for n, m in masks.items()}  # as the layers are now
     union = union_of_masks(producers, modules, masks, root.out_channels)
+    grouped = grouped_convs(graph, group)
+    align_to_conv_groups(union, grouped)
     names = [modules[m] for m, _, _ in producers]
+    decided = {modules[m] for m, idxs, _ in producers
+               if not isinstance(m, nn.Conv2d) or len(set(idxs)) == m.out_channels}
     if not bool(union.any()):
         raise SurgeryError(f"the masks drop every filter of {names}, which no shortcut can "
                            "replace: keep at least one filter in this group")
@@ -386,17 +461,25 @@ def prune_group(graph: tp.DependencyGraph, modules: dict[nn.Module, str], root: 
         result.unions.append(note)
     dropped = [int(i) for i in torch.nonzero(~union).flatten()]
     if not dropped:
-        return set(names), False
+        return decided, False
     for module, idxs, root_idxs in consumers:
         name = modules[module]
         removed = [i for i, r in zip(idxs, root_idxs, strict=True) if not union[r]]
-        fold_removed_inputs(module, name, removed, [frames[name][i] for i in removed], trace)
-        for i in sorted(removed, reverse=True):
-            del frames[name][i]
+        fold_removed_inputs(module, name, removed, [frames.inputs[name][i] for i in removed],
+                            trace)
+        Frames.remove(frames.inputs[name], removed)
+    for module, idxs, root_idxs in producers:
+        if isinstance(module, nn.Conv2d):
+            Frames.remove(frames.outputs[modules[module]],
+                          [i for i, r in zip(idxs, root_idxs, strict=True) if not union[r]])
+    kernels = [(side.conv, grouped_input_weight(side, union))
+               for side in grouped if side.inputs]
     graph.get_pruning_group(root, pruner.prune_out_channels, dropped).prune(
         record_history=False)
+    for conv, kernel in kernels:
+        conv.weight = nn.Parameter(kernel)
     concat = any(isinstance(item.dep.target.module, tp.ops._ConcatOp) for item in group)
-    return set(names), concat
+    return decided, concat
 
 
 def split_group(graph: tp.DependencyGraph, group) -> tuple[list, list]:
@@ -412,6 +495,82 @@ def split_group(graph: tp.DependencyGraph, group) -> tuple[list, list]:
                 handler):
             consumers.append(entry)
     return producers, consumers
+
+
+@dataclass(frozen=True)
+class GroupedSide:
+    """The channels of a grouped conv (not depthwise) that a pruning group holds, on its input
+    or output side: ``idxs`` among ``size`` channels split into ``groups`` equal parts."""
+
+    conv: nn.Conv2d
+    inputs: bool
+    idxs: tuple[int, ...]
+    roots: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return self.conv.in_channels if self.inputs else self.conv.out_channels
+
+    @property
+    def groups(self) -> int:
+        return self.conv.groups
+
+    def kept_per_part(self, union: torch.Tensor) -> list[int]:
+        """Channels kept in each part (those outside the pruning group stay)."""
+        per = self.size // self.groups
+        kept = [per] * self.groups
+        for i, r in zip(self.idxs, self.roots, strict=True):
+            kept[i // per] -= not bool(union[r])
+        return kept
+
+
+def grouped_convs(graph: tp.DependencyGraph, group) -> list[GroupedSide]:
+    """The grouped convs (1 < groups < channels) a pruning group reaches, on either side."""
+    sides = []
+    for item in group:
+        module, handler = item.dep.target.module, item.dep.handler
+        if not isinstance(module, nn.Conv2d) or module.groups in (1, module.in_channels):
+            continue
+        if graph.is_out_channel_pruning_fn(handler) or graph.is_in_channel_pruning_fn(handler):
+            sides.append(GroupedSide(module, graph.is_in_channel_pruning_fn(handler),
+                                     tuple(item.idxs), tuple(item.root_idxs)))
+    return sides
+
+
+def grouped_input_weight(side: GroupedSide, union: torch.Tensor) -> torch.Tensor:
+    """A grouped conv's kernel without its removed inputs. Torch-Pruning keeps the same
+    kernel columns for every part (those of the first), which is wrong wherever the parts
+    drop channels at different positions: each part's filters keep their own part's."""
+    conv = side.conv
+    keep = torch.ones(conv.in_channels, dtype=torch.bool)
+    for i, r in zip(side.idxs, side.roots, strict=True):
+        keep[i] = bool(union[r])
+    per_out = conv.out_channels // conv.groups
+    kept = keep.view(conv.groups, -1)
+    weight = conv.weight.detach()
+    return torch.cat([weight[p * per_out:(p + 1) * per_out][:, kept[p]]
+                      for p in range(conv.groups)])
+
+
+def align_to_conv_groups(union: torch.Tensor, sides: list[GroupedSide]) -> None:
+    """Keep, in place, as many channels in each part of every grouped conv the group reaches.
+
+    A grouped conv cut to unequal parts does not run (Torch-Pruning slices it anyway: RegNet
+    and ResNeXt were refused). The parts that keep fewer channels keep some of their dropped
+    ones too, zeroed by `zero_fill` like any channel a coupled conv keeps: still exact.
+    """
+    changed = True
+    while changed:  # one side's additions may unbalance another's
+        changed = False
+        for side in sides:
+            kept = side.kept_per_part(union)
+            per = side.size // side.groups
+            need = [max(kept) - k for k in kept]
+            for i, r in zip(side.idxs, side.roots, strict=True):
+                if need[i // per] and not bool(union[r]):
+                    union[r] = True
+                    need[i // per] -= 1
+                    changed = True
 
 
 def own_keep(module: nn.Module, name: str, masks: dict[str, torch.Tensor]) -> torch.Tensor:

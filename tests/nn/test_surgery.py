@@ -11,14 +11,16 @@ from hypothesis import strategies as st
 from torch import nn
 
 from prune_env.measure import count_params
+from prune_env.nn.blocks import Shortcut
 from prune_env.nn.groups import filter_groups
-from prune_env.nn.layers import ChannelShift, Residual
+from prune_env.nn.layers import ChannelShift
 from prune_env.nn.models import build_model, example_input
 from prune_env.nn.surgery import (
     SurgeryError,
     compact_report,
     following_batchnorms,
     masked_trace,
+    prunable_convs,
     validate_keep,
 )
 
@@ -106,8 +108,8 @@ def test_all_dropped_residual_branch_becomes_shortcut_plus_shift():
     keep = {"3.branch.0": torch.zeros(16, dtype=torch.bool)}
     compact = assert_equivalent(model, keep)
     block = compact.get_submodule("3")
-    assert isinstance(block, Residual) and block.branch is None
-    assert isinstance(block.shortcut, ChannelShift)  # the BN shift the branch left behind
+    assert isinstance(block, Shortcut) and block.shortcut is None  # an identity shortcut
+    assert isinstance(block.shift, ChannelShift)  # the BN shift the branch left behind
     assert count_params(compact) == count_params(model) - 2 * (16 * 16 * 9 + 32) + 16
 
 
@@ -115,7 +117,8 @@ def test_projection_block_folds_shift_into_shortcut_bn():
     model = model_for("resnet20")
     compact = assert_equivalent(model, {"6.branch.0": torch.zeros(32, dtype=torch.bool)})
     block = compact.get_submodule("6")
-    assert block.branch is None and isinstance(block.shortcut[-1], nn.BatchNorm2d)
+    assert isinstance(block, Shortcut) and block.shift is None  # folded into the BN:
+    assert isinstance(block.shortcut[-1], nn.BatchNorm2d)
 
 
 def test_mobilenet_expansion_and_depthwise_shrink_together():
@@ -194,7 +197,7 @@ def test_removed_branch_with_zero_constant_still_trains():
     model = build_model("resnet20", 1, 10, (16, 16)).eval()
     compact = compact_report(model, {"3.branch.0": torch.zeros(16, dtype=torch.bool)}).model
     block = compact.get_submodule("3")
-    assert block.branch is None and block.shortcut is None
+    assert isinstance(block, Shortcut) and block.shortcut is None and block.shift is None
     compact.train()
     compact(torch.randn(4, 1, 16, 16)).sum().backward()  # raised "modified by an inplace op"
     assert compact.get_submodule("0").weight.grad is not None
@@ -262,3 +265,107 @@ def test_masks_on_several_producers_of_shared_concatenations_stay_exact():
     assert (result.model.bno.num_features, result.model.head.in_features) == (5, 5)
     expected = masked_output(model, keep, x)
     assert torch.allclose(result.model(x), expected, atol=1e-5)
+
+
+class ConcatDepthwise(nn.Module):
+    """DeepLabV3+'s decoder, minimal: two branches concatenated, then a depthwise conv, whose
+    filters are therefore split over one group per input of the concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(3, 6, 1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+        self.dw = nn.Conv2d(10, 10, 3, padding=1, groups=10, bias=False)
+        self.bn = nn.BatchNorm2d(10)
+        self.pw = nn.Conv2d(10, 5, 1)
+
+    def forward(self, x):
+        return self.pw(self.bn(self.dw(torch.cat([self.b(x), self.a(x)], 1))))
+
+
+def test_a_depthwise_conv_after_a_concatenation_keeps_every_group_of_its_filters():
+    """The group of ``a`` covers only the depthwise conv's last 4 filters: the conv was taken
+    as decided by it, its first 6 filters were never pruned, and its mask was read at the
+    positions of the shrunk conv; smp's DeepLabV3+ (all encoders) was refused."""
+    torch.manual_seed(0)
+    model = ConcatDepthwise().eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.bias.data.uniform_(-1, 1)
+    x = torch.randn(2, 3, 8, 8)
+    keep = {"a.0": torch.tensor([1, 0, 0, 1]).bool(), "b.0": torch.tensor([1, 0, 1, 1, 1, 1]).bool(),
+            "dw": torch.tensor([1, 0, 1, 0, 1, 1, 1, 0, 0, 1]).bool()}
+    result = compact_report(model, keep, x)  # compares with the masked network itself
+    # a and dw agree on a's part (2 of 4 go); on b's part only filter 1 is dropped by both
+    assert result.out_channels == {"a.0": 2, "b.0": 5, "dw": 7, "pw": 5}
+    assert torch.allclose(result.model(x), masked_output(model, keep, x), atol=1e-5)
+
+
+class GroupNormed(nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(groups, 8)
+        self.unused = nn.Conv2d(8, 8, 1)  # an encoder's classifier that forward never calls
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.norm(self.conv(x))))
+
+
+def test_filters_before_a_groupnorm_that_mixes_channels_are_refused_and_not_offered():
+    """FPN's decoder (smp) normalises groups of 4 channels: dropping one would change the
+    others' statistics. Filters before per-channel groups are dropped exactly."""
+    model = GroupNormed(groups=2).eval()
+    model.input_shape = (3, 8, 8)
+    half = torch.arange(8) % 2 == 0
+    with pytest.raises(SurgeryError, match="'conv' feeds 'norm', a GroupNorm"):
+        compact_report(model, {"conv": half})
+    assert prunable_convs(model) == ["out"]
+    assert filter_groups(model) == []
+    per_channel = GroupNormed(groups=8).eval()
+    per_channel.input_shape = (3, 8, 8)
+    assert compact_report(per_channel, {"conv": half}).out_channels["conv"] == 4
+    assert [g.leader for g in filter_groups(per_channel)] == ["conv"]
+
+
+def test_a_conv_the_forward_pass_never_calls_is_refused():
+    model = GroupNormed(groups=8).eval()
+    model.input_shape = (3, 8, 8)
+    with pytest.raises(SurgeryError, match="'unused' is never called"):
+        compact_report(model, {"unused": torch.arange(8) < 4})
+    assert "unused" not in prunable_convs(model)
+
+
+class GroupedPair(nn.Module):
+    """ResNeXt's and RegNet's pattern, minimal: a 1x1 conv into a conv of 4 groups."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.g = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=4, bias=False),
+                               nn.BatchNorm2d(8), nn.ReLU())
+        self.out = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x):
+        return self.out(self.g(self.a(x)))
+
+
+@pytest.mark.parametrize("conv, mask, expected", [
+    # parts (0,1) (2,3) (4,5) (6,7) keep 1, 2, 1, 1: the second keeps both, one zeroed
+    ("a.0", [1, 0, 1, 1, 0, 1, 1, 0], {"a.0": 8, "g.0": 8}),
+    # one per part at other positions: Torch-Pruning read every part at the first's
+    ("a.0", [1, 0, 0, 1, 0, 1, 1, 0], {"a.0": 4, "g.0": 8}),
+    ("g.0", [1, 0, 0, 1, 0, 1, 1, 0], {"a.0": 8, "g.0": 4}),
+])
+def test_grouped_convs_keep_equal_parts_and_their_own_kernels(conv, mask, expected):
+    """Torch-Pruning cut grouped convs into unequal parts (RegNet, ResNeXt: IndexError) and
+    kept every part's kernel columns at the first part's positions (a different network)."""
+    torch.manual_seed(0)
+    model = GroupedPair().eval()
+    x = torch.randn(2, 3, 8, 8)
+    keep = {conv: torch.tensor(mask).bool()}
+    result = compact_report(model, keep, x)  # compares with the masked network itself
+    assert {k: result.out_channels[k] for k in expected} == expected
+    assert torch.allclose(result.model(x), masked_output(model, keep, x), atol=1e-5)
