@@ -27,6 +27,7 @@ from prune_env.nn.surgery import (
     evaluating,
     mixes_channels,
     prunable_convs,
+    reaches_shuffle,
     split_group,
 )
 
@@ -80,7 +81,8 @@ def filter_groups(model: nn.Module, x: torch.Tensor | None = None,
 
     Groups whose filters nothing reads (the network's output layer, a segmentation head) are
     left out: pruning them would change what the network outputs. So are groups holding a
-    conv that a channel-mixing GroupNorm reads (`prunable_convs`).
+    conv that a channel-mixing GroupNorm reads, or whose channels pass through a channel
+    shuffle (`prunable_convs`).
 
     Args:
         graph: the model's dependency graph if one is at hand (`CompactResult.graph`), to
@@ -109,7 +111,7 @@ def filter_groups(model: nn.Module, x: torch.Tensor | None = None,
         members = sorted(((names[m], idxs, roots) for m, idxs, roots in producers
                           if isinstance(m, nn.Conv2d)), key=lambda p: rank.get(p[0], 1 << 30))
         seen |= {n for n, _, _ in members}
-        if not consumers or mixed & {n for n, _, _ in members}:
+        if not consumers or mixed & {n for n, _, _ in members} or reaches_shuffle(group):
             continue
         local = tuple(tuple(i for _, i in sorted(zip(roots, idxs, strict=True)))
                       for _, idxs, roots in members)

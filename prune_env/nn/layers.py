@@ -80,4 +80,5 @@ class Residual(nn.Module):
 
 
 #: Pruners for this module's layers, to pass to every Torch-Pruning dependency graph.
-CUSTOM_PRUNERS = {ChannelShift: ChannelShiftPruner()}
+CUSTOM_PRUNERS: dict[type[nn.Module], tp.pruner.function.BasePruningFunc] = {
+    ChannelShift: ChannelShiftPruner()}

@@ -42,8 +42,11 @@ import torch_pruning as tp
 from torch import nn
 
 from prune_env.nn.blocks import ResidualBlock, Shortcut, replace_with_shortcut, residual_blocks
-from prune_env.nn.layers import CUSTOM_PRUNERS, ChannelShift
+from prune_env.nn.layers import CUSTOM_PRUNERS as LAYER_PRUNERS
+from prune_env.nn.layers import ChannelShift
 from prune_env.nn.models import example_input
+from prune_env.nn.shuffle import CUSTOM_PRUNERS as SHUFFLE_PRUNERS
+from prune_env.nn.shuffle import ChannelShuffle, has_shuffles, traceable_shuffles
 
 MaskLike = torch.Tensor | np.ndarray | Sequence[bool]
 R = TypeVar("R")
@@ -204,9 +207,18 @@ def evaluating(model: nn.Module) -> Iterator[None]:
 
 def dependency_graph(model: nn.Module, x: torch.Tensor) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model`` (traced with autograd, so grad on)."""
-    with torch.enable_grad():
+    with torch.enable_grad(), traceable_shuffles(model):
         return tp.DependencyGraph().build_dependency(
-            model, example_inputs=x, customized_pruners=CUSTOM_PRUNERS, verbose=False)
+            model, example_inputs=x, customized_pruners=PRUNERS, verbose=False)
+
+
+#: Our layers' Torch-Pruning handlers.
+PRUNERS = {**LAYER_PRUNERS, **SHUFFLE_PRUNERS}
+
+
+def reaches_shuffle(group) -> bool:
+    """Whether a pruning group's channels pass through a channel shuffle (`shuffle`)."""
+    return any(isinstance(item.dep.target.module, ChannelShuffle) for item in group)
 
 
 def validate_keep(model: nn.Module, keep: Mapping[str, MaskLike]) -> dict[str, torch.Tensor]:
@@ -261,14 +273,30 @@ def check_prunable(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict
 
 def prunable_convs(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
     """The convs whose filters `compact` can drop, in module order: those the forward pass
-    calls and that no channel-mixing GroupNorm reads."""
+    calls, that no channel-mixing GroupNorm reads and whose filters pass through no channel
+    shuffle."""
     x = example_input(model, 2) if x is None else x
     with evaluating(model), torch.no_grad():
         bn_of = following_batchnorms(model, x)
         trace = masked_trace(model, {}, bn_of, x)
     names = dict(model.named_modules())
+    shuffled = shuffled_convs(model, x) if has_shuffles(model) else set()
     return [n for n, m in names.items() if isinstance(m, nn.Conv2d) and n in trace.inputs
-            and not (n in bn_of and mixes_channels(names[bn_of[n]]))]
+            and not (n in bn_of and mixes_channels(names[bn_of[n]])) and n not in shuffled]
+
+
+def shuffled_convs(model: nn.Module, x: torch.Tensor) -> set[str]:
+    """Convs whose filters pass through a channel shuffle (`prune_env.nn.shuffle`)."""
+    with evaluating(model):
+        graph = dependency_graph(model, x)
+    found = set()
+    for name, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d) and conv in graph.module2node:
+            group = graph.get_pruning_group(conv, graph.get_pruner_of_module(conv)
+                                            .prune_out_channels, list(range(conv.out_channels)))
+            if reaches_shuffle(group):
+                found.add(name)
+    return found
 
 
 def following_batchnorms(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
@@ -462,6 +490,10 @@ def prune_group(graph: tp.DependencyGraph, modules: dict[nn.Module, str], root: 
     dropped = [int(i) for i in torch.nonzero(~union).flatten()]
     if not dropped:
         return decided, False
+    if reaches_shuffle(group):
+        raise SurgeryError(f"the filters of {names} pass through a channel shuffle, whose "
+                           "channel order surgery does not follow: keep all their filters "
+                           "(prunable_convs leaves them out)")
     for module, idxs, root_idxs in consumers:
         name = modules[module]
         removed = [i for i, r in zip(idxs, root_idxs, strict=True) if not union[r]]

@@ -11,7 +11,7 @@ from prune_env.nn.blocks import Shortcut, residual_blocks
 from prune_env.nn.groups import filter_groups
 from prune_env.nn.models import build_model
 from prune_env.nn.record import from_record, to_record
-from prune_env.nn.surgery import compact_report
+from prune_env.nn.surgery import SurgeryError, compact_report, prunable_convs
 
 # network -> (residual blocks, blocks whose branch a group of its own can empty)
 NETWORKS = {"resnet18": (8, 8), "resnet50": (16, 16), "mobilenet_v3_small": (6, 6),
@@ -63,3 +63,24 @@ def test_blocks_without_a_shortcut_are_not_residual():
     names = [b.name for b in residual_blocks(model)]
     assert len(names) == 10 and "features.2" not in names  # 16 -> 24 channels: no add
     assert all(b.identity for b in residual_blocks(model))
+
+
+def test_shufflenet_compacts_inside_its_units_and_refuses_filters_through_the_shuffle():
+    """Torch-Pruning could not trace ShuffleNetV2's channel shuffle (ZeroDivisionError): the
+    shuffle is traced as one layer, the graph ends there, the units' inner convs compact."""
+    model = randomised("shufflenet_v2_x0_5")
+    prunable = set(prunable_convs(model))
+    inner = "stage2.1.branch2.0"  # 1x1 expansion of a stride-1 unit: stays inside it
+    through = "stage2.1.branch2.5"  # its last 1x1: its output is concatenated and shuffled
+    assert inner in prunable and through not in prunable
+    groups = filter_groups(model)
+    assert inner in [c for g in groups for c in g.convs]
+    assert through not in [c for g in groups for c in g.convs]
+    half = torch.arange(24) % 2 == 0
+    group = next(g for g in groups if g.leader == inner)  # with the depthwise conv after it
+    result = compact_report(model, group.keep_for(half))  # compared with the masked network
+    assert result.out_channels[inner] == 12 and result.out_channels["stage2.1.branch2.3"] == 12
+    assert type(result.model.get_submodule("stage2.1")).__name__ == "InvertedResidual"
+    assert not hasattr(result.model.get_submodule("stage2.1"), "shuffle")
+    with pytest.raises(SurgeryError, match="pass through a channel shuffle"):
+        compact_report(model, {through: half})
