@@ -9,8 +9,9 @@ For every model (weights None: nothing is downloaded) at SIZE x SIZE: random Bat
 statistics, a random mask keeping about KEEP of each prunable conv's filters (at least one),
 every filter of one random residual block's first conv dropped (the block must become its
 shortcut plus a constant), and `prune_env.nn.surgery.compact` on it. A row says `exact` (the
-compact network equals the masked one, which `compact` checks itself), `refused` (a
-`SurgeryError`, with its reason) or `crash` (anything else: a bug to fix), with the emptied
+compact network equals the masked one, which `compact` checks itself), `unchanged` (exact,
+but coupled layers kept every masked channel), `refused` (a `SurgeryError`, with its reason)
+or `crash` (anything else: a bug to fix), with the emptied
 block, parameters and FLOPs before and after and the seconds it took. Models above MAX_PARAMS million parameters are skipped (2 cores).
 """
 
@@ -143,6 +144,9 @@ def try_model(name: str, family: str, build: Callable[[], nn.Module], size: int,
     row = Row(name, family, "exact", params=(params, params), flops=(flops, flops))
     try:
         masks = random_keep(model, keep, generator, x)
+        if not masks:
+            raise SurgeryError("no conv whose filters can be dropped exactly (prunable_convs "
+                               "is empty)")
         row.emptied = empty_one_branch(model, masks, generator)
         result = compact_report(model, masks, example_inputs=x)
         if row.emptied and row.emptied not in result.removed_branches:
@@ -150,6 +154,10 @@ def try_model(name: str, family: str, build: Callable[[], nn.Module], size: int,
         small = result.model
         row.params = (params, count_params(small))
         row.flops = (flops, count_flops(small, (3, size, size)))
+        if row.params[1] == params:
+            row.result = "unchanged"
+            row.why = (f"coupled layers keep every channel of the {len(masks)} masked convs "
+                       "(their union)")
     except SurgeryError as err:
         row.result, row.why = "refused", str(err)
     except Exception as err:  # noqa: BLE001
@@ -168,8 +176,8 @@ def table(rows: list[Row]) -> str:
         lines.append(f"| {r.model} | {r.family} | {r.result} | {r.emptied} | {sizes[0]} | "
                      f"{sizes[1]} | "
                      f"{r.seconds:.1f} | {why} |")
-    counts = {k: sum(r.result == k for r in rows) for k in ("exact", "refused", "crash",
-                                                             "skipped")}
+    counts = {k: sum(r.result == k for r in rows) for k in ("exact", "unchanged", "refused",
+                                                             "crash", "skipped")}
     lines.append("\n" + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return "\n".join(lines)
 

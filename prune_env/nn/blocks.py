@@ -5,7 +5,7 @@ shortcut plus the constant the branch still produced), and the environment offer
 "remove the block" action. For that it must know, for a block class, which children form the
 branch, which child's output is the branch's output, which child projects the shortcut and
 which activation follows the addition. `PATTERNS` says it for our `Residual`, torchvision's
-ResNet, ResNeXt, RegNet, MobileNetV2/V3 and EfficientNet (V1 and V2) blocks, and the
+ResNet, ResNeXt, RegNet, MobileNetV2/V3, MNASNet and EfficientNet (V1 and V2) blocks, and the
 EfficientNet encoder of segmentation_models_pytorch. Block classes are named by their import
 path, so nothing here imports torchvision's or smp's model code.
 
@@ -70,6 +70,8 @@ PATTERNS: dict[str, BlockPattern] = {
         ("conv",), "conv", adds=_uses_res_connect),
     "torchvision.models.mobilenetv3.InvertedResidual": BlockPattern(
         ("block",), "block", adds=_uses_res_connect),
+    "torchvision.models.mnasnet._InvertedResidual": BlockPattern(
+        ("layers",), "layers", adds=lambda b: bool(b.apply_residual)),
     "torchvision.models.efficientnet.MBConv": _MBCONV,
     "torchvision.models.efficientnet.FusedMBConv": _MBCONV,
     "segmentation_models_pytorch.encoders._efficientnet.MBConvBlock": BlockPattern(

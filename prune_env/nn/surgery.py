@@ -108,8 +108,9 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
     x = example_inputs if example_inputs is not None else example_input(model, 2)
     with evaluating(model), torch.no_grad():
         bn_of = dict(bn_of) if bn_of is not None else following_batchnorms(model, x)
+        check_norms(model, masks, bn_of)
         trace = masked_trace(model, masks, bn_of, x)
-    check_prunable(model, masks, bn_of, trace)
+    check_called(masks, trace)
     new = copy.deepcopy(model)
     per_channel = per_channel_groupnorms(new)
     result = CompactResult(model=new)
@@ -241,10 +242,13 @@ def validate_keep(model: nn.Module, keep: Mapping[str, MaskLike]) -> dict[str, t
 
 
 def mixes_channels(norm: nn.Module) -> bool:
-    """A GroupNorm whose groups hold several channels: removing one changes the statistics
-    of the others (num_groups 1 is a LayerNorm over channels), so no filter before it can be
-    dropped exactly. BatchNorm and one-channel groups normalise each channel alone."""
-    return isinstance(norm, nn.GroupNorm) and norm.num_groups < norm.num_channels
+    """A norm whose statistics mix channels: removing one channel changes the others' (a
+    LayerNorm over channels, as in ConvNeXt; a GroupNorm with several channels per group), so
+    no filter before it can be dropped exactly. BatchNorm and one-channel groups normalise
+    each channel alone."""
+    if isinstance(norm, nn.GroupNorm):
+        return norm.num_groups < norm.num_channels
+    return isinstance(norm, nn.LayerNorm)
 
 
 def per_channel_groupnorms(model: nn.Module) -> list[nn.GroupNorm]:
@@ -253,22 +257,24 @@ def per_channel_groupnorms(model: nn.Module) -> list[nn.GroupNorm]:
             if isinstance(m, nn.GroupNorm) and m.num_groups == m.num_channels]
 
 
-def check_prunable(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[str, str],
-                   trace: Trace) -> None:
-    """Refuse masks on convs the forward pass never calls (a classifier an encoder drops) and
-    on convs read by a GroupNorm that mixes channels: `prunable_convs` lists the others."""
+def check_norms(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[str, str]) -> None:
+    """Refuse masks on convs read by a norm that mixes channels (`prunable_convs` lists the
+    others)."""
     names = dict(model.named_modules())
     for name, mask in masks.items():
-        if bool(mask.all()):
-            continue
-        if name not in trace.inputs:
+        norm = bn_of.get(name)
+        if not bool(mask.all()) and norm is not None and mixes_channels(names[norm]):
+            raise SurgeryError(f"{name!r} feeds {norm!r}, a {type(names[norm]).__name__} "
+                               "whose statistics mix channels: dropping a filter changes the "
+                               "others'; leave it out of keep (see prunable_convs)")
+
+
+def check_called(masks: dict[str, torch.Tensor], trace: Trace) -> None:
+    """Refuse masks on convs the forward pass never calls (a classifier an encoder drops)."""
+    for name, mask in masks.items():
+        if not bool(mask.all()) and name not in trace.inputs:
             raise SurgeryError(f"{name!r} is never called by the network's forward pass: "
                                "leave it out of keep")
-        norm = bn_of.get(name)
-        if norm is not None and mixes_channels(names[norm]):
-            raise SurgeryError(f"{name!r} feeds {norm!r}, a GroupNorm whose groups mix "
-                               "channels: dropping a filter changes the others' statistics; "
-                               "leave it out of keep (see prunable_convs)")
 
 
 def prunable_convs(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
@@ -300,8 +306,9 @@ def shuffled_convs(model: nn.Module, x: torch.Tensor) -> set[str]:
 
 
 def following_batchnorms(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
-    """Map each conv to the norm (BatchNorm, or GroupNorm) that reads its output directly,
-    found by one forward."""
+    """Map each conv to the norm (BatchNorm, GroupNorm or LayerNorm) that reads its output
+    directly or through a permutation (ConvNeXt's channels-last LayerNorm), found by one
+    forward."""
     outputs: dict[int, tuple[str, torch.Tensor]] = {}
     found: dict[str, str] = {}
 
@@ -317,12 +324,19 @@ def following_batchnorms(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
                 found[conv[0]] = name
         return hook
 
+    def on_permute(_module, inputs, out):
+        conv = outputs.get(id(inputs[0]))
+        if conv is not None:
+            outputs[id(out)] = (conv[0], out)
+
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             handles.append(module.register_forward_hook(on_conv(name)))
-        elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+        elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)):
             handles.append(module.register_forward_pre_hook(on_bn(name)))
+        elif type(module).__name__ == "Permute":  # torchvision.ops.Permute
+            handles.append(module.register_forward_hook(on_permute))
     try:
         model(x)
     finally:

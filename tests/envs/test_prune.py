@@ -184,3 +184,37 @@ def test_registered_with_gymnasium():
     import prune_env  # noqa: F401
 
     assert "prune_env/Prune-v0" in gym.registry
+
+
+def test_a_torchvision_network_is_a_base_whose_blocks_can_be_removed(
+        synthetic, latency_table, tmp_path):
+    """torchvision's ResNet-18 as the base: its BasicBlocks' inner groups are removable, and
+    emptying one removes the block's branch (and LayerPrune can choose among its blocks)."""
+    import torch
+
+    from baselines.layerprune import removable_blocks
+    from prune_env.training.pretrain import PretrainConfig, pretrain
+
+    path = tmp_path / "resnet18.pt"
+    pretrain("resnet18", synthetic, PretrainConfig(epochs=0.1, batch_size=64), path,
+             progress=False)
+    env = gym.make("prune_env/Prune-v0", model="resnet18", dataset="synthetic", data=synthetic,
+                   checkpoint=str(path), max_finetune_steps=1, val_samples=100,
+                   latency_table=latency_table, threads=1, latency_batch=4, cost="flops")
+    bench = env.unwrapped.bench
+    assert removable_blocks(env.unwrapped) == {
+        "layer1.0": "layer1.0.conv1", "layer1.1": "layer1.1.conv1",
+        "layer2.1": "layer2.1.conv1", "layer3.1": "layer3.1.conv1",
+        "layer4.1": "layer4.1.conv1"}  # the others project their shortcut
+    env.reset(seed=0)
+    n = bench.max_filters
+    leaders = [g.leader for g in bench.base_groups]
+    for leader in leaders[:leaders.index("layer1.0.conv1") + 1]:
+        keep = np.full(n, leader != "layer1.0.conv1", np.int8)
+        _, _, _, _, info = env.step({"keep": keep, "finetune": np.zeros(1, np.float32)})
+    assert info["removed_branches"] == ["layer1.0"] and not info["forced_keep"]
+    model = env.unwrapped.model
+    assert isinstance(model.get_submodule("layer1.0"), Shortcut)
+    assert info["cost_ratio"] < 1.0
+    with torch.no_grad():
+        assert model(torch.randn(2, *model.input_shape)).shape == (2, 10)

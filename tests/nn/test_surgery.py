@@ -369,3 +369,19 @@ def test_grouped_convs_keep_equal_parts_and_their_own_kernels(conv, mask, expect
     result = compact_report(model, keep, x)  # compares with the masked network itself
     assert {k: result.out_channels[k] for k in expected} == expected
     assert torch.allclose(result.model(x), masked_output(model, keep, x), atol=1e-5)
+
+
+def test_filters_before_a_channels_last_layernorm_are_refused_and_not_offered():
+    """ConvNeXt's pattern: a depthwise conv, a permute to channels-last, a LayerNorm over
+    channels (and LayerNorm2d on its stem and downsampling layers)."""
+    from torchvision.models.convnext import LayerNorm2d
+    from torchvision.ops import Permute
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), LayerNorm2d(8),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), Permute([0, 2, 3, 1]),
+                          nn.LayerNorm(8), Permute([0, 3, 1, 2]), nn.Conv2d(8, 2, 1)).eval()
+    model.input_shape = (3, 8, 8)
+    for conv, norm in (("0", "1"), ("2", "4")):
+        with pytest.raises(SurgeryError, match=f"'{conv}' feeds '{norm}', a LayerNorm"):
+            compact_report(model, {conv: torch.arange(8) < 4})
+    assert prunable_convs(model) == ["6"]
