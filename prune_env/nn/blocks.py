@@ -16,6 +16,7 @@ network stays valid.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -165,9 +166,9 @@ def replace_with_shortcut(model: nn.Module, block: ResidualBlock) -> Shortcut:
     if pattern.shortcut is not None:
         setattr(new, pattern.shortcut, getattr(module, pattern.shortcut))
     if pattern.act is not None:
-        act = getattr(module, pattern.act)
+        act = copy.deepcopy(getattr(module, pattern.act))  # shared with the branch
         if getattr(act, "inplace", False):  # it would overwrite the block's input
-            act = type(act)()  # the same activation, not in place
+            act.inplace = False
         new.act = act
     parent, _, attr = block.name.rpartition(".")
     setattr(model.get_submodule(parent), attr, new)

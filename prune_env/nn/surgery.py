@@ -133,8 +133,9 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
             if concat:  # Torch-Pruning keeps a concat's traced offsets: trace anew
                 graph = library_call(lambda: dependency_graph(new, x), model,
                                      "tracing the network again after a concatenation")
-    for norm in per_channel:  # Torch-Pruning keeps num_groups
-        norm.num_groups = norm.num_channels = norm.weight.numel()
+    for norm in per_channel:  # Torch-Pruning keeps num_groups (and affine=False: channels)
+        if norm.weight is not None:
+            norm.num_groups = norm.num_channels = norm.weight.numel()
     result.out_channels = {n: m.out_channels for n, m in new.named_modules()
                            if isinstance(m, nn.Conv2d)}
     result.graph = graph

@@ -96,7 +96,7 @@ def run_cli(args: list[str]) -> subprocess.Popen:
 def test_killed_run_resumes_and_ends_as_an_uninterrupted_one(small_args, tmp_path):
     """kill -9 after the first checkpoint; --resume loses nothing before it and gives the
     same pruned network as a run never interrupted (same seed, same CPU)."""
-    args = ["train", "--agent", "l2pf", "--episodes", "3", "--tries", "2", "--no-export",
+    args = ["train", "--agent", "l2pf", "--episodes", "2", "--tries", "2", "--no-export",
             *small_args]
     straight = run_cli([*args, "--runs-dir", str(tmp_path / "a")])
     assert straight.wait(timeout=400) == 0, straight.stdout.read()
@@ -115,13 +115,13 @@ def test_killed_run_resumes_and_ends_as_an_uninterrupted_one(small_args, tmp_pat
     killed.wait()
     run = progress.parent
     done = json.loads(progress.read_text())["episodes"]
-    assert 1 <= done < 3 and not (run / "report.json").exists()
+    assert done == 1 and not (run / "report.json").exists()
 
     resumed = run_cli(["train", "--resume", str(run)])
     out, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out
     assert f"at episode {done}" in out
-    assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0, 1, 2]
+    assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0, 1]
     a = json.loads((only_run(tmp_path / "a") / "report.json").read_text())
     b = json.loads((run / "report.json").read_text())
     assert a["kept_filters"] == b["kept_filters"]

@@ -54,7 +54,7 @@ def model_for(name: str) -> nn.Module:
 @settings(max_examples=2, deadline=None, phases=[Phase.generate],
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), share=st.floats(0.2, 0.9), block=st.integers(0, 99))
-def test_random_masks_are_exact_or_a_clear_refusal(name, seed, share, block):
+def test_random_masks_and_an_emptied_branch_give_an_exact_network(name, seed, share, block):
     model = model_for(name)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 3, SIZE, SIZE, generator=generator)
