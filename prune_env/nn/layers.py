@@ -59,23 +59,33 @@ class Residual(nn.Module):
         branch: the residual branch, or None once surgery removed it.
         shortcut: the shortcut path (a projection), or None for the identity.
         act: activation applied after the addition, or None (MobileNetV2 has none).
+        scatter: where the branch's channels go among the shortcut's, when the branch
+            computes only some of them (Tessier et al.'s adder: surgery's
+            ``coupling="scatter"``); None: the same channels.
     """
+
+    scatter: torch.Tensor | None
 
     def __init__(
         self,
         branch: nn.Module | None,
         shortcut: nn.Module | None = None,
         act: nn.Module | None = None,
+        scatter: torch.Tensor | None = None,
     ):
         super().__init__()
         self.branch = branch
         self.shortcut = shortcut
         self.act = act
+        self.register_buffer("scatter", scatter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x if self.shortcut is None else self.shortcut(x)
         if self.branch is not None:
-            out = out + self.branch(x)
+            if self.scatter is None:
+                out = out + self.branch(x)
+            else:
+                out = out.index_add(1, self.scatter, self.branch(x))
         return out if self.act is None else self.act(out)
 
 

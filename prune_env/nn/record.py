@@ -81,7 +81,10 @@ LAYERS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]],
                 lambda a: nn.Dropout(**a)),
     # containers are built empty; their children follow as records of their own
     "Sequential": (nn.Sequential, _none, lambda a: nn.Sequential()),
-    "Residual": (Residual, _none, lambda a: Residual(None)),
+    "Residual": (Residual, lambda m: {} if m.scatter is None else {
+        "scatter": m.scatter.numel()}, lambda a: Residual(None, scatter=None if "scatter" not in a
+                                                         else torch.zeros(a["scatter"],
+                                                                          dtype=torch.long))),
     "Shortcut": (Shortcut, lambda m: {"shortcut_name": m.shortcut_name},
                  lambda a: Shortcut(**a)),
     "ChannelShift": (ChannelShift, lambda m: {"channels": m.shift.numel()},

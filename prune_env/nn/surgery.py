@@ -13,10 +13,12 @@ BatchNorm follows), evaluated in eval mode. The steps, each needed for that equa
    the shortcut's BatchNorm or held by a `ChannelShift` (Tessier et al. 2022 call the
    alternative "dimensional discrepancies").
 2. Torch-Pruning's dependency graph couples layers that must shrink together (BN, the next
-   conv or linear, residual additions, depthwise convs, concatenations). Where coupled convs
-   carry different masks, the union of their kept channels survives, and in it each conv's
-   own dropped channels are zeroed (BN scale and shift set to 0): the "adder that scatters
-   each branch's surviving channels into the union", done with zeros.
+   conv or linear, residual additions, depthwise and grouped convs, concatenations). Where
+   coupled convs carry different masks, the union of their kept channels survives, and in it
+   each conv's own dropped channels are zeroed (BN scale and shift set to 0). With
+   ``coupling="scatter"``, the last conv of each residual branch then keeps only its own
+   channels and the block index-adds them into the union: Tessier et al.'s "adder that
+   scatters each branch's surviving channels into the union".
 3. A removed channel that still carried a constant in the masked network (a BN shift after a
    dropped depthwise channel, say) is folded into the bias of the layer that read it.
 
@@ -43,7 +45,7 @@ from torch import nn
 
 from prune_env.nn.blocks import ResidualBlock, Shortcut, replace_with_shortcut, residual_blocks
 from prune_env.nn.layers import CUSTOM_PRUNERS as LAYER_PRUNERS
-from prune_env.nn.layers import ChannelShift
+from prune_env.nn.layers import ChannelShift, Residual
 from prune_env.nn.models import example_input
 from prune_env.nn.shuffle import CUSTOM_PRUNERS as SHUFFLE_PRUNERS
 from prune_env.nn.shuffle import ChannelShuffle, has_shuffles, traceable_shuffles
@@ -66,6 +68,8 @@ class CompactResult:
             ``{conv name: filters kept only because a coupled conv kept them}``.
         removed_branches: names of the residual blocks whose branch was removed (each is a
             `prune_env.nn.blocks.Shortcut` now).
+        scattered: with ``coupling="scatter"``, each block whose branch adds only its own
+            channels into the union, and how many it adds.
         out_channels: filters left in each conv of the compact network.
         graph: Torch-Pruning's dependency graph of the compact network (it tracks the pruning
             it did), so that callers need not trace the network again.
@@ -75,11 +79,12 @@ class CompactResult:
     graph: tp.DependencyGraph | None = None
     unions: list[dict[str, int]] = field(default_factory=list)
     removed_branches: list[str] = field(default_factory=list)
+    scattered: dict[str, int] = field(default_factory=dict)
     out_channels: dict[str, int] = field(default_factory=dict)
 
 
 def compact(model: nn.Module, keep: Mapping[str, MaskLike],
-            example_inputs: torch.Tensor | None = None) -> nn.Module:
+            example_inputs: torch.Tensor | None = None, coupling: str = "union") -> nn.Module:
     """A physically smaller copy of ``model`` keeping only the filters ``keep`` marks True.
 
     Args:
@@ -88,22 +93,37 @@ def compact(model: nn.Module, keep: Mapping[str, MaskLike],
         keep: conv module name -> boolean mask over its output filters. Convs not named keep
             all their filters.
         example_inputs: a batch used to trace the network (batch size >= 2 recommended).
+        coupling: ``"union"`` or ``"scatter"`` (see `compact_report`).
 
     Returns:
         The compact network; `compact_report` also says what was merged or removed.
     """
-    return compact_report(model, keep, example_inputs).model
+    return compact_report(model, keep, example_inputs, coupling=coupling).model
+
+
+COUPLINGS = ("union", "scatter")
 
 
 def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
                    example_inputs: torch.Tensor | None = None,
-                   bn_of: Mapping[str, str] | None = None) -> CompactResult:
+                   bn_of: Mapping[str, str] | None = None,
+                   coupling: str = "union") -> CompactResult:
     """`compact`, returning a `CompactResult` with the notes on unions and removed branches.
 
-    ``bn_of`` (conv -> the BatchNorm after it, `following_batchnorms`) may be given when it
-    is known, e.g. from the unpruned network: pruning never changes it, and tracing it again
-    at every step costs a forward pass.
+    Args:
+        bn_of: conv -> the BatchNorm after it (`following_batchnorms`), when it is known,
+            e.g. from the unpruned network: pruning never changes it, and tracing it again at
+            every step costs a forward pass.
+        coupling: how branches joined by a residual addition share channels. ``"union"``:
+            every coupled conv keeps the union of their kept channels (its own dropped ones
+            zeroed). ``"scatter"`` (Tessier et al.'s adder): the last conv of each branch of a
+            `prune_env.nn.layers.Residual` keeps only its own channels, and the block adds
+            them into the union at their positions (an index-add); blocks of other classes
+            keep the union. A network compacted with "scatter" is for deployment: surgery
+            does not compact it again.
     """
+    if coupling not in COUPLINGS:
+        raise SurgeryError(f"unknown coupling {coupling!r}: use one of {', '.join(COUPLINGS)}")
     masks = validate_keep(model, keep)
     x = example_inputs if example_inputs is not None else example_input(model, 2)
     with evaluating(model), torch.no_grad():
@@ -133,6 +153,8 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
             if concat:  # Torch-Pruning keeps a concat's traced offsets: trace anew
                 graph = library_call(lambda: dependency_graph(new, x), model,
                                      "tracing the network again after a concatenation")
+    if coupling == "scatter":
+        result.scattered = scatter_branches(new, masks, bn_of, frames)
     for norm in per_channel:  # Torch-Pruning keeps num_groups (and affine=False: channels)
         if norm.weight is not None:
             norm.num_groups = norm.num_channels = norm.weight.numel()
@@ -141,6 +163,64 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
     result.graph = graph
     check_exact(trace.output, new, x, model)
     return result
+
+
+def scatter_branches(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[str, str],
+                     frames: Frames) -> dict[str, int]:
+    """Cut each `Residual` branch's last conv (and its BN) to its own kept channels and make
+    the block add them into the union at their positions (Tessier et al.'s adder).
+
+    After the union step the channels a branch's last conv dropped are zeroed in its BN, so
+    the branch adds exactly 0 there: computing them is the work the adder saves.
+    """
+    scattered = {}
+    for name, block in model.named_modules():
+        if not isinstance(block, Residual) or not isinstance(block.branch, nn.Sequential):
+            continue
+        last = terminal_conv(block.branch, f"{name}.branch" if name else "branch", bn_of)
+        if last is None or last[0] not in masks:
+            continue
+        conv_name, conv, bn = last
+        own = masks[conv_name][frames.outputs[conv_name]]
+        if bool(own.all()):
+            continue
+        keep = torch.nonzero(own).flatten()
+        cut_outputs(conv, bn, keep)
+        block.scatter = keep
+        scattered[name] = int(keep.numel())
+    return scattered
+
+
+def terminal_conv(branch: nn.Sequential, prefix: str, bn_of: dict[str, str]):
+    """(name, conv, its BN or None) when the branch ends with a conv (and its BN), else None."""
+    children = list(branch.named_children())
+    *_, (last_name, last) = children
+    if isinstance(last, nn.Conv2d) and last.groups == 1:
+        return f"{prefix}.{last_name}", last, None
+    if len(children) >= 2 and isinstance(last, nn.BatchNorm2d):
+        conv_name, conv = children[-2]
+        full = f"{prefix}.{conv_name}"
+        if isinstance(conv, nn.Conv2d) and conv.groups == 1 and \
+                bn_of.get(full) == f"{prefix}.{last_name}":
+            return full, conv, last
+    return None
+
+
+def cut_outputs(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, keep: torch.Tensor) -> None:
+    """Keep only the ``keep`` output channels of a conv and its BatchNorm."""
+    conv.weight = nn.Parameter(conv.weight.detach()[keep].clone())
+    if conv.bias is not None:
+        conv.bias = nn.Parameter(conv.bias.detach()[keep].clone())
+    conv.out_channels = int(keep.numel())
+    if bn is None:
+        return
+    for name in ("weight", "bias"):
+        if getattr(bn, name) is not None:
+            setattr(bn, name, nn.Parameter(getattr(bn, name).detach()[keep].clone()))
+    for name in ("running_mean", "running_var"):
+        if getattr(bn, name) is not None:
+            setattr(bn, name, getattr(bn, name)[keep].clone())
+    bn.num_features = int(keep.numel())
 
 
 #: How far the compact network may be from the masked one: max |difference| over the

@@ -385,3 +385,42 @@ def test_filters_before_a_channels_last_layernorm_are_refused_and_not_offered():
         with pytest.raises(SurgeryError, match=f"'{conv}' feeds '{norm}', a LayerNorm"):
             compact_report(model, {conv: torch.arange(8) < 4})
     assert prunable_convs(model) == ["6"]
+
+
+@pytest.mark.parametrize("arch, to_onnx", [("resnet20", True), ("mobilenetv2", False)])
+def test_scatter_coupling_keeps_each_branch_to_its_own_channels(arch, to_onnx, tmp_path):
+    """Tessier et al.'s adder: with per-conv masks, each branch's last conv computes only its
+    own channels and the block index-adds them into the union; exact, smaller than the union,
+    recorded, and exported to ONNX (ScatterND) where onnxruntime agrees."""
+    import onnx
+
+    from prune_env.measure import count_flops
+    from prune_env.nn.record import from_record, to_record
+    from prune_env.runs.export import export
+
+    model = model_for(arch)
+    generator = torch.Generator().manual_seed(1)
+    keep = {n: torch.rand(m.out_channels, generator=generator) < 0.5
+            for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    for mask in keep.values():
+        mask[0] = True
+    union = compact_report(model, keep)
+    scatter = compact_report(model, keep, coupling="scatter")  # checked against the masked net
+    assert scatter.scattered and not union.scattered
+    flops = [count_flops(r.model, (3, 32, 32)) for r in (union, scatter)]
+    assert flops[1] < 0.95 * flops[0]
+    block, kept = next(iter(scatter.scattered.items()))
+    assert scatter.model.get_submodule(block).scatter.numel() == kept
+    x = torch.randn(2, 3, 32, 32)
+    rebuilt = from_record(to_record(scatter.model))
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), scatter.model(x), atol=1e-5)
+    if not to_onnx:  # an export takes seconds: one network shows it
+        return
+    exported = export(scatter.model, (3, 32, 32), tmp_path, "onnx")  # compared in onnxruntime
+    assert "ScatterND" in {n.op_type for n in onnx.load(exported.path).graph.node}
+
+
+def test_an_unknown_coupling_is_refused():
+    with pytest.raises(SurgeryError, match="unknown coupling 'sum'"):
+        compact_report(model_for("resnet20"), {}, coupling="sum")
