@@ -1,10 +1,11 @@
 """Union or scatter: what Tessier et al.'s adder buys on the CPU, in FLOPs and measured time.
 
-Usage: .venv/bin/python scripts/scatter_vs_union.py [--archs resnet20 resnet56]
+Usage: .venv/bin/python scripts/scatter_vs_union.py [--archs resnet20 resnet56 resnet18]
        [--keep 0.3 0.5 0.7] [--batch 1 32] [--threads 1] [--seed 0]
 
-For each network (CIFAR ResNets, 3x32x32, random BN statistics) and kept share: a random mask
-per conv (each conv its own, as per-layer magnitude pruning gives), compacted twice. "union":
+For each network (CIFAR ResNets at 3x32x32, torchvision's ResNet-18 at 3x64x64, random BN
+statistics) and kept share: a random mask per conv (each conv its own, as per-layer magnitude
+pruning gives), compacted twice. "union":
 convs joined by a residual addition keep the union of their channels. "scatter": each branch's
 last conv keeps only its own and the block index-adds them into the union. Both equal the
 masked network (`compact` checks it). The three networks (base, union, scatter) are timed
@@ -26,12 +27,16 @@ from prune_env.measure.latency import measure_latency
 from prune_env.nn.models import build_model
 from prune_env.nn.surgery import compact_report
 
-SHAPE = (3, 32, 32)
+
+def shape_of(arch: str) -> tuple[int, int, int]:
+    """CIFAR-size inputs for the CIFAR networks, 64 x 64 for torchvision's ResNet-18."""
+    return (3, 64, 64) if arch == "resnet18" else (3, 32, 32)
 
 
 def randomised(arch: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    model = build_model(arch, SHAPE[0], 10, SHAPE[1:]).eval()
+    shape = shape_of(arch)
+    model = build_model(arch, shape[0], 10, shape[1:]).eval()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
@@ -53,8 +58,9 @@ def per_conv_masks(model: nn.Module, keep: float, seed: int) -> dict[str, torch.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", nargs="+", default=["resnet20", "resnet56"],
-                        choices=["resnet20", "resnet32", "resnet56", "mobilenetv2"])
+    parser.add_argument("--archs", nargs="+", default=["resnet20", "resnet56", "resnet18"],
+                        choices=["resnet20", "resnet32", "resnet56", "mobilenetv2",
+                                 "resnet18"])
     parser.add_argument("--keep", nargs="+", type=float, default=[0.3, 0.5, 0.7],
                         help="kept shares of each conv's filters (default: 0.3 0.5 0.7)")
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 32],
@@ -73,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         masks = per_conv_masks(base, keep, args.seed)
         nets = {"base": base, "union": compact_report(base, masks).model,
                 "scatter": compact_report(base, masks, coupling="scatter").model}
-        flops = {n: count_flops(m, SHAPE) for n, m in nets.items()}
-        times = measure_latency(nets, SHAPE, batch=batch, threads=args.threads)
+        flops = {n: count_flops(m, shape_of(arch)) for n, m in nets.items()}
+        times = measure_latency(nets, shape_of(arch), batch=batch, threads=args.threads)
         ms = {n: t.estimate_ms for n, t in times.items()}
         print(f"| {arch} | {keep} | {batch} | {flops['union'] / flops['base']:.3f} | "
               f"{flops['scatter'] / flops['base']:.3f} | {ms['union'] / ms['base']:.3f} | "

@@ -17,6 +17,7 @@ network stays valid.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -46,6 +47,8 @@ class BlockPattern:
         act: the child applied after the addition, or None.
         adds: whether a given instance adds a shortcut at all (MobileNetV2 blocks that change
             shape do not).
+        chain: the children the branch calls one after the other, where it is such a chain
+            (what `ScatterBlock` runs); None where the block's forward does more.
     """
 
     branch: tuple[str, ...]
@@ -53,26 +56,31 @@ class BlockPattern:
     shortcut: str | None = None
     act: str | None = None
     adds: Callable[[nn.Module], bool] = _always
+    chain: tuple[str, ...] | None = None
 
 
-_MBCONV = BlockPattern(("block", "stochastic_depth"), "block", adds=_uses_res_connect)
+# stochastic depth is the identity in eval mode, and a deployed network runs in eval mode
+_MBCONV = BlockPattern(("block", "stochastic_depth"), "block", adds=_uses_res_connect,
+                       chain=("block",))
 
 #: Block class (module path and name) -> how it adds its branch.
 PATTERNS: dict[str, BlockPattern] = {
     "prune_env.nn.layers.Residual": BlockPattern(
         ("branch",), "branch", "shortcut", "act", adds=lambda b: b.branch is not None),
     "torchvision.models.resnet.BasicBlock": BlockPattern(
-        ("conv1", "bn1", "conv2", "bn2"), "bn2", "downsample", "relu"),
+        ("conv1", "bn1", "conv2", "bn2"), "bn2", "downsample", "relu",
+        chain=("conv1", "bn1", "relu", "conv2", "bn2")),
     "torchvision.models.resnet.Bottleneck": BlockPattern(
-        ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"), "bn3", "downsample", "relu"),
+        ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"), "bn3", "downsample", "relu",
+        chain=("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3")),
     "torchvision.models.regnet.ResBottleneckBlock": BlockPattern(
-        ("f",), "f", "proj", "activation"),
+        ("f",), "f", "proj", "activation", chain=("f",)),
     "torchvision.models.mobilenetv2.InvertedResidual": BlockPattern(
-        ("conv",), "conv", adds=_uses_res_connect),
+        ("conv",), "conv", adds=_uses_res_connect, chain=("conv",)),
     "torchvision.models.mobilenetv3.InvertedResidual": BlockPattern(
-        ("block",), "block", adds=_uses_res_connect),
+        ("block",), "block", adds=_uses_res_connect, chain=("block",)),
     "torchvision.models.mnasnet._InvertedResidual": BlockPattern(
-        ("layers",), "layers", adds=lambda b: bool(b.apply_residual)),
+        ("layers",), "layers", adds=lambda b: bool(b.apply_residual), chain=("layers",)),
     "torchvision.models.efficientnet.MBConv": _MBCONV,
     "torchvision.models.efficientnet.FusedMBConv": _MBCONV,
     "segmentation_models_pytorch.encoders._efficientnet.MBConvBlock": BlockPattern(
@@ -124,8 +132,7 @@ def residual_blocks(model: nn.Module) -> Iterator[ResidualBlock]:
         block = ResidualBlock(name, pattern, frozenset())
         shortcut = getattr(module, pattern.shortcut) if pattern.shortcut else None
         if pattern.shortcut is not None and shortcut is None:  # an identity this time
-            pattern = BlockPattern(pattern.branch, pattern.output, None, pattern.act,
-                                   pattern.adds)
+            pattern = dataclasses.replace(pattern, shortcut=None)
         layers = {f"{block.child(attr)}.{n}".rstrip(".")
                   for attr in pattern.branch if getattr(module, attr, None) is not None
                   for n, _ in getattr(module, attr).named_modules()}
@@ -170,6 +177,50 @@ def replace_with_shortcut(model: nn.Module, block: ResidualBlock) -> Shortcut:
         if getattr(act, "inplace", False):  # it would overwrite the block's input
             act.inplace = False
         new.act = act
+    parent, _, attr = block.name.rpartition(".")
+    setattr(model.get_submodule(parent), attr, new)
+    return new
+
+
+class ScatterBlock(nn.Module):
+    """A residual block whose branch computes only some of its output's channels and adds
+    them at their positions: ``act(shortcut(x).index_add(1, scatter, chain(x)))`` (Tessier et
+    al.'s adder; surgery's ``coupling="scatter"`` builds it from a block of `PATTERNS` with a
+    chain). The block's children keep their names.
+
+    Args:
+        chain: the children the branch calls in order.
+        shortcut_name: the child projecting the shortcut, or None for the identity.
+        act_name: the child applied after the addition, or None.
+        scatter: the output position of each channel the branch computes.
+    """
+
+    scatter: torch.Tensor
+
+    def __init__(self, chain: list[str], shortcut_name: str | None, act_name: str | None,
+                 scatter: torch.Tensor):
+        super().__init__()
+        self.chain, self.shortcut_name, self.act_name = list(chain), shortcut_name, act_name
+        self.register_buffer("scatter", scatter)
+
+    def forward(self, x: torch.Tensor, *_args, **_kwargs) -> torch.Tensor:
+        y = x
+        for name in self.chain:
+            y = getattr(self, name)(y)
+        path = getattr(self, self.shortcut_name) if self.shortcut_name else None
+        out = (x if path is None else path(x)).index_add(1, self.scatter, y)
+        return out if self.act_name is None else getattr(self, self.act_name)(out)
+
+
+def replace_with_scatter(model: nn.Module, block: ResidualBlock,
+                         scatter: torch.Tensor) -> ScatterBlock:
+    """Put a `ScatterBlock` holding ``block``'s children where ``block`` was."""
+    module = model.get_submodule(block.name)
+    pattern = block.pattern
+    assert pattern.chain is not None  # callers pick blocks with a chain
+    new = ScatterBlock(list(pattern.chain), pattern.shortcut, pattern.act, scatter)
+    for name in {*pattern.chain, pattern.shortcut or "", pattern.act or ""} - {""}:
+        setattr(new, name, getattr(module, name))
     parent, _, attr = block.name.rpartition(".")
     setattr(model.get_submodule(parent), attr, new)
     return new

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_env.nn.blocks import Shortcut
+from prune_env.nn.blocks import ScatterBlock, Shortcut
 from prune_env.nn.layers import ChannelShift, Residual
 from prune_env.nn.models import build_model, example_input
 
@@ -87,6 +87,11 @@ LAYERS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]],
                                                                           dtype=torch.long))),
     "Shortcut": (Shortcut, lambda m: {"shortcut_name": m.shortcut_name},
                  lambda a: Shortcut(**a)),
+    "ScatterBlock": (ScatterBlock, lambda m: {
+        "chain": list(m.chain), "shortcut_name": m.shortcut_name, "act_name": m.act_name,
+        "scatter": m.scatter.numel()}, lambda a: ScatterBlock(
+            a["chain"], a["shortcut_name"], a["act_name"],
+            torch.zeros(a["scatter"], dtype=torch.long))),
     "ChannelShift": (ChannelShift, lambda m: {"channels": m.shift.numel()},
                      lambda a: ChannelShift(torch.zeros(a["channels"]))),
 }

@@ -43,7 +43,13 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from prune_env.nn.blocks import ResidualBlock, Shortcut, replace_with_shortcut, residual_blocks
+from prune_env.nn.blocks import (
+    ResidualBlock,
+    Shortcut,
+    replace_with_scatter,
+    replace_with_shortcut,
+    residual_blocks,
+)
 from prune_env.nn.layers import CUSTOM_PRUNERS as LAYER_PRUNERS
 from prune_env.nn.layers import ChannelShift, Residual
 from prune_env.nn.models import example_input
@@ -116,11 +122,12 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
             every step costs a forward pass.
         coupling: how branches joined by a residual addition share channels. ``"union"``:
             every coupled conv keeps the union of their kept channels (its own dropped ones
-            zeroed). ``"scatter"`` (Tessier et al.'s adder): the last conv of each branch of a
-            `prune_env.nn.layers.Residual` keeps only its own channels, and the block adds
-            them into the union at their positions (an index-add); blocks of other classes
-            keep the union. A network compacted with "scatter" is for deployment: surgery
-            does not compact it again.
+            zeroed). ``"scatter"`` (Tessier et al.'s adder): the last conv of each residual
+            branch keeps only its own channels, and the block adds them into the union at
+            their positions (an index-add): our `Residual` blocks and torchvision's (a
+            `prune_env.nn.blocks.ScatterBlock` then); smp's EfficientNet blocks keep the
+            union. A network compacted with "scatter" is for deployment: surgery does not
+            compact it again.
     """
     if coupling not in COUPLINGS:
         raise SurgeryError(f"unknown coupling {coupling!r}: use one of {', '.join(COUPLINGS)}")
@@ -167,17 +174,21 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
 
 def scatter_branches(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[str, str],
                      frames: Frames) -> dict[str, int]:
-    """Cut each `Residual` branch's last conv (and its BN) to its own kept channels and make
-    the block add them into the union at their positions (Tessier et al.'s adder).
+    """Cut each residual branch's last conv (and its BN) to its own kept channels and make
+    the block add them into the union at their positions (Tessier et al.'s adder): our
+    `Residual` blocks scatter themselves, blocks of `prune_env.nn.blocks.PATTERNS` whose
+    branch is a chain become a `ScatterBlock`.
 
     After the union step the channels a branch's last conv dropped are zeroed in its BN, so
     the branch adds exactly 0 there: computing them is the work the adder saves.
     """
     scattered = {}
-    for name, block in model.named_modules():
-        if not isinstance(block, Residual) or not isinstance(block.branch, nn.Sequential):
+    for block in list(residual_blocks(model)):
+        module = model.get_submodule(block.name)
+        chain = ("branch",) if isinstance(module, Residual) else block.pattern.chain
+        if chain is None:
             continue
-        last = terminal_conv(block.branch, f"{name}.branch" if name else "branch", bn_of)
+        last = terminal_conv([(block.child(n), getattr(module, n)) for n in chain], bn_of)
         if last is None or last[0] not in masks:
             continue
         conv_name, conv, bn = last
@@ -186,23 +197,27 @@ def scatter_branches(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: di
             continue
         keep = torch.nonzero(own).flatten()
         cut_outputs(conv, bn, keep)
-        block.scatter = keep
-        scattered[name] = int(keep.numel())
+        if isinstance(module, Residual):
+            module.scatter = keep
+        else:
+            replace_with_scatter(model, block, keep)
+        scattered[block.name] = int(keep.numel())
     return scattered
 
 
-def terminal_conv(branch: nn.Sequential, prefix: str, bn_of: dict[str, str]):
-    """(name, conv, its BN or None) when the branch ends with a conv (and its BN), else None."""
-    children = list(branch.named_children())
-    *_, (last_name, last) = children
+def terminal_conv(chain: list[tuple[str, nn.Module]], bn_of: dict[str, str]):
+    """(name, conv, its BN or None) when a chain of layers ends with a conv (and its BN),
+    looking into a last child that is itself a chain; else None."""
+    last_name, last = chain[-1]
+    if isinstance(last, nn.Sequential):
+        return terminal_conv([(f"{last_name}.{n}", m) for n, m in last.named_children()],
+                             bn_of)
     if isinstance(last, nn.Conv2d) and last.groups == 1:
-        return f"{prefix}.{last_name}", last, None
-    if len(children) >= 2 and isinstance(last, nn.BatchNorm2d):
-        conv_name, conv = children[-2]
-        full = f"{prefix}.{conv_name}"
-        if isinstance(conv, nn.Conv2d) and conv.groups == 1 and \
-                bn_of.get(full) == f"{prefix}.{last_name}":
-            return full, conv, last
+        return last_name, last, None
+    if len(chain) >= 2 and isinstance(last, nn.BatchNorm2d):
+        conv_name, conv = chain[-2]
+        if isinstance(conv, nn.Conv2d) and conv.groups == 1 and bn_of.get(conv_name) == last_name:
+            return conv_name, conv, last
     return None
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from prune_env.measure import count_params
-from prune_env.nn.blocks import Shortcut
+from prune_env.nn.blocks import ScatterBlock, Shortcut
 from prune_env.nn.groups import filter_groups
 from prune_env.nn.layers import ChannelShift
 from prune_env.nn.models import build_model, example_input
@@ -387,11 +387,13 @@ def test_filters_before_a_channels_last_layernorm_are_refused_and_not_offered():
     assert prunable_convs(model) == ["6"]
 
 
-@pytest.mark.parametrize("arch, to_onnx", [("resnet20", True), ("mobilenetv2", False)])
+@pytest.mark.parametrize("arch, to_onnx", [("resnet20", True), ("mobilenetv2", False),
+                                           ("resnet18", False)])
 def test_scatter_coupling_keeps_each_branch_to_its_own_channels(arch, to_onnx, tmp_path):
     """Tessier et al.'s adder: with per-conv masks, each branch's last conv computes only its
     own channels and the block index-adds them into the union; exact, smaller than the union,
-    recorded, and exported to ONNX (ScatterND) where onnxruntime agrees."""
+    recorded, and exported to ONNX (ScatterND) where onnxruntime agrees. Our residual blocks
+    and torchvision's."""
     import onnx
 
     from prune_env.measure import count_flops
@@ -411,6 +413,9 @@ def test_scatter_coupling_keeps_each_branch_to_its_own_channels(arch, to_onnx, t
     assert flops[1] < 0.95 * flops[0]
     block, kept = next(iter(scatter.scattered.items()))
     assert scatter.model.get_submodule(block).scatter.numel() == kept
+    if arch == "resnet18":  # torchvision's BasicBlock becomes a ScatterBlock, names kept
+        assert isinstance(scatter.model.get_submodule(block), ScatterBlock)
+        assert scatter.model.get_submodule(f"{block}.conv2").out_channels == kept
     x = torch.randn(2, 3, 32, 32)
     rebuilt = from_record(to_record(scatter.model))
     with torch.no_grad():
