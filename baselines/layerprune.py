@@ -33,6 +33,7 @@ from torch import nn
 from baselines.simple import SimplePolicy
 from prune_env.data.datasets import infinite_batches
 from prune_env.nn.blocks import residual_blocks
+from prune_env.nn.groups import merge_keep
 from prune_env.nn.importance import L1, BNScale, WeightTaylor
 from prune_env.nn.surgery import compact
 
@@ -160,7 +161,7 @@ def cost_without(env, leaders: list[str]) -> float:
     keep: dict[str, torch.Tensor] = {}
     for group in env.bench.base_groups:
         if group.leader in leaders:
-            keep |= group.keep_for(torch.zeros(group.size, dtype=torch.bool))
+            merge_keep(keep, group.keep_for(torch.zeros(group.size, dtype=torch.bool)))
     model = compact(env.bench.base_model, keep) if keep else env.bench.base_model
     return env.bench.meter.costs(model)[env.bench.cost_key] / env.bench.base_cost
 

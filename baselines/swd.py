@@ -37,6 +37,7 @@ from torch import nn
 
 from baselines.simple import SimplePolicy
 from prune_env.envs.target import largest_count
+from prune_env.nn.groups import merge_keep
 from prune_env.nn.importance import BNScale
 from prune_env.nn.surgery import compact
 
@@ -115,7 +116,7 @@ class SWDPenalty:
             mask = score >= threshold
             if not mask.any() and not group.removable:
                 mask[int(torch.argmax(score))] = True
-            keep |= group.keep_for(mask)
+            merge_keep(keep, group.keep_for(mask))
         return keep
 
     def meets(self, model: nn.Module, scores: list[torch.Tensor], threshold) -> bool:

@@ -11,6 +11,7 @@ from torch import nn
 
 from prune_env.envs.bench import Bench
 from prune_env.envs.target import largest_count
+from prune_env.nn.groups import merge_keep
 from prune_env.nn.importance import L1
 from prune_env.nn.surgery import compact
 
@@ -22,7 +23,7 @@ def uniform_network(bench: Bench, ratio: float) -> nn.Module:
         scores = L1()(bench.base_model, group)
         mask = torch.zeros(group.size, dtype=torch.bool)
         mask[torch.argsort(-scores)[: max(1, round(ratio * group.size))]] = True
-        keep |= group.keep_for(mask)
+        merge_keep(keep, group.keep_for(mask))
     return compact(bench.base_model, keep)
 
 

@@ -40,12 +40,12 @@ def overhead_layers(shapes: dict[str, LayerShape]) -> int:
 
 def half_width(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every filter group halved (for calibration: same depth)."""
-    from prune_env.nn.groups import filter_groups
+    from prune_env.nn.groups import filter_groups, merge_keep
     from prune_env.nn.surgery import compact
 
     keep: dict[str, torch.Tensor] = {}
     for group in filter_groups(model):
-        keep |= group.keep_for(torch.arange(group.size) % 2 == 0)
+        merge_keep(keep, group.keep_for(torch.arange(group.size) % 2 == 0))
     return compact(model, keep)
 
 

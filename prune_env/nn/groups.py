@@ -43,6 +43,8 @@ class FilterGroup:
         size: number of filters (the length of the keep mask).
         removable: every conv lies in a residual branch (`prune_env.nn.blocks`), so dropping
             all filters removes those branches instead of cutting the network.
+        widths: each conv's number of filters. A conv may hold more than the group's: a
+            depthwise conv reading a concatenation is in one group per input of the concat.
     """
 
     leader: str
@@ -50,15 +52,26 @@ class FilterGroup:
     local: tuple[tuple[int, ...], ...]
     size: int
     removable: bool
+    widths: tuple[int, ...] = ()
 
     def keep_for(self, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The per-conv keep masks (for `prune_env.nn.surgery.compact`) of a group mask."""
+        """The per-conv keep masks (for `prune_env.nn.surgery.compact`) of a group mask; the
+        filters of a conv outside the group are kept. Combine several groups' with
+        `merge_keep`."""
+        widths = self.widths or tuple(max(idxs) + 1 for idxs in self.local)
         out = {}
-        for conv, idxs in zip(self.convs, self.local, strict=True):
-            local = torch.ones(max(idxs) + 1, dtype=torch.bool)
+        for conv, idxs, width in zip(self.convs, self.local, widths, strict=True):
+            local = torch.ones(width, dtype=torch.bool)
             local[list(idxs)] = mask
             out[conv] = local
         return out
+
+
+def merge_keep(keep: dict[str, torch.Tensor], more: dict[str, torch.Tensor]) -> None:
+    """Add ``more``'s masks to ``keep``, in place; a conv in both keeps what both keep (a
+    conv two groups share, each deciding some of its filters)."""
+    for conv, mask in more.items():
+        keep[conv] = keep[conv] & mask if conv in keep else mask
 
 
 def forward_order(model: nn.Module, x: torch.Tensor) -> list[str]:
@@ -117,5 +130,7 @@ def filter_groups(model: nn.Module, x: torch.Tensor | None = None,
                       for _, idxs, roots in members)
         convs = tuple(n for n, _, _ in members)
         removable = all(n in in_branches for n in convs)
-        groups.append(FilterGroup(convs[0], convs, local, conv.out_channels, removable))
+        widths = tuple(cast(nn.Conv2d, model.get_submodule(n)).out_channels for n in convs)
+        groups.append(FilterGroup(convs[0], convs, local, conv.out_channels, removable,
+                                  widths))
     return groups

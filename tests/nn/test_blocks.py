@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from prune_env.nn.blocks import Shortcut, residual_blocks
-from prune_env.nn.groups import filter_groups
+from prune_env.nn.groups import filter_groups, merge_keep
 from prune_env.nn.models import build_model
 from prune_env.nn.record import from_record, to_record
 from prune_env.nn.surgery import SurgeryError, compact_report, prunable_convs
@@ -84,3 +84,23 @@ def test_shufflenet_compacts_inside_its_units_and_refuses_filters_through_the_sh
     assert not hasattr(result.model.get_submodule("stage2.1"), "shuffle")
     with pytest.raises(SurgeryError, match="pass through a channel shuffle"):
         compact_report(model, {through: half})
+
+
+@pytest.mark.parametrize("arch", ["Unet", "DeepLabV3Plus"])
+def test_segmentation_models_groups_follow_and_their_encoder_blocks_can_be_removed(arch):
+    """smp's networks (weights None): every group halved and one encoder block emptied, as an
+    episode would, give an exact network."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    model = getattr(smp, arch)(encoder_name="resnet18", encoder_weights=None, classes=11)
+    model.input_shape = (3, 64, 64)
+    groups = filter_groups(model.eval())
+    removable = [g for g in groups if g.removable]
+    assert len(removable) == 8 and all(g.leader.startswith("encoder.layer") for g in removable)
+    keep: dict[str, torch.Tensor] = {}
+    for group in groups:
+        merge_keep(keep, group.keep_for(torch.arange(group.size) % 2 == 0))
+    merge_keep(keep, removable[0].keep_for(torch.zeros(removable[0].size, dtype=torch.bool)))
+    result = compact_report(model, keep)  # compared with the masked network
+    assert result.removed_branches == ["encoder.layer1.0"]

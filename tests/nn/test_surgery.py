@@ -12,7 +12,7 @@ from torch import nn
 
 from prune_env.measure import count_params
 from prune_env.nn.blocks import ScatterBlock, Shortcut
-from prune_env.nn.groups import filter_groups
+from prune_env.nn.groups import filter_groups, merge_keep
 from prune_env.nn.layers import ChannelShift
 from prune_env.nn.models import build_model, example_input
 from prune_env.nn.surgery import (
@@ -300,6 +300,21 @@ def test_a_depthwise_conv_after_a_concatenation_keeps_every_group_of_its_filters
     # a and dw agree on a's part (2 of 4 go); on b's part only filter 1 is dropped by both
     assert result.out_channels == {"a.0": 2, "b.0": 5, "dw": 7, "pw": 5}
     assert torch.allclose(result.model(x), masked_output(model, keep, x), atol=1e-5)
+
+
+def test_a_conv_in_two_groups_gets_full_width_masks_that_merge():
+    """The depthwise conv after the concatenation is in the group of ``b`` (filters 0-5) and
+    in the group of ``a`` (6-9): each group's mask covers all 10 filters, and `merge_keep`
+    keeps what both keep (smp's DeepLabV3+ had a 256-entry mask for a 304-filter conv)."""
+    model = ConcatDepthwise().eval()
+    model.input_shape = (3, 8, 8)
+    groups = {g.leader: g for g in filter_groups(model)}
+    assert groups["b.0"].convs == ("b.0", "dw") and groups["a.0"].convs == ("a.0", "dw")
+    keep: dict[str, torch.Tensor] = {}
+    for group in groups.values():
+        merge_keep(keep, group.keep_for(torch.arange(group.size) % 2 == 0))
+    assert keep["dw"].tolist() == [True, False] * 5
+    assert compact_report(model, keep).out_channels == {"a.0": 2, "b.0": 3, "dw": 5, "pw": 5}
 
 
 class GroupNormed(nn.Module):
