@@ -94,8 +94,8 @@ def filter_groups(model: nn.Module, x: torch.Tensor | None = None,
 
     Groups whose filters nothing reads (the network's output layer, a segmentation head) are
     left out: pruning them would change what the network outputs. So are groups holding a
-    conv that a channel-mixing GroupNorm reads, or whose channels pass through a channel
-    shuffle (`prunable_convs`).
+    conv that a channel-mixing norm reads, or whose channels pass through a channel shuffle
+    (`prunable_convs`).
 
     Args:
         graph: the model's dependency graph if one is at hand (`CompactResult.graph`), to

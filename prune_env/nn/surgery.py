@@ -375,8 +375,8 @@ def check_called(masks: dict[str, torch.Tensor], trace: Trace) -> None:
 
 def prunable_convs(model: nn.Module, x: torch.Tensor | None = None) -> list[str]:
     """The convs whose filters `compact` can drop, in module order: those the forward pass
-    calls, that no channel-mixing GroupNorm reads and whose filters pass through no channel
-    shuffle."""
+    calls, that no channel-mixing norm reads (`mixes_channels`) and whose filters pass
+    through no channel shuffle."""
     x = example_input(model, 2) if x is None else x
     with evaluating(model), torch.no_grad():
         bn_of = following_batchnorms(model, x)
