@@ -22,7 +22,7 @@ SIZE = 64
 PATTERNS = {"resnet18": "residual", "resnet50": "bottleneck",
             "mobilenet_v3_small": "inverted residual + SE", "efficientnet_b0": "MBConv + SE",
             "regnet_y_400mf": "grouped + SE", "shufflenet_v2_x0_5": "channel split and shuffle",
-            "squeezenet1_0": "concat", "googlenet": "inception concat",
+            "squeezenet1_0": "concat",  # GoogLeNet's inception concat: the bench zoo (8 s)
             "smp.Unet": "U-Net skips", "smp.DeepLabV3Plus": "ASPP, separable convs"}
 _models: dict[str, nn.Module] = {}
 
