@@ -129,11 +129,10 @@ def residual_blocks(model: nn.Module) -> Iterator[ResidualBlock]:
         pattern = pattern_of(module)
         if pattern is None or not pattern.adds(module):
             continue
-        block = ResidualBlock(name, pattern, frozenset())
-        shortcut = getattr(module, pattern.shortcut) if pattern.shortcut else None
-        if pattern.shortcut is not None and shortcut is None:  # an identity this time
-            pattern = dataclasses.replace(pattern, shortcut=None)
-        layers = {f"{block.child(attr)}.{n}".rstrip(".")
+        if pattern.shortcut is not None and getattr(module, pattern.shortcut) is None:
+            pattern = dataclasses.replace(pattern, shortcut=None)  # an identity this time
+        prefix = f"{name}." if name else ""
+        layers = {f"{prefix}{attr}.{n}".rstrip(".")
                   for attr in pattern.branch if getattr(module, attr, None) is not None
                   for n, _ in getattr(module, attr).named_modules()}
         yield ResidualBlock(name, pattern, frozenset(layers))

@@ -59,6 +59,17 @@ def _none(m: nn.Module) -> dict[str, Any]:
     return {}
 
 
+def _scatter_args(m: Residual) -> dict[str, Any]:
+    """A scattering block records its buffer's length (no key: an unscattered one, as in
+    records written before scatter existed)."""
+    return {} if m.scatter is None else {"scatter": m.scatter.numel()}
+
+
+def _scatter_buffer(size: int | None) -> torch.Tensor | None:
+    """A placeholder of the recorded length; the state dict then fills it."""
+    return None if size is None else torch.zeros(size, dtype=torch.long)
+
+
 #: Layer types a record may name: type name -> (class, its constructor arguments, build).
 LAYERS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]],
                         Callable[[dict[str, Any]], nn.Module]]] = {
@@ -81,10 +92,8 @@ LAYERS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]],
                 lambda a: nn.Dropout(**a)),
     # containers are built empty; their children follow as records of their own
     "Sequential": (nn.Sequential, _none, lambda a: nn.Sequential()),
-    "Residual": (Residual, lambda m: {} if m.scatter is None else {
-        "scatter": m.scatter.numel()}, lambda a: Residual(None, scatter=None if "scatter" not in a
-                                                         else torch.zeros(a["scatter"],
-                                                                          dtype=torch.long))),
+    "Residual": (Residual, _scatter_args,
+                 lambda a: Residual(None, scatter=_scatter_buffer(a.get("scatter")))),
     "Shortcut": (Shortcut, lambda m: {"shortcut_name": m.shortcut_name},
                  lambda a: Shortcut(**a)),
     "ScatterBlock": (ScatterBlock, lambda m: {

@@ -43,16 +43,12 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from prune_env.nn.blocks import (
-    ResidualBlock,
-    Shortcut,
-    replace_with_scatter,
-    replace_with_shortcut,
-    residual_blocks,
-)
+from prune_env.nn.blocks import ResidualBlock, Shortcut, replace_with_shortcut, residual_blocks
+from prune_env.nn.grouped import align_to_conv_groups, grouped_convs, grouped_input_weight
 from prune_env.nn.layers import CUSTOM_PRUNERS as LAYER_PRUNERS
-from prune_env.nn.layers import ChannelShift, Residual
+from prune_env.nn.layers import ChannelShift
 from prune_env.nn.models import example_input
+from prune_env.nn.scatter import scatter_branches
 from prune_env.nn.shuffle import CUSTOM_PRUNERS as SHUFFLE_PRUNERS
 from prune_env.nn.shuffle import ChannelShuffle, has_shuffles, traceable_shuffles
 
@@ -161,7 +157,7 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
                 graph = library_call(lambda: dependency_graph(new, x), model,
                                      "tracing the network again after a concatenation")
     if coupling == "scatter":
-        result.scattered = scatter_branches(new, masks, bn_of, frames)
+        result.scattered = scatter_branches(new, masks, bn_of, frames.outputs)
     for norm in per_channel:  # Torch-Pruning keeps num_groups (and affine=False: channels)
         if norm.weight is not None:
             norm.num_groups = norm.num_channels = norm.weight.numel()
@@ -170,72 +166,6 @@ def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
     result.graph = graph
     check_exact(trace.output, new, x, model)
     return result
-
-
-def scatter_branches(model: nn.Module, masks: dict[str, torch.Tensor], bn_of: dict[str, str],
-                     frames: Frames) -> dict[str, int]:
-    """Cut each residual branch's last conv (and its BN) to its own kept channels and make
-    the block add them into the union at their positions (Tessier et al.'s adder): our
-    `Residual` blocks scatter themselves, blocks of `prune_env.nn.blocks.PATTERNS` whose
-    branch is a chain become a `ScatterBlock`.
-
-    After the union step the channels a branch's last conv dropped are zeroed in its BN, so
-    the branch adds exactly 0 there: computing them is the work the adder saves.
-    """
-    scattered = {}
-    for block in list(residual_blocks(model)):
-        module = model.get_submodule(block.name)
-        chain = ("branch",) if isinstance(module, Residual) else block.pattern.chain
-        if chain is None:
-            continue
-        last = terminal_conv([(block.child(n), getattr(module, n)) for n in chain], bn_of)
-        if last is None or last[0] not in masks:
-            continue
-        conv_name, conv, bn = last
-        own = masks[conv_name][frames.outputs[conv_name]]
-        if bool(own.all()):
-            continue
-        keep = torch.nonzero(own).flatten()
-        cut_outputs(conv, bn, keep)
-        if isinstance(module, Residual):
-            module.scatter = keep
-        else:
-            replace_with_scatter(model, block, keep)
-        scattered[block.name] = int(keep.numel())
-    return scattered
-
-
-def terminal_conv(chain: list[tuple[str, nn.Module]], bn_of: dict[str, str]):
-    """(name, conv, its BN or None) when a chain of layers ends with a conv (and its BN),
-    looking into a last child that is itself a chain; else None."""
-    last_name, last = chain[-1]
-    if isinstance(last, nn.Sequential):
-        return terminal_conv([(f"{last_name}.{n}", m) for n, m in last.named_children()],
-                             bn_of)
-    if isinstance(last, nn.Conv2d) and last.groups == 1:
-        return last_name, last, None
-    if len(chain) >= 2 and isinstance(last, nn.BatchNorm2d):
-        conv_name, conv = chain[-2]
-        if isinstance(conv, nn.Conv2d) and conv.groups == 1 and bn_of.get(conv_name) == last_name:
-            return conv_name, conv, last
-    return None
-
-
-def cut_outputs(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, keep: torch.Tensor) -> None:
-    """Keep only the ``keep`` output channels of a conv and its BatchNorm."""
-    conv.weight = nn.Parameter(conv.weight.detach()[keep].clone())
-    if conv.bias is not None:
-        conv.bias = nn.Parameter(conv.bias.detach()[keep].clone())
-    conv.out_channels = int(keep.numel())
-    if bn is None:
-        return
-    for name in ("weight", "bias"):
-        if getattr(bn, name) is not None:
-            setattr(bn, name, nn.Parameter(getattr(bn, name).detach()[keep].clone()))
-    for name in ("running_mean", "running_var"):
-        if getattr(bn, name) is not None:
-            setattr(bn, name, getattr(bn, name)[keep].clone())
-    bn.num_features = int(keep.numel())
 
 
 #: How far the compact network may be from the masked one: max |difference| over the
@@ -637,82 +567,6 @@ def split_group(graph: tp.DependencyGraph, group) -> tuple[list, list]:
                 handler):
             consumers.append(entry)
     return producers, consumers
-
-
-@dataclass(frozen=True)
-class GroupedSide:
-    """The channels of a grouped conv (not depthwise) that a pruning group holds, on its input
-    or output side: ``idxs`` among ``size`` channels split into ``groups`` equal parts."""
-
-    conv: nn.Conv2d
-    inputs: bool
-    idxs: tuple[int, ...]
-    roots: tuple[int, ...]
-
-    @property
-    def size(self) -> int:
-        return self.conv.in_channels if self.inputs else self.conv.out_channels
-
-    @property
-    def groups(self) -> int:
-        return self.conv.groups
-
-    def kept_per_part(self, union: torch.Tensor) -> list[int]:
-        """Channels kept in each part (those outside the pruning group stay)."""
-        per = self.size // self.groups
-        kept = [per] * self.groups
-        for i, r in zip(self.idxs, self.roots, strict=True):
-            kept[i // per] -= not bool(union[r])
-        return kept
-
-
-def grouped_convs(graph: tp.DependencyGraph, group) -> list[GroupedSide]:
-    """The grouped convs (1 < groups < channels) a pruning group reaches, on either side."""
-    sides = []
-    for item in group:
-        module, handler = item.dep.target.module, item.dep.handler
-        if not isinstance(module, nn.Conv2d) or module.groups in (1, module.in_channels):
-            continue
-        if graph.is_out_channel_pruning_fn(handler) or graph.is_in_channel_pruning_fn(handler):
-            sides.append(GroupedSide(module, graph.is_in_channel_pruning_fn(handler),
-                                     tuple(item.idxs), tuple(item.root_idxs)))
-    return sides
-
-
-def grouped_input_weight(side: GroupedSide, union: torch.Tensor) -> torch.Tensor:
-    """A grouped conv's kernel without its removed inputs. Torch-Pruning keeps the same
-    kernel columns for every part (those of the first), which is wrong wherever the parts
-    drop channels at different positions: each part's filters keep their own part's."""
-    conv = side.conv
-    keep = torch.ones(conv.in_channels, dtype=torch.bool)
-    for i, r in zip(side.idxs, side.roots, strict=True):
-        keep[i] = bool(union[r])
-    per_out = conv.out_channels // conv.groups
-    kept = keep.view(conv.groups, -1)
-    weight = conv.weight.detach()
-    return torch.cat([weight[p * per_out:(p + 1) * per_out][:, kept[p]]
-                      for p in range(conv.groups)])
-
-
-def align_to_conv_groups(union: torch.Tensor, sides: list[GroupedSide]) -> None:
-    """Keep, in place, as many channels in each part of every grouped conv the group reaches.
-
-    A grouped conv cut to unequal parts does not run (Torch-Pruning slices it anyway: RegNet
-    and ResNeXt were refused). The parts that keep fewer channels keep some of their dropped
-    ones too, zeroed by `zero_fill` like any channel a coupled conv keeps: still exact.
-    """
-    changed = True
-    while changed:  # one side's additions may unbalance another's
-        changed = False
-        for side in sides:
-            kept = side.kept_per_part(union)
-            per = side.size // side.groups
-            need = [max(kept) - k for k in kept]
-            for i, r in zip(side.idxs, side.roots, strict=True):
-                if need[i // per] and not bool(union[r]):
-                    union[r] = True
-                    need[i // per] -= 1
-                    changed = True
 
 
 def own_keep(module: nn.Module, name: str, masks: dict[str, torch.Tensor]) -> torch.Tensor:
