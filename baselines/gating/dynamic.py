@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -187,7 +187,7 @@ def dynamic_flops(gated: GatedNetwork, images: Tensor, batch_size: int = 256) ->
 
 
 def measure_dynamic_latency(dense: nn.Module, dynamic: nn.Module, images: Tensor,
-                            rounds: int = 5, threads: int = 1) -> dict[str, float]:
+                            rounds: int = 5, threads: int = 1) -> dict[str, Any]:
     """Batch-1 latency of a dense and a dynamic network over real images, interleaved.
 
     Per round and image, times ``dense(x_i)`` then ``dynamic(x_i)`` (perf_counter, inference
@@ -206,7 +206,8 @@ def measure_dynamic_latency(dense: nn.Module, dynamic: nn.Module, images: Tensor
     Returns:
         "dense_ms", "dynamic_ms": mean over images of the per-image medians;
         "ratio": dynamic_ms / dense_ms; "dense_iqr_ms", "dynamic_iqr_ms": interquartile range
-        over images of the per-image medians.
+        over images of the per-image medians; "dense_per_image_ms", "dynamic_per_image_ms":
+        the per-image medians themselves (paired, for the ratio's interval).
     """
     before, modes = torch.get_num_threads(), (dense.training, dynamic.training)
     torch.set_num_threads(threads)
@@ -237,4 +238,5 @@ def measure_dynamic_latency(dense: nn.Module, dynamic: nn.Module, images: Tensor
     mean = medians.mean(1)
     return {"dense_ms": float(mean[0]), "dynamic_ms": float(mean[1]),
             "ratio": float(mean[1] / mean[0]),
-            "dense_iqr_ms": float(iqr[0]), "dynamic_iqr_ms": float(iqr[1])}
+            "dense_iqr_ms": float(iqr[0]), "dynamic_iqr_ms": float(iqr[1]),
+            "dense_per_image_ms": medians[0].tolist(), "dynamic_per_image_ms": medians[1].tolist()}

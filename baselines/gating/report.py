@@ -27,6 +27,7 @@ from baselines.gating.dynamic import DynamicResNet, dynamic_flops, measure_dynam
 from prune_env.envs.records import CandidateSummary, EpisodeLog, Figures, Finetune, Report
 from prune_env.envs.report import common_report, score
 from prune_env.measure import count_params
+from prune_env.measure.confidence import paired_ratio_interval
 from prune_env.runs.finalize import Candidate
 from prune_env.training.checkpoint import save_compact
 from prune_env.training.loop import evaluate, train_steps
@@ -57,12 +58,15 @@ def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> Report:
                   counted["executed"], count_params(gated))
     pruned.latency_predicted_ms = env.bench.meter.predict_shapes_ms(
         env.mean_width_shapes(counted["active"]))
-    ratio = (executed["ratio"] if env.bench.cost_name == "latency"
-             else counted["executed"] / counted["dense"])
+    latency = env.bench.cost_name == "latency"
+    ratio = executed["ratio"] if latency else counted["executed"] / counted["dense"]
+    interval = paired_ratio_interval(executed["dense_per_image_ms"],
+                                     executed["dynamic_per_image_ms"], statistic="mean")
     report = common_report(
         env.bench, state, base, pruned, ratio, mean_kept_filters(env, counted["active"]),
         "latency_ms: batch 1, mean over test images of each image's median over rounds, "
-        "dense base and dynamic network interleaved; IQR over images; predictors included")
+        "dense base and dynamic network interleaved; IQR over images; predictors included; "
+        "ratio interval: paired bootstrap over images", interval if latency else None)
     report.details["dynamic"] = {
         "budgets": dict(gated.budgets), "active_filters": counted["active"],
         "flops_simulated": counted["simulated"], "flops_executed": counted["executed"],
@@ -75,7 +79,7 @@ def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> Report:
 
 
 def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
-                 rounds: int = 5) -> dict[str, dict[str, float]]:
+                 rounds: int = 5) -> dict[str, dict[str, Any]]:
     """Executed and simulated (masked) latency of ``gated`` against the dense base, each
     interleaved with the base at batch 1 over ``images``, while no process computes."""
     threads = env.bench.meter.threads or torch.get_num_threads()

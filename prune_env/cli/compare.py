@@ -12,22 +12,28 @@ from prune_env.runs.finalize import load_report
 
 #: ``table_ratio``: the cost ratio the episode looked up (the same on every run of a seed);
 #: ``measured_ratio``: timed against the base at the end (what ``target_met`` judges; on a
-#: shared machine it varies by a few hundredths between runs).
+#: shared machine it varies by a few hundredths between runs), ``ratio_low``/``ratio_high``
+#: its 95% interval; ``target_met``: met, missed or within noise (the interval holds the
+#: target).
 COLUMNS = ("method", "target", "val_acc", "test_acc", "drop", "table_ratio", "measured_ratio",
-           "speedup", "latency_ms", "energy_mj", "energy_ratio", "mflops", "flops_ratio", "params",
+           "ratio_low", "ratio_high", "speedup", "latency_ms", "energy_mj", "energy_ratio", "mflops", "flops_ratio", "params",
            "search_s",
            "finetune_s", "target_met")
 
 
 def row(run_dir: str | Path) -> dict[str, object]:
-    """One run's numbers (see COLUMNS), from its report record."""
+    """One run's numbers (see COLUMNS), from its report record; also the run's cost and its
+    base's test accuracy, for the plots."""
     r = load_report(run_dir)
     p, b = r.pruned, r.base
+    low, high = r.cost_ratio_ci or (None, None)
     energy = p.energy_mj / b.energy_mj if p.energy_mj and b.energy_mj else None
     final = r.final_finetune.seconds if r.final_finetune else 0.0
     return {"method": r.method or Path(run_dir).name, "target": r.target,
             "val_acc": p.val_accuracy, "test_acc": p.test_accuracy, "drop": r.accuracy_drop,
             "table_ratio": r.episode_cost_ratio, "measured_ratio": r.cost_ratio,
+            "ratio_low": low, "ratio_high": high, "cost": r.cost,
+            "base_test_acc": b.test_accuracy,
             "latency_ms": p.latency_ms, "speedup": r.speedup, "energy_mj": p.energy_mj,
             "energy_ratio": energy, "mflops": p.flops / 1e6, "flops_ratio": p.flops / b.flops,
             "params": p.params, "search_s": r.search.seconds if r.search else None,
@@ -68,7 +74,7 @@ def compare(run_dirs: list[str], csv_path: str | None = None, plot: str | None =
         raise SystemExit(f"no run directories among {', '.join(map(str, run_dirs))}")
     if csv_path:
         with open(csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
     if plot:

@@ -201,9 +201,11 @@ def summary_table(report: Report) -> str:
     lines = [f"| {'':24s} | {'base':>10s} | {'pruned':>10s} |", f"|{'-' * 26}|{'-' * 12}|"
              f"{'-' * 12}|"]
     lines += [f"| {a:24s} | {x:>10s} | {y:>10s} |" for a, x, y in rows]
+    ci = report.cost_ratio_ci
+    interval = f", 95% interval {ci[0]:.3f}-{ci[1]:.3f}" if ci else ""
     lines.append(f"speed-up {report.speedup:.2f}x, {report.cost} ratio "
-                 f"{report.cost_ratio:.3f} ({report.cost_ratio_source}; target "
-                 f"{report.target}, {'met' if report.target_met else 'missed'}), fine-tune "
+                 f"{report.cost_ratio:.3f} ({report.cost_ratio_source}{interval}; target "
+                 f"{report.target}: {report.target_met}), fine-tune "
                  f"{report.finetune.seconds:.1f} s")
     return "\n".join(lines)
 

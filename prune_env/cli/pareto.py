@@ -3,7 +3,9 @@
 One point per run; the runs of one method at several targets are joined into a curve (sorted
 by cost), so methods compare along the whole trade-off, not at one target. Points on the
 Pareto front of all runs (no other run both more accurate and cheaper) are ringed. Drawn for
-the measured latency ratio, the FLOPs ratio, and for energy where every run has it.
+the measured latency ratio, the FLOPs ratio, and for energy where every run has it. The base
+network is the point at 1.0, each target the runs were given is a dashed line on the axis of
+their cost, and measured ratios carry their 95% intervals as error bars.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 #: x axes: name -> (column of `prune_env.cli.compare.row`, label); energy only where every run
 #: has it.
+#: The cost whose target each axis shows.
+AXIS_COST = {"measured_ratio": "latency", "energy_ratio": "energy", "flops_ratio": "flops"}
 AXES = {"latency": ("measured_ratio", "measured latency / base (batch 1)"),
         "energy": ("energy_ratio", "measured energy / base"),
         "flops": ("flops_ratio", "FLOPs / base (per image, as executed)")}
@@ -35,11 +39,19 @@ def pareto_figure(rows: list[dict], x: str = "measured_ratio",
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     by_method = defaultdict(list)
     for r in rows:
-        by_method[r["method"]].append((r[x], r["test_acc"]))
+        by_method[r["method"]].append((r[x], r["test_acc"], *error_bar(r, x)))
     for method, points in sorted(by_method.items()):
         points.sort()
-        ax.plot(*zip(*points, strict=True), marker="o", label=method,
-                linestyle="-" if len(points) > 1 else "none")
+        xs, ys, below, above = zip(*points, strict=True)
+        ax.errorbar(xs, ys, xerr=[below, above], marker="o", label=method, capsize=3,
+                    linestyle="-" if len(points) > 1 else "none")
+    bases = sorted({r["base_test_acc"] for r in rows if r.get("base_test_acc") is not None})
+    if bases:
+        ax.scatter([1.0] * len(bases), bases, marker="*", s=160, color="black", label="base")
+    for i, target in enumerate(sorted({r["target"] for r in rows
+                                       if r.get("cost") == AXIS_COST.get(x)})):
+        ax.axvline(target, color="grey", linestyle="--", linewidth=1,
+                   label="target" if i == 0 else None)
     everything = [(r[x], r["test_acc"]) for r in rows]
     front = [everything[i] for i in pareto_front(everything)]
     xs, ys = zip(*front, strict=True)
@@ -50,6 +62,14 @@ def pareto_figure(rows: list[dict], x: str = "measured_ratio",
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def error_bar(row: dict, x: str) -> tuple[float, float]:
+    """The distances from a run's measured ratio down and up to its interval's ends (0 for
+    the counted axes and reports without an interval)."""
+    if x != "measured_ratio" or row.get("ratio_low") is None:
+        return 0.0, 0.0
+    return max(row[x] - row["ratio_low"], 0.0), max(row["ratio_high"] - row[x], 0.0)
 
 
 def pareto_plots(rows: list[dict], stem: str | Path) -> list[Path]:

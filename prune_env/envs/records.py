@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 #: Bumped whenever a field of `Report` changes meaning or place.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 
@@ -93,7 +93,10 @@ class Report:
 
     ``cost_ratio`` is what ``target_met`` judges: the measured latency ratio for the latency
     cost, the counted ratio otherwise; ``episode_cost_ratio`` is what the episode looked up.
-    The fields from ``accuracy_drop`` on are filled by the run's final stage.
+    ``cost_ratio_ci`` is the measured ratio's 95% interval [low, high] (None for a counted
+    cost) and ``target_met`` is "met", "missed" or "within noise" (the interval holds the
+    target; `prune_env.measure.confidence`). The fields from ``accuracy_drop`` on are filled
+    by the run's final stage.
     """
 
     model: str
@@ -110,10 +113,11 @@ class Report:
     cost_ratio: float
     cost_ratio_source: str
     episode_cost_ratio: float
-    target_met: bool
+    target_met: str
     finetune: Finetune
     kept_filters: dict[str, list[float]]
     latency_note: str
+    cost_ratio_ci: list[float] | None = None
     accuracy_drop: float | None = None
     method: str | None = None
     episodes: int | None = None
@@ -141,6 +145,8 @@ class Report:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not a readable report (corrupt JSON: {err})") from err
+        if isinstance(data, dict) and data.get("schema_version") == 1:
+            data = upgrade_v1(data)
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             found = data.get("schema_version") if isinstance(data, dict) else None
             raise ValueError(f"{path} is not a report this version reads (schema_version "
@@ -149,6 +155,14 @@ class Report:
             return from_dict(cls, data)
         except (TypeError, ValueError, KeyError) as err:
             raise ValueError(f"{path} is not a report this version reads ({err})") from err
+
+
+def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 report (before intervals: a yes/no ``target_met``) in schema 2's form."""
+    data = dict(data, schema_version=2, cost_ratio_ci=None)
+    if isinstance(data.get("target_met"), bool):
+        data["target_met"] = "met" if data["target_met"] else "missed"
+    return data
 
 
 @dataclass

@@ -14,6 +14,7 @@ from torch import nn
 
 from prune_env.envs.records import Figures, Finetune, Report
 from prune_env.measure import count_flops, count_params
+from prune_env.measure.confidence import Interval, verdict
 from prune_env.training.loop import evaluate
 
 if TYPE_CHECKING:
@@ -51,21 +52,28 @@ def episode_report(env: Bench, state: EpisodeState, latency: dict[str, Any]) -> 
     return common_report(env, state, base, pruned, ratio,
                          kept_filters(env.base_model, state.model),
                          "latency_ms: batch 1, median of block minima, base and pruned "
-                         "interleaved; IQR over all runs")
+                         "interleaved; IQR over all runs; ratio interval: paired bootstrap "
+                         "over blocks",
+                         latency["ratio_interval"] if env.cost_name == "latency" else None)
 
 
 def common_report(env: Bench, state: EpisodeState, base: Figures, pruned: Figures,
-                  ratio: float, kept: dict[str, list[float]], note: str) -> Report:
-    """The report every method's episode ends with, given the base and pruned figures and
-    the cost ratio the target is judged on."""
+                  ratio: float, kept: dict[str, list[float]], note: str,
+                  interval: Interval | None = None) -> Report:
+    """The report every method's episode ends with, given the base and pruned figures, the
+    cost ratio the target is judged on and that ratio's interval (None: counted, exact)."""
+    target = env.reward_cfg.target
     return Report(
-        model=env.model_name, dataset=env.data.name, cost=env.cost_name,
-        target=env.reward_cfg.target, reward=dataclasses.asdict(env.reward_cfg),
+        model=env.model_name, dataset=env.data.name, cost=env.cost_name, target=target,
+        reward=dataclasses.asdict(env.reward_cfg),
         episode_reward=state.total_reward, device=env.meter.device,
         threads=env.meter.threads, base=base, pruned=pruned,
         speedup=base.latency_ms / pruned.latency_ms, cost_ratio=ratio,
-        cost_ratio_source="measured" if env.cost_name == "latency" else "counted",
-        episode_cost_ratio=state.cost / env.base_cost, target_met=ratio <= env.reward_cfg.target,
+        cost_ratio_source={"latency": "measured", "energy": "metered"}.get(env.cost_name,
+                                                                            "counted"),
+        episode_cost_ratio=state.cost / env.base_cost,
+        target_met=verdict(ratio, target, interval),
+        cost_ratio_ci=None if interval is None else [interval.low, interval.high],
         finetune=Finetune(seconds=state.finetune_seconds, steps=state.finetune_steps),
         kept_filters=kept, latency_note=note)
 

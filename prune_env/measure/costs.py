@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prune_env.measure.confidence import paired_ratio_interval
 from prune_env.measure.energy import EnergyMeter, EnergyUnavailableError, auto_meter, measure_energy
 from prune_env.measure.flops import count_params
 from prune_env.measure.latency import measure_latency, synchronizer
@@ -166,12 +167,13 @@ class CostMeter:
                 + per_element * output_elements(shapes))
 
     def measure(self, models: dict[str, nn.Module], batch: int | None = None,
-                repeats: int = 10):
+                repeats: int = 10, blocks: int = 7):
         """Time the networks for real, interleaved (see `measure_latency`), once no process
         sharing the table computes."""
         with self.table.timing():
             return measure_latency(models, self.input_shape, batch=batch or self.batch,
-                                   device=self.device, threads=self.threads, repeats=repeats)
+                                   device=self.device, threads=self.threads, repeats=repeats,
+                                   blocks=blocks)
 
     def measured_ratio(self, base: nn.Module, model: nn.Module) -> float:
         """``model``'s cost / ``base``'s, timed interleaved for latency (the figure reports
@@ -211,10 +213,14 @@ class CostMeter:
                 sum(times[c] for c in convs) / sum(times.values()))
 
     def measure_pair(self, base: nn.Module, pruned: nn.Module) -> dict[str, Any]:
-        """Measured latency of base and pruned (interleaved), predicted latency, energy."""
-        timed = self.measure({"base": base, "pruned": pruned})
+        """Measured latency of base and pruned (interleaved), the 95% interval of their
+        ratio, predicted latency, energy."""
+        # more, shorter blocks than a step's timing: the interval resamples the blocks
+        timed = self.measure({"base": base, "pruned": pruned}, repeats=6, blocks=15)
         big = self.measure({"base": base, "pruned": pruned}, self.report_batch, repeats=3)
         return {"base": timed["base"], "pruned": timed["pruned"],
+                "ratio_interval": paired_ratio_interval(timed["base"].block_ms,
+                                                        timed["pruned"].block_ms),
                 "base_batch": big["base"], "pruned_batch": big["pruned"],
                 "pruned_predicted_ms": self.predict_ms(pruned),
                 "base_energy_mj": self.energy_mj(base), "pruned_energy_mj": self.energy_mj(pruned)}

@@ -33,6 +33,8 @@ class Latency:
         batch: images per run.
         device: where it ran.
         threads: CPU threads used.
+        block_ms: each block's fastest run, in block order: paired with the other
+            networks' of the same measurement (`prune_env.measure.confidence`).
     """
 
     estimate_ms: float
@@ -42,6 +44,7 @@ class Latency:
     batch: int
     device: str
     threads: int
+    block_ms: tuple[float, ...] = ()
 
 
 @contextmanager
@@ -74,7 +77,7 @@ def time_once(model: nn.Module, x: torch.Tensor, sync: Callable[[], None]) -> fl
 
 def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], *,
                     batch: int = 1, device: str = "cpu", threads: int | None = None,
-                    warmup: int = 3, blocks: int = 7, repeats: int = 10) -> dict[str, Latency]:
+                    warmup: int = 10, blocks: int = 7, repeats: int = 10) -> dict[str, Latency]:
     """Time several networks interleaved; one `Latency` per name.
 
     Args:
@@ -83,7 +86,7 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...
         batch: images per forward pass (1 for embedded-style latency).
         device: "cpu", "cuda" or "cuda:N".
         threads: CPU threads to fix for the measurement (None keeps the current count).
-        warmup: untimed runs per network before timing.
+        warmup: untimed runs per network before timing (10: a GPU's clocks and caches settle).
         blocks: rounds over all networks; each contributes one minimum per network.
         repeats: timed runs per network per block.
     """
@@ -127,4 +130,5 @@ def _summary(runs: list[float], minima: list[float], batch: int, device: str,
     q1, _, q3 = statistics.quantiles(runs, n=4) if len(runs) > 1 else (runs[0],) * 3
     return Latency(estimate_ms=1e3 * statistics.median(minima),
                    median_ms=1e3 * statistics.median(runs), iqr_ms=1e3 * (q3 - q1),
-                   runs=len(runs), batch=batch, device=device, threads=threads)
+                   runs=len(runs), batch=batch, device=device, threads=threads,
+                   block_ms=tuple(1e3 * m for m in minima))

@@ -73,7 +73,9 @@ def test_gating_baseline_meets_its_flops_target_and_reports_simulated_and_execut
     (run,) = runs.iterdir()
     report = json.loads((run / "report.json").read_text())
     assert report["method"] == "gating" and 0.5 < report["details"]["budget"] < 1.0
-    assert report["target_met"] and report["cost_ratio"] <= 0.6
+    # a counted cost has no interval: the ratio alone decides
+    assert report["target_met"] == "met" and report["cost_ratio"] <= 0.6
+    assert report["cost_ratio_ci"] is None
     assert report["pruned"]["test_accuracy"] > 0.4  # 10 classes: chance is 0.1
     dyn = report["details"]["dynamic"]
     # the paper's count leaves the predictors out; the executed count has them

@@ -3,6 +3,8 @@ test_train)."""
 
 from __future__ import annotations
 
+import pytest
+
 from prune_env.cli.pareto import pareto_front
 
 
@@ -20,3 +22,21 @@ def test_only_run_directories_are_compared(tmp_path):
     (tmp_path / "compare.csv").write_text("")
     (tmp_path / "pareto").mkdir()
     assert [p.name for p in sorted(tmp_path.iterdir()) if is_run(p)] == ["run"]
+
+
+def test_the_pareto_plot_draws_the_base_the_target_and_each_ratios_interval():
+    from matplotlib.container import ErrorbarContainer
+
+    from prune_env.cli.pareto import pareto_figure
+
+    rows = [{"method": m, "measured_ratio": r, "ratio_low": r - 0.02, "ratio_high": r + 0.03,
+             "test_acc": a, "base_test_acc": 0.9, "target": 0.7, "cost": "latency"}
+            for m, r, a in (("l1", 0.69, 0.85), ("swd", 0.71, 0.87))]
+    ax = pareto_figure(rows).axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2
+    (segments,) = bars[0].lines[2]  # the horizontal bar of l1's point: [0.67, 0.72]
+    assert segments.get_segments()[0][:, 0].tolist() == pytest.approx([0.67, 0.72])
+    assert [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"] == [0.7]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "base" in labels and "target" in labels

@@ -91,6 +91,10 @@ def test_table_prediction_tracks_measured_speedup(tmp_path):
     measured = pair["base"].estimate_ms / pair["pruned"].estimate_ms
     predicted = meter.predict_ms(model) / pair["pruned_predicted_ms"]
     assert measured > 1.3
+    # the ratio's interval comes from the same blocks: it holds the ratio, clear of 1
+    interval = pair["ratio_interval"]
+    assert len(pair["base"].block_ms) == len(pair["pruned"].block_ms) == 15
+    assert interval.low <= 1 / measured <= interval.high < 1 / 1.3
     assert 0.6 < predicted / measured < 1.6, (predicted, measured)
 
 
