@@ -18,7 +18,7 @@ from prune_env.runs.finalize import load_report
 COLUMNS = ("method", "target", "val_acc", "test_acc", "drop", "table_ratio", "measured_ratio",
            "ratio_low", "ratio_high", "speedup", "latency_ms", "energy_mj", "energy_ratio", "mflops", "flops_ratio", "params",
            "search_s",
-           "finetune_s", "target_met")
+           "finetune_s", "target_met", "hardware")
 
 
 def row(run_dir: str | Path) -> dict[str, object]:
@@ -37,7 +37,8 @@ def row(run_dir: str | Path) -> dict[str, object]:
             "latency_ms": p.latency_ms, "speedup": r.speedup, "energy_mj": p.energy_mj,
             "energy_ratio": energy, "mflops": p.flops / 1e6, "flops_ratio": p.flops / b.flops,
             "params": p.params, "search_s": r.search.seconds if r.search else None,
-            "finetune_s": r.finetune.seconds + final, "target_met": r.target_met}
+            "finetune_s": r.finetune.seconds + final, "target_met": r.target_met,
+            "hardware": r.hardware}
 
 
 def is_run(path: str | Path) -> bool:

@@ -206,7 +206,7 @@ def summary_table(report: Report) -> str:
     lines.append(f"speed-up {report.speedup:.2f}x, {report.cost} ratio "
                  f"{report.cost_ratio:.3f} ({report.cost_ratio_source}{interval}; target "
                  f"{report.target}: {report.target_met}), fine-tune "
-                 f"{report.finetune.seconds:.1f} s")
+                 f"{report.finetune.seconds:.1f} s, measured on {report.hardware}")
     return "\n".join(lines)
 
 

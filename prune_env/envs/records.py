@@ -93,6 +93,7 @@ class Report:
 
     ``cost_ratio`` is what ``target_met`` judges: the measured latency ratio for the latency
     cost, the counted ratio otherwise; ``episode_cost_ratio`` is what the episode looked up.
+    ``hardware`` names the machine that measured (`prune_env.measure.hardware`).
     ``cost_ratio_ci`` is the measured ratio's 95% interval [low, high] (None for a counted
     cost) and ``target_met`` is "met", "missed" or "within noise" (the interval holds the
     target; `prune_env.measure.confidence`). The fields from ``accuracy_drop`` on are filled
@@ -118,6 +119,7 @@ class Report:
     kept_filters: dict[str, list[float]]
     latency_note: str
     cost_ratio_ci: list[float] | None = None
+    hardware: str | None = None
     accuracy_drop: float | None = None
     method: str | None = None
     episodes: int | None = None

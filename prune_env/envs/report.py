@@ -67,7 +67,7 @@ def common_report(env: Bench, state: EpisodeState, base: Figures, pruned: Figure
         model=env.model_name, dataset=env.data.name, cost=env.cost_name, target=target,
         reward=dataclasses.asdict(env.reward_cfg),
         episode_reward=state.total_reward, device=env.meter.device,
-        threads=env.meter.threads, base=base, pruned=pruned,
+        threads=env.meter.threads, hardware=env.meter.table.hardware, base=base, pruned=pruned,
         speedup=base.latency_ms / pruned.latency_ms, cost_ratio=ratio,
         cost_ratio_source={"latency": "measured", "energy": "metered"}.get(env.cost_name,
                                                                             "counted"),

@@ -120,7 +120,7 @@ class CostMeter:
         """
         shapes = self.shapes(model)
         key = "overhead3|" + hashlib.sha1("/".join(
-            s.key(self.batch, self.device, self.threads) for s in shapes.values()
+            s.key(self.batch, self.table.hardware, self.threads) for s in shapes.values()
         ).encode()).hexdigest()
         with self.table.timing():
             self.table.reload()

@@ -1,8 +1,8 @@
-"""A latency lookup table: each layer shape timed once per device, cached on disk.
+"""A latency lookup table: each layer shape timed once per machine, cached on disk.
 
 An environment step changes a few layers' widths; timing the whole network at every step
 would dominate it. Instead each (layer type, channels, kernel, stride, groups, input size,
-batch, device, threads) is timed once, in isolation, and stored in a JSON file. A network's
+batch, hardware, threads) is timed once, in isolation, and stored in a JSON file. A network's
 predicted latency is the sum of its layers' entries plus an overhead model fitted on the base
 network (BN, activations, additions, framework calls; see `prune_env.measure.costs`). Each
 episode's end measures the real compact network, and the report shows predicted and measured
@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prune_env.measure.hardware import hardware_id
 from prune_env.measure.latency import measure_latency
 
 
@@ -63,10 +64,11 @@ class LayerShape:
         macs = self.in_channels // self.groups * self.out_channels * self.kernel ** 2
         return 2 * macs * self.out_height * self.out_width
 
-    def key(self, batch: int, device: str, threads: int) -> str:
+    def key(self, batch: int, hardware: str, threads: int) -> str:
+        """The table key on ``hardware`` (`prune_env.measure.hardware.hardware_id`)."""
         return (f"{self.kind}|{self.in_channels}|{self.out_channels}|k{self.kernel}|"
                 f"s{self.stride}|g{self.groups}|{self.height}x{self.width}|b{batch}|"
-                f"{device}|t{threads}")
+                f"{hardware}|t{threads}")
 
     def layer(self) -> nn.Module:
         """A stand-alone layer of this shape, for timing."""
@@ -148,6 +150,9 @@ class FixedInput(nn.Module):
 class LatencyTable:
     """Per-layer latencies for one device, thread count and batch, cached in a file.
 
+    Keys name the hardware (the CPU model or GPU name, `hardware_id`), so one file can
+    hold several machines' tables and never mixes them.
+
     Entries are ratios to `REFERENCE` timed interleaved with them (see the module
     docstring); `layer_ms` turns them into milliseconds with the reference's time stored
     when the table was started.
@@ -161,6 +166,7 @@ class LatencyTable:
                  threads: int | None = None, batch: int = 1, repeats: int = 10):
         self.path = Path(path) if path else default_table_path()
         self.device = device
+        self.hardware = hardware_id(device)
         self.threads = threads or torch.get_num_threads()
         self.batch = batch
         self.repeats = repeats
@@ -174,7 +180,7 @@ class LatencyTable:
 
     @property
     def reference_key(self) -> str:
-        return "reference|" + REFERENCE.key(self.batch, self.device, self.threads)
+        return "reference|" + REFERENCE.key(self.batch, self.hardware, self.threads)
 
     def reference(self) -> nn.Module:
         """The reference layer, to time interleaved with anything (it ignores its input)."""
@@ -214,7 +220,7 @@ class LatencyTable:
 
     def layer_ms(self, shape: LayerShape) -> float:
         """The layer's latency, timed now if the table has not seen its shape."""
-        key = "relative|" + shape.key(self.batch, self.device, self.threads)
+        key = "relative|" + shape.key(self.batch, self.hardware, self.threads)
         if key not in self.entries:
             with self.timing():
                 self.reload()  # another process may have timed it meanwhile

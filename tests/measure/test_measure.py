@@ -162,3 +162,34 @@ def test_a_file_that_is_not_a_table_is_refused_and_left_alone(tmp_path, content)
     with pytest.raises(ValueError, match="is not a latency table"):
         LatencyTable(path, threads=1)
     assert path.read_bytes() == before and not path.with_suffix(".lock").exists()
+
+
+def test_a_table_keeps_each_machines_timings_apart(tmp_path, monkeypatch):
+    """One file, two machines: the second machine times the shape itself instead of
+    reading the first one's entry."""
+    from prune_env.measure import lookup
+
+    shape = LayerShape("conv", 8, 8, 3, 1, 1, 16, 16)
+    path = tmp_path / "t.json"
+    here = LatencyTable(path, threads=1, repeats=2)
+    here.layer_ms(shape)
+    assert here.measured == 1 and here.hardware.startswith("cpu:")
+    monkeypatch.setattr(lookup, "hardware_id", lambda device: "cpu:Another CPU")
+    there = LatencyTable(path, threads=1, repeats=2)
+    there.layer_ms(shape)
+    assert there.measured == 1
+    keys = json.loads(path.read_text())
+    assert sum("|cpu:Another CPU|" in k for k in keys) == 2  # its reference and the layer
+    assert sum(f"|{here.hardware}|" in k for k in keys) == 2
+
+
+def test_the_hardware_id_names_the_cpu_model_and_a_mig_slice(tmp_path, monkeypatch):
+    from prune_env.measure import hardware
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Example CPU @ 2.00GHz\n")
+    assert hardware.cpu_model.__wrapped__(info) == "Example CPU @ 2.00GHz"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "NVIDIA A100")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-4f1c2a,1")
+    assert hardware.gpu_name(0) == "NVIDIA A100 MIG-4f1c2a"
+    assert hardware.gpu_name(1) == "NVIDIA A100"
