@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test lint bench clean
+.PHONY: install data demo test lint bench gpu clean
 
 install: $(VENV)/.installed
 
@@ -57,6 +57,11 @@ test: install data lint
 
 bench: install data
 	$(PY) -m pytest -q -m bench
+
+# The GPU paths (CUDA timing, NVML energy, training and whole runs on cuda); `make test`
+# collects them too and skips them, with the reason, where no GPU is visible.
+gpu: install data
+	$(PY) -m pytest -q -rs -m gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -79,7 +79,7 @@ class ALFWeight(nn.Module):
         self.decoder = nn.Parameter(u.clone())  # (n, c)
         rel = (s / s[0].clamp_min(1e-12)).clamp(0.05, 0.95)
         self.gate_logit = nn.Parameter(torch.log(rel / (1 - rel)))
-        self.register_buffer("mask", torch.ones(len(s)))
+        self.register_buffer("mask", torch.ones(len(s), device=s.device))
 
     @property
     def rank(self) -> int:

@@ -33,6 +33,7 @@ from torch import nn
 from baselines.simple import SimplePolicy
 from prune_env.data.datasets import infinite_batches
 from prune_env.nn.blocks import residual_blocks
+from prune_env.nn.device import module_device
 from prune_env.nn.groups import merge_keep
 from prune_env.nn.importance import L1, BNScale, WeightTaylor
 from prune_env.nn.surgery import compact
@@ -74,8 +75,8 @@ def taylor(env, blocks: dict[str, str], batches: int, seed: int) -> dict[str, fl
     """Mean over each block's first conv of (sum_w w * dL/dw)^2 per filter, accumulated."""
     model = env.bench.base_model
     importance = WeightTaylor()
-    total = {b: torch.zeros(cast(nn.Conv2d, model.get_submodule(c)).out_channels)
-             for b, c in blocks.items()}
+    total = {b: torch.zeros(cast(nn.Conv2d, model.get_submodule(c)).out_channels,
+                            device=module_device(model)) for b, c in blocks.items()}
     generator = torch.Generator().manual_seed(seed)
     data = infinite_batches(env.bench.data.train, env.bench.train_cfg.batch_size,
                             generator=generator)
@@ -84,6 +85,7 @@ def taylor(env, blocks: dict[str, str], batches: int, seed: int) -> dict[str, fl
     try:
         for _, (images, labels) in zip(range(batches), data, strict=False):
             model.zero_grad(set_to_none=True)
+            images, labels = images.to(module_device(model)), labels.to(module_device(model))
             env.bench.task.loss(model(images), labels).backward()
             for b, c in blocks.items():
                 total[b] += importance.conv_scores(model, c, None)
@@ -125,7 +127,7 @@ def pooled(model: nn.Module, blocks: list[str], images: torch.Tensor):
     try:
         with torch.no_grad():
             for chunk in images.split(500):
-                model(chunk)
+                model(chunk.to(module_device(model)))
     finally:
         model.train(was)
         for handle in handles:
@@ -137,7 +139,8 @@ def probe_accuracy(train_x, train_y, val_x, val_y) -> float:
     """Accuracy of the imprinted classifier: normalised class means, cosine similarity."""
     train_x = nn.functional.normalize(train_x, dim=1)
     classes = int(max(train_y.max(), val_y.max())) + 1
-    weights = torch.zeros(classes, train_x.shape[1]).index_add_(0, train_y, train_x)
+    weights = torch.zeros(classes, train_x.shape[1], device=train_x.device).index_add_(
+        0, train_y, train_x)
     weights = nn.functional.normalize(weights, dim=1)
     predicted = (nn.functional.normalize(val_x, dim=1) @ weights.T).argmax(1)
     return float((predicted == val_y).float().mean())

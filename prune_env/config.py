@@ -20,6 +20,9 @@ from prune_env import checks
 from prune_env.catalog import AGENTS, BASELINES, COSTS, DATASETS, OWN_MODELS, POLICIES, REWARDS
 from prune_env.checks import Options, option
 
+#: Mixed-precision modes of training (`prune_env.training.loop.TrainConfig.amp`).
+AMP = ("off", "bf16")
+
 __all__ = ["AgentConfig", "BaselineConfig", "CompareConfig", "DataConfig", "EnvConfig",
            "EpisodeConfig", "PretrainConfig", "RunConfig"]
 
@@ -61,6 +64,10 @@ class PretrainConfig(Options):
     seed: int = option(0, "", check=checks.seed, cli=False)
     # random flips and crops; off since a 3-epoch budget underfits rather than overfits
     augment: bool = option(False, "", check=checks.flag, cli=False)
+    # where it trains: the environment's --device and --amp (`RunConfig.pretraining`), or the
+    # pretrain command's own
+    device: str = option("cpu", "", check=checks.device, cli=False)
+    amp: str = option("off", "", choices=AMP, cli=False)
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,14 @@ class EnvConfig(Options):
                                      check=checks.non_negative)
     val_samples: int = option(2000, "validation images scored at each step (default: 2000)",
                               check=checks.positive)
-    device: str = option("cpu", "where latency and energy are measured: cpu, cuda, cuda:N",
+    device: str = option("cpu", "where training, validation and (unless --measure-device) "
+                         "latency and energy run: cpu, cuda, cuda:N (default: cpu)",
                          check=checks.device)
+    measure_device: str | None = option(None, "where latency and energy are measured, when "
+                                        "not where training runs: cpu, cuda, cuda:N "
+                                        "(default: --device)", check=checks.device)
+    amp: str = option("off", "mixed precision of fine-tuning and pretraining: bf16 or off "
+                      "(default: off)", choices=AMP)
     threads: int = option(1, "CPU threads for timing (default: 1, embedded-style batch-1 "
                           "latency; on 2 cores ResNet-20 runs no faster on 2 threads and its "
                           "timings vary about 5x more)", check=checks.positive)
@@ -98,14 +111,24 @@ class RunConfig(Options):
     runs_dir: str = option("runs", "parent of the new run directory (default: runs)")
     final_steps: int = option(300, "SGD steps of the final fine-tune (default: 300)",
                               check=checks.non_negative)
-    no_export: bool = option(False, "skip the ONNX and TorchScript files (`prune-env export` "
-                             "later)", check=checks.flag)
+    no_export: bool = option(False, "skip the ONNX file and its onnxruntime timing "
+                             "(`prune-env export` later)", check=checks.flag)
+    torchscript: bool = option(False, "also write model.ts (TorchScript, by tracing; "
+                               "deprecated in torch 2.14)", check=checks.flag)
+
+    @property
+    def export_formats(self) -> tuple[str, ...]:
+        """The files the final stage writes."""
+        if self.no_export:
+            return ()
+        return ("onnx", "torchscript") if self.torchscript else ("onnx",)
 
     @property
     def pretraining(self) -> PretrainConfig:
         """The pretraining budget, seeded by the data's seed."""
         return PretrainConfig(self.pretrain.epochs, self.pretrain.batch_size,
-                              self.pretrain.lr, self.data.seed, self.pretrain.augment)
+                              self.pretrain.lr, self.data.seed, self.pretrain.augment,
+                              self.env.device, self.env.amp)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from baselines.gating.network import GatedNetwork, MaskPredictor, predicted_masks
+from prune_env.measure.latency import synchronizer
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -210,6 +211,7 @@ def measure_dynamic_latency(dense: nn.Module, dynamic: nn.Module, images: Tensor
         the per-image medians themselves (paired, for the ratio's interval).
     """
     before, modes = torch.get_num_threads(), (dense.training, dynamic.training)
+    sync = synchronizer(images.device)  # a GPU's work is timed, not its queueing
     torch.set_num_threads(threads)
     dense.eval()
     dynamic.eval()
@@ -222,10 +224,13 @@ def measure_dynamic_latency(dense: nn.Module, dynamic: nn.Module, images: Tensor
             for _ in range(rounds):
                 for i, x in enumerate(images):
                     x = x[None]
+                    sync()
                     t0 = time.perf_counter()
                     dense(x)
+                    sync()
                     t1 = time.perf_counter()
                     dynamic(x)
+                    sync()
                     t2 = time.perf_counter()
                     times[0][i].append(t1 - t0)
                     times[1][i].append(t2 - t1)

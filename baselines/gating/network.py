@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from prune_env.nn.device import module_device
 from prune_env.nn.layers import Residual
 
 #: Positions of conv1 and conv2 in a basic block's branch (conv, bn, relu, conv, bn).
@@ -161,6 +162,7 @@ class GatedNetwork(nn.Module):
         self.predictors = nn.ModuleDict({
             predictor_key(g): MaskPredictor(c.in_channels, c.out_channels)
             for g, c in convs.items()})
+        self.predictors.to(module_device(self.backbone))  # where the network lives
         if hasattr(model, "input_shape"):
             self.input_shape = model.input_shape
         self.aux_loss: Tensor = torch.zeros(())

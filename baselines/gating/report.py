@@ -28,6 +28,7 @@ from prune_env.envs.records import CandidateSummary, EpisodeLog, Figures, Finetu
 from prune_env.envs.report import common_report, score
 from prune_env.measure import count_params
 from prune_env.measure.confidence import paired_ratio_interval
+from prune_env.measure.latency import on_device
 from prune_env.runs.finalize import Candidate
 from prune_env.training.checkpoint import save_compact
 from prune_env.training.loop import evaluate, train_steps
@@ -83,10 +84,15 @@ def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
     """Executed and simulated (masked) latency of ``gated`` against the dense base, each
     interleaved with the base at batch 1 over ``images``, while no process computes."""
     threads = env.bench.meter.threads or torch.get_num_threads()
+    # timed where the meter measures (a GPU-trained network may be timed on the host)
+    device = torch.device(env.bench.meter.device)
+    dense = on_device(env.bench.base_model, device)
+    gated = cast("GatedNetwork", on_device(gated, device))
+    images = images.to(device)
     with env.bench.meter.table.timing():
-        executed = measure_dynamic_latency(env.bench.base_model, DynamicResNet(gated.eval()),
+        executed = measure_dynamic_latency(dense, DynamicResNet(gated.eval()),
                                            images, rounds=rounds, threads=threads)
-        simulated = measure_dynamic_latency(env.bench.base_model, gated.eval(), images,
+        simulated = measure_dynamic_latency(dense, gated.eval(), images,
                                             rounds=rounds, threads=threads)
     return {"executed": executed, "simulated": simulated}
 

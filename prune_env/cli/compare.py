@@ -14,9 +14,10 @@ from prune_env.runs.finalize import load_report
 #: ``measured_ratio``: timed against the base at the end (what ``target_met`` judges; on a
 #: shared machine it varies by a few hundredths between runs), ``ratio_low``/``ratio_high``
 #: its 95% interval; ``target_met``: met, missed or within noise (the interval holds the
-#: target).
+#: target); ``onnx_ratio``: the exported files' latency ratio in onnxruntime (the first
+#: provider: the CPU's).
 COLUMNS = ("method", "target", "val_acc", "test_acc", "drop", "table_ratio", "measured_ratio",
-           "ratio_low", "ratio_high", "speedup", "latency_ms", "energy_mj", "energy_ratio", "mflops", "flops_ratio", "params",
+           "ratio_low", "ratio_high", "onnx_ratio", "speedup", "latency_ms", "energy_mj", "energy_ratio", "mflops", "flops_ratio", "params",
            "search_s",
            "finetune_s", "target_met", "hardware")
 
@@ -33,6 +34,7 @@ def row(run_dir: str | Path) -> dict[str, object]:
             "val_acc": p.val_accuracy, "test_acc": p.test_accuracy, "drop": r.accuracy_drop,
             "table_ratio": r.episode_cost_ratio, "measured_ratio": r.cost_ratio,
             "ratio_low": low, "ratio_high": high, "cost": r.cost,
+            "onnx_ratio": r.deployed[0].ratio if r.deployed else None,
             "base_test_acc": b.test_accuracy,
             "latency_ms": p.latency_ms, "speedup": r.speedup, "energy_mj": p.energy_mj,
             "energy_ratio": energy, "mflops": p.flops / 1e6, "flops_ratio": p.flops / b.flops,

@@ -27,6 +27,7 @@ from prune_env.config import (
     BaselineConfig,
     CompareConfig,
     DataConfig,
+    EnvConfig,
     EpisodeConfig,
     PretrainConfig,
     RunConfig,
@@ -47,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "score it on validation and test, save the checkpoint.")
     add_options(pre, DataConfig)
     add_options(pre, PretrainConfig)
+    add_options(pre, EnvConfig, skip=[f.name for f in dataclasses.fields(EnvConfig)
+                                      if f.name not in ("device", "amp")])
 
     epi = sub.add_parser("episode", help="run one pruning episode with a simple policy",
                          description="Prune the base network once with a simple policy through "
                          "the environment; write report.json, the compact network and a "
                          "TensorBoard log to a new run directory.")
-    add_options(epi, RunConfig, skip=("final_steps", "no_export"))  # no final stage
+    add_options(epi, RunConfig, skip=("final_steps", "no_export", "torchscript"))  # no final stage
     add_options(epi, EpisodeConfig)
 
     tra = sub.add_parser("train", help="train a pruning agent (L2PF or stable-baselines3)",
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "RUN_DIR/compact.pt, each checked against PyTorch's outputs.")
     exp.add_argument("run_dir", help="a run directory with compact.pt")
     exp.add_argument("--format", action="append", choices=("onnx", "torchscript"),
-                     help="repeatable (default: both)")
+                     help="repeatable (default: onnx; torchscript is deprecated in torch "
+                          "2.14)")
 
     com = sub.add_parser("compare", help="compare finished runs in one table",
                          description="Markdown table on the terminal and a CSV file: method, "
@@ -113,7 +117,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from prune_env.training.pretrain import default_checkpoint, pretrain
 
     data = config_from(args, DataConfig)
-    run = RunConfig(data=data, pretrain=config_from(args, PretrainConfig))
+    run = RunConfig(data=data, pretrain=config_from(args, PretrainConfig),
+                    env=config_from(args, EnvConfig))
     bundle = load_data(data.dataset, data_dir=data.data_dir, download=data.download,
                        seed=data.seed, synthetic_size=data.synthetic_size,
                        image_size=data.image_size)
@@ -154,7 +159,7 @@ def finish(report: Report, run_dir: Path) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from prune_env.runs.export_run import export_run
 
-    for fmt, result in export_run(args.run_dir, args.format or ["onnx", "torchscript"]).items():
+    for fmt, result in export_run(args.run_dir, args.format or ["onnx"]).items():
         print(f"{fmt}: {result.path} (max |difference| from PyTorch "
               f"{result.max_abs_diff:.2e})")
     return 0
@@ -195,6 +200,8 @@ def summary_table(report: Report) -> str:
             ("val accuracy", f"{b.val_accuracy:.4f}", f"{p.val_accuracy:.4f}"),
             ("latency ms (measured)", f"{b.latency_ms:.3f}", f"{p.latency_ms:.3f}"),
             ("latency ms (predicted)", "", f"{p.latency_predicted_ms:.3f}"),
+            *((f"ms onnxruntime {d.provider.removesuffix('ExecutionProvider')}",
+               f"{d.base_ms:.3f}", f"{d.pruned_ms:.3f}") for d in report.deployed),
             ("energy mJ", str(b.energy_mj), str(p.energy_mj)),
             ("MFLOPs", f"{b.flops / 1e6:.2f}", f"{p.flops / 1e6:.2f}"),
             ("params", f"{b.params:,}", f"{p.params:,}")]

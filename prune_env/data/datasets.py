@@ -21,6 +21,7 @@ The validation split is a seeded random part of the training set; the test set i
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import os
@@ -90,6 +91,18 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def to(self, device: torch.device | str) -> Split:
+        """This split on ``device`` (itself when already there)."""
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def pinned(self) -> Split:
+        """This split in page-locked host memory: batches copy to a GPU without blocking."""
+        return Split(self.images.pin_memory(), self.labels.pin_memory())
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.nbytes + self.labels.nbytes
+
 
 @dataclass
 class DataBundle:
@@ -105,6 +118,21 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str]
+
+
+def placed(bundle: DataBundle, device: torch.device | str, *, share: float = 0.25
+           ) -> DataBundle:
+    """The data where training runs: on a GPU whole when its splits take at most ``share``
+    of the GPU's free memory (no copy per batch at all), else in pinned host memory; on the
+    CPU as it is."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return bundle
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = sum(s.nbytes for s in (bundle.train, bundle.val, bundle.test)) <= share * free
+    move = (lambda s: s.to(device)) if fits else Split.pinned
+    return dataclasses.replace(bundle, train=move(bundle.train), val=move(bundle.val),
+                               test=move(bundle.test))
 
 
 @dataclass
@@ -704,13 +732,17 @@ def augment_batch(images: Tensor, *, generator: torch.Generator | None = None) -
         A new batch of the same shape.
     """
     b, c, h, w = images.shape
-    flip = torch.rand(b, generator=generator) < 0.5
+    # drawn on the host with the (host) generator, so a seed gives the same batches on any
+    # device; applied where the images are
+    dev = images.device
+    flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
     out = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
     pad = crop_padding(h)
     padded = F.pad(out, (pad, pad, pad, pad))
-    off_y = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    off_x = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (off_y.view(-1, 1) + torch.arange(h)).view(b, 1, h, 1)
-    cols = (off_x.view(-1, 1) + torch.arange(w)).view(b, 1, 1, w)
-    return padded[torch.arange(b).view(-1, 1, 1, 1), torch.arange(c).view(1, -1, 1, 1), rows, cols]
+    off_y = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+    off_x = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+    rows = (off_y.view(-1, 1) + torch.arange(h, device=dev)).view(b, 1, h, 1)
+    cols = (off_x.view(-1, 1) + torch.arange(w, device=dev)).view(b, 1, 1, w)
+    return padded[torch.arange(b, device=dev).view(-1, 1, 1, 1),
+                  torch.arange(c, device=dev).view(1, -1, 1, 1), rows, cols]

@@ -54,8 +54,8 @@ class Classification(Task):
 
     def batch_stats(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         correct = (outputs.argmax(dim=1) == targets).sum()
-        return torch.stack([correct.double(), torch.tensor(float(targets.numel()),
-                                                           dtype=torch.double)])
+        return torch.stack([correct.double(), torch.tensor(
+            float(targets.numel()), dtype=torch.double, device=correct.device)])
 
     def finalize(self, stats: torch.Tensor) -> float:
         return float(stats[0] / stats[1].clamp_min(1))

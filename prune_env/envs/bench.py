@@ -10,6 +10,7 @@ the public face of an environment's set-up (``env.unwrapped.bench``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from prune_env.catalog import COSTS
 from prune_env.config import PretrainConfig
-from prune_env.data.datasets import DataBundle, load_data
+from prune_env.data.datasets import DataBundle, load_data, placed
 from prune_env.data.task import Task, get_task
 from prune_env.envs.reward import RewardConfig
 from prune_env.measure.costs import COST_KEYS, CostMeter
@@ -56,7 +57,7 @@ class Bench:
                  latency_batch: int = 32, checkpoint: str | None = None,
                  data: DataBundle | None = None, data_dir: str | None = None,
                  pretrain: PretrainConfig | None = None, latency_table: str | None = None,
-                 seed: int = 0):
+                 seed: int = 0, measure_device: str | None = None, amp: str = "off"):
         if cost not in COSTS:
             raise ValueError(f"unknown cost {cost!r}: choose one of {', '.join(COSTS)}")
         self.cost_name = cost
@@ -64,12 +65,16 @@ class Bench:
         self.reward_cfg = RewardConfig(reward, allowed_drop, finetune_weight, target)
         self.max_finetune_steps = int(max_finetune_steps)
         self.train_cfg = TrainConfig(lr=finetune_lr, batch_size=batch_size, augment=False,
-                                     weight_decay=5e-4)
+                                     weight_decay=5e-4, amp=amp)
         self.val_samples = val_samples
         self.task: Task = get_task("classification")
-        self.data = data or load_data(dataset, data_dir=data_dir, seed=seed)
-        self.base_model, self.base_meta = load_or_pretrain(model, self.data, checkpoint,
-                                                           pretrain)
+        self.device = usable_device(device)
+        data = data or load_data(dataset, data_dir=data_dir, seed=seed)
+        pretrain = dataclasses.replace(pretrain or PretrainConfig(), device=device, amp=amp)
+        base, self.base_meta = load_or_pretrain(model, data, checkpoint, pretrain)
+        # the network under pruning and its data live where training runs, from here on
+        self.base_model = base.to(self.device)
+        self.data = placed(data, self.device)
         self.model_name = model
         self.input_shape = input_shape(self.base_model)
         given = (self.data.in_channels, *self.data.image_size)
@@ -77,7 +82,8 @@ class Bench:
             raise ValueError(f"the base checkpoint takes inputs {self.input_shape} but the data "
                              f"set gives {given}: load the data at the checkpoint's image size "
                              "(--image-size) or use another --checkpoint")
-        self.meter = CostMeter(cost, self.input_shape, device=device, threads=threads,
+        self.meter = CostMeter(cost, self.input_shape, threads=threads,
+                               device=str(usable_device(measure_device or device)),
                                table=latency_table, report_batch=latency_batch)
         # base accuracy and costs, once: every episode starts from the same network
         self.base_accuracy = self.validate(self.base_model)
@@ -109,6 +115,22 @@ class Bench:
     def absolute(self, cost: float) -> float:
         """A cost in absolute units (microseconds, microjoules, FLOPs, parameters)."""
         return cost * 1e3 if self.cost_name in ("latency", "energy") else cost
+
+
+def usable_device(device: str) -> torch.device:
+    """``device`` as a torch device, or a ValueError saying what to do when it is not there
+    (a CUDA device on a machine without one, or an index past the last GPU)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible here "
+                             "(torch.cuda.is_available() is False; check the driver, "
+                             "CUDA_VISIBLE_DEVICES and that torch is a CUDA build), or use "
+                             "--device cpu")
+        if (dev.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has "
+                             f"{torch.cuda.device_count()} visible GPU(s), numbered from 0")
+    return dev
 
 
 def batchnorms_of(model: nn.Module) -> dict[str, str]:

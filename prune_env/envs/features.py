@@ -55,11 +55,11 @@ def filter_features(model: nn.Module, group: FilterGroup, bn_of: dict[str, str],
     for name, (_conv, idxs) in watched.items():
         idx = list(idxs)
         out = outputs[name]
-        feats[:, 2] += out.detach().abs().mean(dim=(0, 2, 3))[idx].numpy()
+        feats[:, 2] += out.detach().abs().mean(dim=(0, 2, 3))[idx].cpu().numpy()
         if out.grad is None:
             raise RuntimeError(f"no gradient reached the output of {name!r}: the task loss "
                                "does not depend on it")
         taylor = (out * out.grad).sum(dim=(2, 3)).abs().mean(0)
-        feats[:, 3] += taylor.detach()[idx].numpy()
+        feats[:, 3] += taylor.detach()[idx].cpu().numpy()
     model.zero_grad(set_to_none=True)
     return feats / np.maximum(feats.max(axis=0, keepdims=True), 1e-12)

@@ -129,7 +129,8 @@ class PruneEnv(gym.Env):
 
     Termination: every group has been visited. Truncation: never. At the end the real compact
     network is timed (interleaved with the base), `info["final"]` holds the episode report
-    (base vs pruned accuracy, measured and predicted latency, energy or None, FLOPs,
+    (base vs pruned accuracy, measured and predicted latency, the measured ratio's 95%
+    interval and whether the target is met, missed or within noise, energy or None, FLOPs,
     parameters, kept filters per layer, fine-tune compute, validation and test accuracy) as a
     `prune_env.envs.records.Report`, unless `final_report` is False (agents that train over
     many episodes; their run's final stage reports, `prune_env.runs.pipeline`). The
@@ -161,7 +162,9 @@ class PruneEnv(gym.Env):
     | finetune_lr | float | 0.01 | fine-tuning learning rate |
     | batch_size | int | 64 | fine-tuning batch size |
     | val_samples | int | 2000 | validation images scored per step (a fixed subset) |
-    | device | str | "cpu" | where latency/energy are measured |
+    | device | str | "cpu" | where the network lives and trains: fine-tuning, validation, features, warm-ups; its data goes there whole when it fits |
+    | measure_device | str or None | None | where latency/energy are measured (None: `device`) |
+    | amp | str | "off" | "bf16": fine-tuning in bfloat16 autocast |
     | threads | int or None | None | CPU threads for latency (None: current) |
     | latency_batch | int | 32 | second batch size the final report times (besides 1) |
     | checkpoint | str or None | None | base checkpoint (default checkpoints/{model}-{dataset}.pt) |

@@ -69,6 +69,19 @@ class Export:
 
 
 @dataclass
+class DeployedLatency:
+    """The exported files of base and pruned network timed in a runtime, interleaved, at
+    batch 1: milliseconds (median of block minima), their ratio and its 95% interval."""
+
+    runtime: str
+    provider: str
+    base_ms: float
+    pruned_ms: float
+    ratio: float
+    ratio_ci: list[float]
+
+
+@dataclass
 class CandidateSummary:
     """A network a method proposed, as the final choice saw it."""
 
@@ -93,7 +106,9 @@ class Report:
 
     ``cost_ratio`` is what ``target_met`` judges: the measured latency ratio for the latency
     cost, the counted ratio otherwise; ``episode_cost_ratio`` is what the episode looked up.
-    ``hardware`` names the machine that measured (`prune_env.measure.hardware`).
+    ``deployed`` times the exported ONNX files (base and pruned) in onnxruntime, one entry
+    per execution provider; empty without exports. ``hardware`` names the machine that
+    measured (`prune_env.measure.hardware`).
     ``cost_ratio_ci`` is the measured ratio's 95% interval [low, high] (None for a counted
     cost) and ``target_met`` is "met", "missed" or "within noise" (the interval holds the
     target; `prune_env.measure.confidence`). The fields from ``accuracy_drop`` on are filled
@@ -120,6 +135,7 @@ class Report:
     latency_note: str
     cost_ratio_ci: list[float] | None = None
     hardware: str | None = None
+    deployed: list[DeployedLatency] = field(default_factory=list)
     accuracy_drop: float | None = None
     method: str | None = None
     episodes: int | None = None

@@ -19,7 +19,7 @@ from torch import nn
 from prune_env.measure.confidence import paired_ratio_interval
 from prune_env.measure.energy import EnergyMeter, EnergyUnavailableError, auto_meter, measure_energy
 from prune_env.measure.flops import count_params
-from prune_env.measure.latency import measure_latency, synchronizer
+from prune_env.measure.latency import measure_latency, on_device, synchronizer
 from prune_env.measure.lookup import LatencyTable, LayerShape, layer_shapes
 
 #: Key of each cost in the dict `CostMeter.costs` returns.
@@ -193,13 +193,19 @@ class CostMeter:
         if self.energy_meter is None:
             return None
         dev = torch.device(self.device)
-        net = model.to(dev).eval()
+        net = on_device(model, dev)
+        was = net.training
+        net.eval()
         x = torch.randn(self.batch, *self.input_shape,
                         generator=torch.Generator().manual_seed(0)).to(dev)
-        with torch.inference_mode(), self.table.timing():
-            result = measure_energy(lambda: net(x), self.energy_meter,
-                                    sync=synchronizer(dev))
-        model.to("cpu")
+        try:
+            with torch.inference_mode(), self.table.timing():
+                for _ in range(10):  # warm-up, as for timing
+                    net(x)
+                result = measure_energy(lambda: net(x), self.energy_meter,
+                                        sync=synchronizer(dev))
+        finally:
+            net.train(was)
         return 1e3 * result.joules_per_inference / self.batch
 
     def group_shares(self, model: nn.Module, convs: tuple[str, ...]) -> tuple[float, ...]:

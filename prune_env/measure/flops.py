@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from prune_env.nn.device import module_device
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (buffers such as BN statistics are not counted)."""
@@ -21,7 +23,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) 
     """FLOPs of one forward pass at ``batch`` images of ``input_shape`` (C, H, W)."""
     was = model.training
     model.eval()
-    x = torch.zeros(batch, *input_shape)
+    x = torch.zeros(batch, *input_shape, device=module_device(model))
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)

@@ -11,6 +11,7 @@ around every timed run.
 from __future__ import annotations
 
 import copy
+import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from prune_env.nn.device import module_device, same_device, synchronize
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,7 @@ def fixed_threads(threads: int | None):
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
     """A function that waits for the device's queued work (a no-op on the CPU)."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
+    return functools.partial(synchronize, device)
 
 
 def time_once(model: nn.Module, x: torch.Tensor, sync: Callable[[], None]) -> float:
@@ -95,7 +96,7 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...
     # a private generator: timing (done or skipped, by the table's cache) must not move the
     # global RNG that agents sample from, or a resumed run would differ from a straight one
     x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(dev)
-    nets = {name: _on_device(model, dev) for name, model in models.items()}
+    nets = {name: on_device(model, dev) for name, model in models.items()}
     modes = {name: net.training for name, net in nets.items()}
     for net in nets.values():
         net.eval()
@@ -117,10 +118,10 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...
     return {name: _summary(samples[name], minima[name], batch, device, used) for name in nets}
 
 
-def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model itself if it is on ``device``, else a copy moved there."""
-    first = next(model.parameters(), None)
-    if first is not None and first.device != device:
+def on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model itself if it is on ``device``, else a copy moved there (a network trained
+    on a GPU and timed on the CPU, say)."""
+    if not same_device(module_device(model), device):
         model = copy.deepcopy(model).to(device)
     return model
 

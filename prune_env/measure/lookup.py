@@ -39,6 +39,7 @@ from torch import nn
 
 from prune_env.measure.hardware import hardware_id
 from prune_env.measure.latency import measure_latency
+from prune_env.nn.device import module_device
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, La
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=module_device(model)))
     finally:
         model.train(was)
         for handle in handles:

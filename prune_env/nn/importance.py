@@ -41,11 +41,11 @@ class Importance:
 
     def __call__(self, model: nn.Module, group: FilterGroup,
                  bn_of: dict[str, str] | None = None) -> torch.Tensor:
-        """A float64 tensor of ``group.size`` scores (larger: more important)."""
+        """A float64 CPU tensor of ``group.size`` scores (larger: more important)."""
         total = torch.zeros(group.size, dtype=torch.float64)
         for conv, idxs in zip(group.convs, group.local, strict=True):
             scores = self.conv_scores(model, conv, (bn_of or {}).get(conv))
-            total += scores.detach()[list(idxs)].double()
+            total += scores.detach()[list(idxs)].double().cpu()  # scores live on the host
         return total / len(group.convs) if self.reduction == "mean" else total
 
     def conv_scores(self, model: nn.Module, conv: str, bn: str | None) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torchvision
 from torch import nn
 
 from prune_env.catalog import OWN_MODELS
+from prune_env.nn.device import module_device
 from prune_env.nn.layers import Residual
 
 
@@ -172,7 +173,9 @@ def input_shape(model: nn.Module) -> tuple[int, ...]:
 
 
 def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
-    """A random input of the model's recorded shape, for tracing and timing."""
+    """A random input of the model's recorded shape, on the model's device, for tracing and
+    timing."""
     shape = input_shape(model)
     # a private generator: tracing must not move the global RNG that agents sample from
-    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+    return x.to(module_device(model))

@@ -44,6 +44,7 @@ import torch_pruning as tp
 from torch import nn
 
 from prune_env.nn.blocks import ResidualBlock, Shortcut, replace_with_shortcut, residual_blocks
+from prune_env.nn.device import on_cpu
 from prune_env.nn.grouped import align_to_conv_groups, grouped_convs, grouped_input_weight
 from prune_env.nn.layers import CUSTOM_PRUNERS as LAYER_PRUNERS
 from prune_env.nn.layers import ChannelShift
@@ -106,6 +107,7 @@ def compact(model: nn.Module, keep: Mapping[str, MaskLike],
 COUPLINGS = ("union", "scatter")
 
 
+@on_cpu  # surgery builds modules and plain indices: on a CPU copy, moved back after
 def compact_report(model: nn.Module, keep: Mapping[str, MaskLike],
                    example_inputs: torch.Tensor | None = None,
                    bn_of: Mapping[str, str] | None = None,

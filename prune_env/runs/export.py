@@ -16,8 +16,12 @@ import torch
 from torch import nn
 
 from prune_env.envs.records import Export
+from prune_env.nn.device import cpu_copy
 
 FORMATS = ("onnx", "torchscript")
+#: What a run exports unless asked for more: TorchScript is deprecated in torch 2.14 (and
+#: torch.jit.trace with it), written on request only (``--torchscript``).
+DEFAULT_FORMATS = ("onnx",)
 
 
 class ExportError(RuntimeError):
@@ -25,16 +29,17 @@ class ExportError(RuntimeError):
 
 
 def export(model: nn.Module, input_shape: tuple[int, ...], out_dir: Path, fmt: str,
-           *, tolerance: float = 1e-4) -> Export:
-    """Write ``model`` as ``out_dir/model.onnx`` or ``model.ts``; returns path and max diff."""
+           *, tolerance: float = 1e-4, stem: str = "model") -> Export:
+    """Write ``model`` as ``out_dir/{stem}.onnx`` or ``{stem}.ts``; returns path and max
+    diff."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    model = model.eval()
+    model = cpu_copy(model).eval()  # files are written and checked on the host
     x = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(x).numpy()
     out_dir.mkdir(parents=True, exist_ok=True)
-    path, got = (to_onnx if fmt == "onnx" else to_torchscript)(model, x, out_dir)
+    path, got = (to_onnx if fmt == "onnx" else to_torchscript)(model, x, out_dir / stem)
     diff = float(np.abs(got - expected).max())
     scale = max(float(np.abs(expected).max()), 1.0)
     if diff > tolerance * scale:
@@ -42,11 +47,12 @@ def export(model: nn.Module, input_shape: tuple[int, ...], out_dir: Path, fmt: s
     return Export(path=str(path), max_abs_diff=diff)
 
 
-def to_onnx(model: nn.Module, x: torch.Tensor, out_dir: Path) -> tuple[Path, np.ndarray]:
-    """ONNX with a dynamic batch axis (torch.export), run back through onnxruntime."""
+def to_onnx(model: nn.Module, x: torch.Tensor, stem: Path) -> tuple[Path, np.ndarray]:
+    """``stem``.onnx with a dynamic batch axis (torch.export), run back through
+    onnxruntime."""
     import onnxruntime  # imported here: only exports need it
 
-    path = out_dir / "model.onnx"
+    path = stem.with_suffix(".onnx")
     batch = torch.export.Dim("batch", min=1)
     torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["images"],
                       output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False)
@@ -54,9 +60,9 @@ def to_onnx(model: nn.Module, x: torch.Tensor, out_dir: Path) -> tuple[Path, np.
     return path, session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
 
 
-def to_torchscript(model: nn.Module, x: torch.Tensor, out_dir: Path) -> tuple[Path, np.ndarray]:
-    """TorchScript by tracing (compact networks have static shapes), loaded back and run."""
-    path = out_dir / "model.ts"
+def to_torchscript(model: nn.Module, x: torch.Tensor, stem: Path) -> tuple[Path, np.ndarray]:
+    """``stem``.ts by tracing (compact networks have static shapes), loaded back and run."""
+    path = stem.with_suffix(".ts")
     # torch 2.14 marks TorchScript deprecated; it is still what C++ and older runtimes load
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from prune_env.envs.prune import EpisodeState
-from prune_env.envs.records import CandidateSummary, Finetune, Report
+from prune_env.envs.records import CandidateSummary, DeployedLatency, Finetune, Report
 from prune_env.envs.report import episode_report, score
-from prune_env.runs.export import FORMATS, export
+from prune_env.measure.onnx_runtime import time_onnx
+from prune_env.runs.export import DEFAULT_FORMATS, export
 from prune_env.training.checkpoint import save_compact
 from prune_env.training.loop import train_steps
 
@@ -88,7 +89,7 @@ def measured_ratio(env: gym.Env, candidate: Candidate) -> float:
 
 
 def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, seed: int,
-             formats: tuple[str, ...] = FORMATS) -> Report:
+             formats: tuple[str, ...] = DEFAULT_FORMATS) -> Report:
     """Fine-tune ``candidate`` for ``steps`` SGD steps, measure, score, save, export.
 
     Writes ``out_dir/compact.pt`` and the exports; the report (`episode_report`'s, plus
@@ -114,9 +115,23 @@ def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, s
                                             candidate.cost_ratio)
     report.final_finetune = Finetune(seconds=seconds, steps=steps)
     report.exports = {fmt: export(model, bench.input_shape, out_dir, fmt) for fmt in formats}
+    if "onnx" in report.exports:
+        report.deployed = deployed_latency(bench, Path(report.exports["onnx"].path), out_dir)
     score(bench, model, report)
     save_compact(out_dir / "compact.pt", model, {"report": "report.json"})
     return report
+
+
+def deployed_latency(bench, pruned_onnx: Path, out_dir: Path) -> list[DeployedLatency]:
+    """The pruned ONNX file and the base's (exported beside it as base.onnx) timed in
+    onnxruntime, interleaved, on each installed provider."""
+    base = export(bench.base_model, bench.input_shape, out_dir, "onnx", stem="base")
+    with bench.meter.table.timing():
+        timings = time_onnx(base.path, pruned_onnx, bench.input_shape,
+                            threads=bench.meter.threads)
+    return [DeployedLatency("onnxruntime", t.provider, t.base.estimate_ms,
+                            t.pruned.estimate_ms, t.ratio, [t.interval.low, t.interval.high])
+            for t in timings]
 
 
 def write_report(run_dir: Path, report: Report) -> Path:

@@ -17,6 +17,7 @@ def env_options(config: RunConfig, data: DataBundle) -> dict[str, Any]:
             "val_samples": env.val_samples,
             # fixed here, so that worker processes (which train on fewer threads) predict
             # latency from the same table entries as the main process
-            "device": env.device, "threads": env.threads,
+            "device": env.device, "measure_device": env.measure_device, "amp": env.amp,
+            "threads": env.threads,
             "checkpoint": config.data.checkpoint, "seed": config.data.seed,
             "latency_table": env.latency_table, "pretrain": config.pretraining}

@@ -24,7 +24,6 @@ from torch.utils.tensorboard import SummaryWriter
 from prune_env.config import RunConfig
 from prune_env.data.datasets import load_data
 from prune_env.envs.records import CandidateSummary, Report, Search
-from prune_env.runs.export import FORMATS
 from prune_env.runs.finalize import Candidate, finalize, measured_ratio, write_report
 from prune_env.runs.options import env_options
 from prune_env.runs.rundir import Progress, run_directory
@@ -115,21 +114,23 @@ def run(config: RunConfig, method: Method, *, recorded: dict[str, Any],
     recorded = recorded | {"run": config.to_dict(), "choices": method.prepare(env)}
     with _directory(config, method, recorded, resume) as run_dir:
         progress = Progress.read(run_dir)
-        logger = EpisodeLogger(SummaryWriter(str(run_dir), purge_step=progress.episodes),
-                               env.unwrapped, image_every)
-        context = RunContext(run_dir, logger, progress, started - progress.seconds, make_env)
-        result = method.search(env, context)
-        seconds = time.perf_counter() - context.started
-        best = max(result.candidates, key=Candidate.key)
-        report = method.finalize(env, best, run_dir, steps=config.final_steps, seed=d.seed,
-                                 formats=() if config.no_export else FORMATS)
-        report.method, report.episodes = method.name, result.episodes
-        report.details = report.details | result.details  # the final stage may add some
-        report.search = Search(seconds, [
-            CandidateSummary(c.source, c.accuracy, c.cost_ratio, measured_ratio(env, c))
-            for c in result.candidates] if result.list_candidates else [])
-        write_report(run_dir, report)
-        logger.final(report, recorded)
+        # closed before a failed run's directory is removed: its thread must not write
+        # into a folder that is gone
+        with SummaryWriter(str(run_dir), purge_step=progress.episodes) as writer:
+            logger = EpisodeLogger(writer, env.unwrapped, image_every)
+            context = RunContext(run_dir, logger, progress, started - progress.seconds, make_env)
+            result = method.search(env, context)
+            seconds = time.perf_counter() - context.started
+            best = max(result.candidates, key=Candidate.key)
+            report = method.finalize(env, best, run_dir, steps=config.final_steps, seed=d.seed,
+                                     formats=config.export_formats)
+            report.method, report.episodes = method.name, result.episodes
+            report.details = report.details | result.details  # the final stage may add some
+            report.search = Search(seconds, [
+                CandidateSummary(c.source, c.accuracy, c.cost_ratio, measured_ratio(env, c))
+                for c in result.candidates] if result.list_candidates else [])
+            write_report(run_dir, report)
+            logger.final(report, recorded)
     return report, run_dir
 
 

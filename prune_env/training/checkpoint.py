@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prune_env.nn.device import cpu_copy
 from prune_env.nn.models import build_model, input_shape
 from prune_env.nn.record import RecordError, from_record, to_record
 
@@ -57,7 +58,7 @@ def save_base(path: str | Path, model: nn.Module, arch: str, meta: dict[str, Any
     """Write a base model checkpoint (weights plus ``meta``: accuracies, data set, budget)."""
     path = Path(path)
     atomic_save({"arch": arch, "input_shape": input_shape(model),
-                 "num_classes": meta["num_classes"], "state_dict": model.state_dict(),
+                 "num_classes": meta["num_classes"], "state_dict": cpu_copy(model).state_dict(),
                  "meta": meta}, path)
     return path
 
@@ -81,7 +82,7 @@ def load_base(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 def save_compact(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
     """Write a compact network as a record (architecture, changes, tensors) with ``meta``."""
     path = Path(path)
-    atomic_save({"network": to_record(model), "meta": meta}, path)
+    atomic_save({"network": to_record(cpu_copy(model)), "meta": meta}, path)
     return path
 
 

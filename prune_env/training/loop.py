@@ -1,11 +1,14 @@
 """Training loops: pretraining the base model, fine-tuning after a pruning step, evaluation.
 
 All loops run on in-memory tensors (see `prune_env.data.datasets`) so that on a 2-core CPU the time
-goes to the network, not to data loading.
+goes to the network, not to data loading. They run where the network lives: each batch goes
+to its device (without blocking, from pinned memory, when the data stays on the host; a no-op
+when the data lives on the device whole).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -18,6 +21,7 @@ from tqdm.auto import tqdm
 
 from prune_env.data.datasets import Split, infinite_batches, iterate_batches
 from prune_env.data.task import Task
+from prune_env.nn.device import module_device, synchronize
 
 #: Called after ``loss.backward()`` and before ``optimizer.step()`` with (model, step, steps):
 #: the hook through which a baseline adds its own penalty gradient (SWD, say).
@@ -35,6 +39,8 @@ class TrainConfig:
         augment: random flips and crops.
         schedule: "onecycle" (warm-up then cosine, for pretraining) or "cosine" (decay only,
             for fine-tuning a trained network).
+        amp: "bf16": forward and loss in bfloat16 autocast (weights and the optimiser stay in
+            float32; no loss scaling needed, unlike float16); "off": float32.
     """
 
     lr: float = 0.1
@@ -42,6 +48,22 @@ class TrainConfig:
     batch_size: int = 128
     augment: bool = True
     schedule: str = "cosine"
+    amp: str = "off"
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """The mixed-precision context of ``amp`` ("bf16" or "off") on ``device``."""
+    if amp not in ("off", "bf16"):
+        raise ValueError(f"unknown amp {amp!r}: off or bf16")
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def on(device: torch.device, images: torch.Tensor, labels: torch.Tensor
+       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch on ``device`` (non-blocking: the copy overlaps the previous step's work)."""
+    return (images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
 
 
 def learning_rate(config: TrainConfig, step: int, steps: int) -> float:
@@ -74,6 +96,7 @@ def train_steps(model: nn.Module, split: Split, task: Task, steps: int, config: 
         return 0.0
     start = time.perf_counter()
     model.train()
+    device = module_device(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
                                 weight_decay=config.weight_decay)
     batches = itertools.islice(infinite_batches(split, config.batch_size, generator=generator,
@@ -82,14 +105,17 @@ def train_steps(model: nn.Module, split: Split, task: Task, steps: int, config: 
     for step, (images, labels) in enumerate(bar):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step, steps)
-        loss = task.loss(model(images), labels)
+        images, labels = on(device, images, labels)
+        with autocast(device, config.amp):
+            loss = task.loss(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_hook is not None:
             grad_hook(model, step, steps)
         optimizer.step()
-        if step % 20 == 0:
+        if step % 20 == 0 and progress is not None:  # .item() waits for the device
             bar.set_postfix(loss=f"{loss.item():.3f}")
+    synchronize(device)  # the seconds count the device's work, not just its queueing
     return time.perf_counter() - start
 
 
@@ -105,8 +131,10 @@ def evaluate(model: nn.Module, split: Split, task: Task, *, batch_size: int = 50
     stats = None
     n = len(split) if limit is None else min(limit, len(split))
     part = Split(split.images[:n], split.labels[:n])
+    device = module_device(model)
     with torch.inference_mode():
         for images, labels in iterate_batches(part, batch_size, shuffle=False):
+            images, labels = on(device, images, labels)
             batch = task.batch_stats(model(images), labels)
             stats = batch if stats is None else stats + batch
     model.train(was)

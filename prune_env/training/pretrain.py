@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from prune_env.config import PretrainConfig
-from prune_env.data.datasets import DataBundle, load_data
+from prune_env.data.datasets import DataBundle, load_data, placed
 from prune_env.data.task import Classification
 from prune_env.nn.models import build_model
 from prune_env.training.checkpoint import load_base, save_base
@@ -43,21 +43,24 @@ def pretrain(model_name: str, data: DataBundle, config: PretrainConfig, path: st
     """
     torch.manual_seed(config.seed)
     model = build_model(model_name, data.in_channels, data.num_classes, data.image_size)
+    model.to(config.device)
+    data = placed(data, config.device)
     steps = max(1, round(config.epochs * len(data.train) / config.batch_size))
     train = TrainConfig(lr=config.lr, batch_size=config.batch_size, schedule="onecycle",
-                        augment=config.augment)
+                        augment=config.augment, amp=config.amp)
     generator = torch.Generator().manual_seed(config.seed)
     task = Classification()
     seconds = train_steps(model, data.train, task, steps, train, generator,
                           progress=f"pretrain {model_name} on {data.name}" if progress else None)
     meta = {"model": model_name, "dataset": data.name, "num_classes": data.num_classes,
             "epochs": config.epochs, "steps": steps, "batch_size": config.batch_size,
-            "lr": config.lr, "augment": config.augment, "seed": config.seed, "train_seconds": round(seconds, 1),
+            "lr": config.lr, "augment": config.augment, "seed": config.seed,
+            "device": config.device, "amp": config.amp, "train_seconds": round(seconds, 1),
             "val_accuracy": evaluate(model, data.val, task),
             "test_accuracy": evaluate(model, data.test, task),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     save_base(path, model, model_name, meta)
-    return model.eval(), meta
+    return model.cpu().eval(), meta
 
 
 def load_or_pretrain(model_name: str, data: DataBundle, path: str | Path | None = None,

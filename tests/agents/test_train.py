@@ -40,7 +40,8 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     # on FLOPs the pruned network, and so its accuracy, is seed-determined; on latency it
     # follows the shared table's timings (measured 0.26-0.4 test accuracy at this budget)
     assert main(["train", "--agent", "l2pf", "--episodes", "2", "--tries", "2",
-                 "--runs-dir", str(runs), *small_args, "--cost", "flops"]) == 0
+                 "--runs-dir", str(runs), *small_args, "--cost", "flops",
+                 "--torchscript"]) == 0
     run = only_run(runs)
     assert run.name.startswith("resnet20-synthetic__l2pf__0__")
     report = json.loads((run / "report.json").read_text())
@@ -49,6 +50,11 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     assert 0.3 < report["pruned"]["test_accuracy"] <= 1  # 10 classes: chance is 0.1
     assert report["exports"]["onnx"]["max_abs_diff"] < 1e-3
     assert (run / "model.onnx").exists() and (run / "model.ts").exists()
+    # the deployed files timed in onnxruntime, interleaved with the exported base
+    (deployed,) = report["deployed"]
+    assert deployed["provider"] == "CPUExecutionProvider" and (run / "base.onnx").exists()
+    low, high = deployed["ratio_ci"]
+    assert low <= deployed["ratio"] <= high and deployed["pruned_ms"] > 0
     assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0, 1]
     assert len(scalars(run, "losses/policy_loss")) == 2
     assert "speed-up" in capsys.readouterr().out

@@ -48,11 +48,14 @@ def test_pruning_halves_params_roughly():
 
 def test_latency_estimate_is_repeatable_for_the_same_network():
     model = build_model("resnet20", 1, 10, (28, 28)).eval()
-    # the budget the environment times with (7 blocks of 10 runs): 5 x 5 runs (0.15 s in all)
-    # measured 0.69-1.41 inside the full suite, after heavy tests
-    result = measure_latency({"a": model, "b": model}, (1, 28, 28), threads=1)
-    ratio = result["a"].estimate_ms / result["b"].estimate_ms
-    assert 0.75 < ratio < 1.33, ratio
+    # the budget the environment times with (7 blocks of 10 runs, 0.15 s in all); one such
+    # measurement gave 0.62-1.47 inside the full suite, while another process ran: the median
+    # of three is what is asserted
+    ratios = []
+    for _ in range(3):
+        result = measure_latency({"a": model, "b": model}, (1, 28, 28), threads=1)
+        ratios.append(result["a"].estimate_ms / result["b"].estimate_ms)
+    assert 0.75 < sorted(ratios)[1] < 1.33, ratios
     assert result["a"].runs == 70 and result["a"].iqr_ms >= 0
 
 
