@@ -161,11 +161,12 @@ class NvmlMeter(EnergyMeter):
 
     name = "nvml"
 
-    def __init__(self, device_index: int = 0) -> None:
+    def __init__(self, device_index: int | str = 0) -> None:
         """Open the GPU and check that it has an energy counter.
 
         Args:
-            device_index: NVML device index (PCI bus order, not CUDA's default order).
+            device_index: NVML device index (PCI bus order, not CUDA's default order), or
+                the GPU's UUID ("GPU-...").
 
         Raises:
             EnergyUnavailableError: No package, no driver, no such GPU, or no counter.
@@ -181,7 +182,9 @@ class NvmlMeter(EnergyMeter):
             ) from exc
         self._start_mj: int | None = None
         try:
-            self._handle = self._nvml.nvmlDeviceGetHandleByIndex(device_index)
+            self._handle = (self._nvml.nvmlDeviceGetHandleByUUID(device_index)
+                            if isinstance(device_index, str)
+                            else self._nvml.nvmlDeviceGetHandleByIndex(device_index))
             # Probe now so auto_meter can fall back instead of failing mid-measurement.
             self._read_mj()
         except error_type as exc:
@@ -457,24 +460,42 @@ def _parse_device(device: str) -> tuple[str, int]:
     return kind, int(index) if index else 0
 
 
-def _nvml_index(cuda_index: int) -> int:
-    """Translate a CUDA device index into NVML's numbering.
+def _nvml_index(cuda_index: int) -> int | str:
+    """Translate a CUDA device index into NVML's numbering (an index, or a GPU's UUID).
 
     NVML ignores ``CUDA_VISIBLE_DEVICES``, so ``cuda:0`` with ``CUDA_VISIBLE_DEVICES=2``
-    is NVML device 2. UUID entries are not translated. NVML counts in PCI bus order; set
-    ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so that CUDA does the same on mixed-GPU machines.
+    is NVML device 2, and with ``CUDA_VISIBLE_DEVICES=GPU-8f2e...`` the GPU of that UUID.
+    NVML counts in PCI bus order; set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so that CUDA does the
+    same on mixed-GPU machines.
 
     Args:
         cuda_index: Index as in ``cuda:N``.
 
     Returns:
-        The NVML device index.
+        The NVML device index or the GPU's UUID.
+
+    Raises:
+        EnergyUnavailableError: the device is a MIG slice (NVML's counter is the whole
+            GPU's, shared with the other slices) or an entry NVML cannot resolve: never the
+            energy of a wrong GPU.
     """
     visible = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
     visible = [e for e in visible if e]
-    if cuda_index < len(visible) and visible[cuda_index].isdigit():
-        return int(visible[cuda_index])
-    return cuda_index
+    if cuda_index >= len(visible):
+        return cuda_index
+    entry = visible[cuda_index]
+    if entry.isdigit():
+        return int(entry)
+    if entry.startswith("MIG-"):
+        raise EnergyUnavailableError(
+            f"NVML: cuda:{cuda_index} is the MIG slice {entry}; NVML's energy counter covers "
+            "the whole GPU and every slice on it, so it cannot say what this slice used. "
+            "Measure energy on a whole GPU")
+    if entry.startswith("GPU-"):
+        return entry
+    raise EnergyUnavailableError(
+        f"NVML: CUDA_VISIBLE_DEVICES entry {entry!r} (for cuda:{cuda_index}) is neither an "
+        "index nor a full GPU-... UUID; give one of those so the right GPU is metered")
 
 
 def auto_meter(

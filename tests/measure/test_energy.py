@@ -83,7 +83,12 @@ def make_fake_pynvml(
 
     fake.nvmlInit = nvmlInit
     fake.nvmlShutdown = nvmlShutdown
+    def nvmlDeviceGetHandleByUUID(uuid: str) -> str:
+        fake.calls["index"] = uuid
+        return f"handle-{uuid}"
+
     fake.nvmlDeviceGetHandleByIndex = nvmlDeviceGetHandleByIndex
+    fake.nvmlDeviceGetHandleByUUID = nvmlDeviceGetHandleByUUID
     fake.nvmlDeviceGetTotalEnergyConsumption = nvmlDeviceGetTotalEnergyConsumption
     return fake
 
@@ -312,6 +317,23 @@ def test_auto_meter_maps_cuda_visible_devices(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
     auto_meter("cuda:1", rapl_root=tmp_path, jetson_root=tmp_path)
     assert fake.calls["index"] == 5  # NVML ignores CUDA_VISIBLE_DEVICES
+
+
+def test_auto_meter_opens_the_gpu_a_uuid_names_and_refuses_a_mig_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = make_fake_pynvml([0])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f2e6a1b,MIG-4f1c2a,gpu0")
+    auto_meter("cuda:0", rapl_root=tmp_path, jetson_root=tmp_path)
+    assert fake.calls["index"] == "GPU-8f2e6a1b"
+    fake.calls["index"] = None
+    # never another GPU's energy: a slice's and an unresolvable entry's are refused
+    with pytest.raises(EnergyUnavailableError, match="MIG slice MIG-4f1c2a"):
+        auto_meter("cuda:1", rapl_root=tmp_path, jetson_root=tmp_path)
+    with pytest.raises(EnergyUnavailableError, match="neither an index nor"):
+        auto_meter("cuda:2", rapl_root=tmp_path, jetson_root=tmp_path)
+    assert fake.calls["index"] is None
 
 
 def test_auto_meter_cuda_falls_back_to_jetson(
