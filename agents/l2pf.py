@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from agents.l2pf_policy import L2PFPolicy, to_env_action
-from agents.tries import TryPool, run_try
+from agents.tries import make_pool, run_try
 from prune_env.envs.observation import ObservationLayout
 from prune_env.envs.prune import EpisodeState, PruneEnv
 from prune_env.envs.records import EpisodeLog
@@ -103,12 +103,15 @@ class L2PF:
             ``final_report=False`` since training episodes need no timed report.
         config: hyper-parameters.
         seed: seeds the policy's weights and sampling, and the episodes' resets.
-        n_envs: worker processes running the tries in parallel (1: in this process).
+        n_envs: workers running the tries in parallel (1: in this process).
         env_fn: builds a worker's environment (needed when ``n_envs > 1``).
+        tries_on: the workers are "processes" on this machine or "ray" actors in the
+            cluster of ``ray_config`` (`agents.tries.RayTryPool`).
     """
 
     def __init__(self, env: gym.Env, config: L2PFConfig | None = None, seed: int = 0,
-                 n_envs: int = 1, env_fn=None):
+                 n_envs: int = 1, env_fn=None, tries_on: str = "processes",
+                 ray_config=None):
         if not hasattr(env.unwrapped, "snapshot"):  # the gating environment trains in place
             raise ValueError(f"L2PF tries actions from snapshots of the episode; "
                              f"{type(env.unwrapped).__name__} offers none: use an sb3 agent "
@@ -128,7 +131,8 @@ class L2PF:
         if n_envs > 1:
             if env_fn is None:
                 raise ValueError("n_envs > 1 needs env_fn to build the workers' environments")
-            self.pool = TryPool(env_fn, n_envs)
+            device = str(cast(PruneEnv, env.unwrapped).bench.device)
+            self.pool = make_pool(env_fn, n_envs, tries_on, ray_config, device)
 
     def initial_keep_ratio(self) -> float:
         """The configured keep ratio, or the uniform one meeting the target."""

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from agents import sb3
 from agents.l2pf import L2PF, L2PFConfig
-from prune_env.config import AgentConfig, RunConfig
+from prune_env.config import AgentConfig, RayConfig, RunConfig
 from prune_env.envs.records import EpisodeLog, Report
 from prune_env.envs.wrappers import FlatActionWrapper
 from prune_env.runs.finalize import policy_episode
@@ -76,15 +76,16 @@ def check_sb3_keys(config: AgentConfig) -> None:
                          f"(its options: {', '.join(sorted(known))})")
 
 
-def train(run_config: RunConfig, config: AgentConfig, *,
-          resume: str | None = None) -> tuple[Report, Path]:
+def train(run_config: RunConfig, config: AgentConfig, *, resume: str | None = None,
+          ray_config: RayConfig | None = None) -> tuple[Report, Path]:
     """Train the agent of ``config`` through the run pipeline, or continue the stopped run
-    ``resume`` with its own configs; returns (final report, run directory)."""
+    ``resume`` with its own configs; returns (final report, run directory). ``ray_config``:
+    the cluster of the tries with ``--tries-on ray`` (default: a local instance)."""
     if resume:
         run_config, config = resumed(resume)
     check_sb3_keys(config)
-    method: Method = (L2PFMethod(config, run_config.data.seed) if config.agent == "l2pf"
-                      else SB3Method(config, run_config.data.seed))
+    method: Method = (L2PFMethod(config, run_config.data.seed, ray_config)
+                      if config.agent == "l2pf" else SB3Method(config, run_config.data.seed))
     return run(run_config, method, recorded={"command": "train", "agent": config.to_dict()},
                resume=Path(resume) if resume else None, image_every=config.checkpoint_every)
 
@@ -92,8 +93,9 @@ def train(run_config: RunConfig, config: AgentConfig, *,
 class Training(Method):
     """What both kinds of agent share: the progress bar, and checkpoints every N episodes."""
 
-    def __init__(self, config: AgentConfig, seed: int):
+    def __init__(self, config: AgentConfig, seed: int, ray_config: RayConfig | None = None):
         self.config, self.seed, self.name = config, seed, config.agent
+        self.ray_config = ray_config
         self.bar: tqdm | None = None
 
     def open_bar(self, run: RunContext) -> None:
@@ -125,7 +127,8 @@ class L2PFMethod(Training):
         l2pf = L2PFConfig(tries=config.tries, lr=config.agent_lr, ent_coef=config.ent_coef,
                           pace_weight=config.pace_weight)
         self.open_bar(run)
-        agent = L2PF(env, l2pf, seed=self.seed, n_envs=config.n_envs, env_fn=run.make_env)
+        agent = L2PF(env, l2pf, seed=self.seed, n_envs=config.n_envs, env_fn=run.make_env,
+                     tries_on=config.tries_on, ray_config=self.ray_config)
         path = run.run_dir / "checkpoint.pt"
         if path.exists():  # data and tensors only: a crafted checkpoint cannot run code
             agent.load_state_dict(read_tensors(path, "L2PF checkpoint"))

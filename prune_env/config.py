@@ -24,7 +24,10 @@ from prune_env.checks import Options, option
 AMP = ("off", "bf16")
 
 __all__ = ["AgentConfig", "BaselineConfig", "CompareConfig", "DataConfig", "EnvConfig",
-           "EpisodeConfig", "PretrainConfig", "RunConfig"]
+           "EpisodeConfig", "PretrainConfig", "RayConfig", "RunConfig", "SweepConfig"]
+
+#: Where the L2PF tries run when there are several (`--tries-on`).
+TRIES_ON = ("processes", "ray")
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,9 @@ class AgentConfig(Options):
                          "tries) (default: 1)", check=checks.positive)
     checkpoint_every: int = option(1, "checkpoint every N episodes (default: 1)",
                                    check=checks.positive)
+    tries_on: str = option("processes", "L2PF with --n-envs > 1: the tries run in worker "
+                           "processes on this machine, or as Ray actors anywhere in the Ray "
+                           "cluster (--address) (default: processes)", choices=TRIES_ON)
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,37 @@ class CompareConfig(Options):
                               "sweep: SWEEP_DIR/pareto)", metavar="STEM")
     logdir: str | None = option(None, "also log the plots as TensorBoard images there "
                                 "(default: none; sweep: SWEEP_DIR/pareto)")
+
+
+@dataclass(frozen=True)
+class RayConfig(Options):
+    """the Ray cluster (sweeps; L2PF tries with --tries-on ray)"""
+
+    address: str | None = option(None, "a running Ray cluster's head, HOST:PORT (made with "
+                                 "`ray start --head`; default: a new local Ray instance on "
+                                 "this machine)")
+    ray_cpus: int | None = option(None, "CPUs the local Ray instance offers (default: all of "
+                                  "this machine's; ignored with --address)",
+                                  check=checks.positive)
+    run_cpus: int = option(1, "CPUs each run (or try) reserves, and its torch threads "
+                           "(default: 1)", check=checks.positive)
+    run_gpus: float = option(0.0, "GPUs each run (or try) reserves, a fraction to share one "
+                             "(default: 0; 1 with --device cuda)",
+                             check=checks.non_negative_real)
+
+
+@dataclass(frozen=True)
+class SweepConfig(Options):
+    """the sweep's grid and where its runs write"""
+
+    seeds: list[int] = option([], "seeds of every (method, target) (default: --seed)",
+                              check=checks.seed, many=True)
+    models: list[str] = option([], "networks, each from its own default checkpoint "
+                               "(default: --model)", many=True)
+    shared_storage: bool = option(False, "the sweep directory is on storage every node sees "
+                                  "at the same path: runs on other machines write there "
+                                  "directly (default: runs on other machines send their "
+                                  "run directories back through Ray)", check=checks.flag)
 
 
 #: Every method a sweep or a baseline run can name.

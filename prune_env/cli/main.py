@@ -7,6 +7,7 @@ Examples::
     prune-env train --agent l2pf --episodes 30 --cost latency --target 0.5
     prune-env baseline l1 --target 0.5
     prune-env compare runs/*
+    prune-env sweep l2pf l1 swd --targets 0.7 0.5 --seeds 0 1 2 --runs-dir runs/sweep
     prune-env export runs/RUN --format onnx
 """
 
@@ -30,7 +31,9 @@ from prune_env.config import (
     EnvConfig,
     EpisodeConfig,
     PretrainConfig,
+    RayConfig,
     RunConfig,
+    SweepConfig,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "measured and exported (report.json, compact.pt, model.onnx, model.ts).")
     add_options(tra, RunConfig)
     add_options(tra, AgentConfig)
+    add_options(tra, RayConfig)
     tra.add_argument("--resume", default=None, metavar="RUN_DIR",
                      help="continue a stopped run from its last checkpoint (its own "
                           "arguments are used)")
@@ -93,19 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
                          "accuracies, measured latency and speed-up, energy, FLOPs, params, "
                          "search compute; Pareto plots of accuracy against measured cost, "
                          "a method run at several targets drawn as a curve.")
-    com.add_argument("run_dirs", nargs="+", help="run directories with report.json")
+    com.add_argument("run_dirs", nargs="+", help="run directories with report.json, or sweep "
+                     "directories (their runs, as mean and spread over seeds)")
     add_options(com, CompareConfig)
 
-    swe = sub.add_parser("sweep", help="run methods at several targets, then compare them",
+    swe = sub.add_parser("sweep", help="run methods x targets x seeds x networks on Ray, "
+                         "resumable, then compare them",
                          description="Run every METHOD (agents and baselines) at every "
-                         "--targets value with the same data, base network, seed and budget "
-                         "into a new runs/sweep-TIME directory, then compare those runs: "
-                         "table, compare.csv, Pareto plots (one curve per method).")
+                         "--targets value, for every --seeds value and --models network, each "
+                         "run a Ray task (a local Ray instance, or the cluster at --address), "
+                         "into the sweep directory --runs-dir. Rerunning the same command "
+                         "resumes the sweep: finished runs are kept, failed and missing ones "
+                         "run. Then the runs are compared: the table (mean and spread over "
+                         "seeds), compare.csv, summary.csv, Pareto plots.")
     swe.add_argument("methods", nargs="+", metavar="METHOD", choices=METHODS,
                      help=f"any of {', '.join(METHODS)}")
     swe.add_argument("--targets", nargs="+", type=checks.share, default=[0.7, 0.5, 0.3],
                      help="cost targets, each in (0, 1] (default: 0.7 0.5 0.3)")
-    add_options(swe, RunConfig, skip=("target",))
+    swe.add_argument("--runs-dir", required=True, metavar="SWEEP_DIR",
+                     help="the sweep directory: created with the plan, or resumed when it "
+                          "holds this command's plan")
+    add_options(swe, SweepConfig)
+    add_options(swe, RayConfig)
+    add_options(swe, RunConfig, skip=("target", "runs_dir"))
     add_options(swe, AgentConfig, skip=("agent",))
     add_options(swe, BaselineConfig)
     add_options(swe, CompareConfig)
@@ -131,7 +145,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     run = config_from(args, RunConfig)
-    report, run_dir = runner("train")(run, config_from(args, AgentConfig), resume=args.resume)
+    report, run_dir = runner("train")(run, config_from(args, AgentConfig), resume=args.resume,
+                                      ray_config=config_from(args, RayConfig))
     return finish(report, run_dir)
 
 
@@ -181,16 +196,29 @@ def compare_runs(run_dirs: list[str], config: CompareConfig) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from prune_env.cli.sweep import sweep
+    from prune_env.sweep import Plan, run_sweep
 
-    runs, root = sweep(args.methods, args.targets, config_from(args, RunConfig),
-                       config_from(args, AgentConfig), config_from(args, BaselineConfig))
-    if not runs:
-        raise ValueError(f"no method reached any of the targets: nothing to compare in {root}")
-    given = config_from(args, CompareConfig)
-    return compare_runs(list(map(str, runs)), CompareConfig(
-        given.csv or str(root / "compare.csv"), given.plot or str(root / "pareto"),
-        given.logdir or str(root / "pareto")))
+    run, grid = config_from(args, RunConfig), config_from(args, SweepConfig)
+    plan = Plan.make(args.methods, args.targets, grid.seeds or [run.data.seed],
+                     grid.models or [run.data.model], run, config_from(args, AgentConfig),
+                     config_from(args, BaselineConfig))
+    summary = run_sweep(plan, config_from(args, RayConfig), shared_storage=grid.shared_storage)
+    root = summary.root
+    print(f"\nsweep {root}: {summary.kept} runs finished before, {len(summary.ran)} ran now "
+          f"({len(summary.failed)} failed) in {summary.seconds / 60:.1f} min")
+    if any((d / "report.json").exists() for d in root.iterdir() if d.is_dir()):
+        given = config_from(args, CompareConfig)
+        compare_runs([str(root)], CompareConfig(
+            given.csv or str(root / "compare.csv"), given.plot or str(root / "pareto"),
+            given.logdir or str(root / "pareto")))
+    if summary.failed:
+        for outcome in summary.failed:
+            print(f"failed: {outcome.entry}: {outcome.error} (log: {root / str(outcome.log)})",
+                  file=sys.stderr)
+        print(f"{len(summary.failed)} run(s) failed; rerun the same command to run them "
+              "again", file=sys.stderr)
+        return 1
+    return 0
 
 
 def summary_table(report: Report) -> str:

@@ -5,7 +5,9 @@ by cost), so methods compare along the whole trade-off, not at one target. Point
 Pareto front of all runs (no other run both more accurate and cheaper) are ringed. Drawn for
 the measured latency ratio, the FLOPs ratio, and for energy where every run has it. The base
 network is the point at 1.0, each target the runs were given is a dashed line on the axis of
-their cost, and measured ratios carry their 95% intervals as error bars.
+their cost, and measured ratios carry their 95% intervals as error bars. A sweep's plot has one
+point per (method, target): the mean over seeds, with one standard deviation over the seeds
+as error bars on both axes.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ def pareto_figure(rows: list[dict], x: str = "measured_ratio",
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     by_method = defaultdict(list)
     for r in rows:
-        by_method[r["method"]].append((r[x], r["test_acc"], *error_bar(r, x)))
+        by_method[r["method"]].append((r[x], r["test_acc"], *error_bar(r, x),
+                                       r.get("test_acc_sd") or 0.0))
     for method, points in sorted(by_method.items()):
         points.sort()
-        xs, ys, below, above = zip(*points, strict=True)
-        ax.errorbar(xs, ys, xerr=[below, above], marker="o", label=method, capsize=3,
+        xs, ys, below, above, spread = zip(*points, strict=True)
+        ax.errorbar(xs, ys, xerr=[below, above], yerr=spread if any(spread) else None,
+                    marker="o", label=method, capsize=3,
                     linestyle="-" if len(points) > 1 else "none")
     bases = sorted({r["base_test_acc"] for r in rows if r.get("base_test_acc") is not None})
     if bases:
@@ -66,7 +70,11 @@ def pareto_figure(rows: list[dict], x: str = "measured_ratio",
 
 def error_bar(row: dict, x: str) -> tuple[float, float]:
     """The distances from a run's measured ratio down and up to its interval's ends (0 for
-    the counted axes and reports without an interval)."""
+    the counted axes and reports without an interval); for a sweep's rows (means over
+    seeds), one standard deviation of ``x`` over the seeds either side."""
+    spread = row.get(f"{x}_sd")
+    if spread is not None:
+        return spread, spread
     if x != "measured_ratio" or row.get("ratio_low") is None:
         return 0.0, 0.0
     return max(row[x] - row["ratio_low"], 0.0), max(row["ratio_high"] - row[x], 0.0)

@@ -106,9 +106,10 @@ def run(config: RunConfig, method: Method, *, recorded: dict[str, Any],
                      synthetic_size=d.synthetic_size, image_size=d.image_size)
     started = time.perf_counter()
     options = env_options(config, data) | method.env_kwargs
+    env_id = method.env_id  # the closure is pickled for workers: it must not hold the method
 
     def make_env() -> gym.Env:
-        return gym.make(method.env_id, final_report=False, **options)
+        return gym.make(env_id, final_report=False, **options)
 
     env = make_env()
     recorded = recorded | {"run": config.to_dict(), "choices": method.prepare(env)}

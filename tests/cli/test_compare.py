@@ -40,3 +40,23 @@ def test_the_pareto_plot_draws_the_base_the_target_and_each_ratios_interval():
     assert [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"] == [0.7]
     labels = ax.get_legend_handles_labels()[1]
     assert "base" in labels and "target" in labels
+
+
+def test_a_sweeps_table_is_the_mean_and_spread_over_seeds():
+    from prune_env.cli.compare import summarize
+
+    def run(method, seed, acc, ratio, verdict):
+        return {"model": "resnet20", "method": method, "target": 0.7, "seed": seed,
+                "test_acc": acc, "measured_ratio": ratio, "flops_ratio": 0.5, "cost": "latency",
+                "ratio_low": ratio - 0.01, "ratio_high": ratio + 0.01, "target_met": verdict,
+                "hardware": "cpu:x", "node": f"10.0.0.{seed + 1}", "speedup": 1 / ratio}
+
+    rows = [run("l1", 0, 0.80, 0.68, "met"), run("l1", 1, 0.84, 0.72, "missed"),
+            run("l1", 2, 0.82, 0.70, "within noise"), run("swd", 0, 0.9, 0.69, "met")]
+    l1, swd = summarize(rows)
+    assert l1["seeds"] == 3 and l1["test_acc"] == pytest.approx(0.82)
+    assert l1["test_acc_sd"] == pytest.approx(0.02) and l1["measured_ratio_sd"] == pytest.approx(0.02)
+    assert l1["target_met"] == "met 1/3, missed 1/3, within noise 1/3"
+    assert l1["node"] == "10.0.0.1, 10.0.0.2, 10.0.0.3"
+    assert swd["seeds"] == 1 and swd["test_acc_sd"] is None
+    assert (swd["ratio_low"], swd["ratio_high"]) == pytest.approx((0.68, 0.7))  # its own interval
