@@ -100,9 +100,9 @@ class RayTryPool:
         from prune_env.sweep.cluster import connect, resources
 
         self.cluster = connect(ray_config, device)
-        actor = ray.remote(TryWorker).options(**resources(ray_config, device))
-        self.actors = [actor.remote(cloudpickle.dumps(env_fn), ray_config.run_cpus)
-                       for _ in range(n)]
+        actor: Any = ray.remote(TryWorker).options(**resources(ray_config, device))
+        self.actors: list[Any] = [actor.remote(cloudpickle.dumps(env_fn),
+                                               ray_config.run_cpus) for _ in range(n)]
 
     def run(self, snapshot: dict[str, Any], actions: list[dict[str, Any]]) -> list[Result]:
         """Every action tried from ``snapshot`` (sent once to the object store), in order."""

@@ -48,3 +48,12 @@ def make_env(synthetic, checkpoint, latency_table):
         return gym.make(env_id, **options)
 
     return build
+
+
+@pytest.fixture
+def small_args(checkpoint, latency_table):
+    """Command-line options that make a run take seconds on the synthetic data."""
+    return ["--dataset", "synthetic", "--synthetic-size", "1500", "--image-size", "16",
+            "--checkpoint", str(checkpoint[0]), "--max-finetune-steps", "4",
+            "--val-samples", "300", "--threads", "1", "--latency-table", latency_table,
+            "--final-steps", "5", "--target", "0.8"]

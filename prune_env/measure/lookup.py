@@ -20,6 +20,12 @@ run, or several runs) take a shared lock on it while they compute (fine-tuning, 
 and an exclusive one while they time, so that nothing of theirs competes with a timing; the
 process that takes it re-reads the file first, so a shape is timed once, by whichever process
 meets it first, and every process predicts from the same entries.
+
+The lock is one machine's: file locks on network file systems (NFS, SMB, ...) do not hold
+between machines, and a table there would let one machine time while another trains. So the
+table lives on a local disk: a table path given on a network file system is refused, and the
+default path falls back to /var/tmp when the home folder is on one (clusters often share it).
+Each machine of a sweep keeps its own table (`prune_env.sweep`).
 """
 
 from __future__ import annotations
@@ -125,9 +131,36 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, La
 
 
 def default_table_path() -> Path:
-    """``$PRUNE_ENV_CACHE/latency-table.json`` (default ``~/.cache/prune-env``)."""
+    """``$PRUNE_ENV_CACHE/latency-table.json`` (default ``~/.cache/prune-env``, or
+    ``/var/tmp/prune-env-UID`` where the home folder is on a network file system)."""
     root = Path(os.environ.get("PRUNE_ENV_CACHE", Path.home() / ".cache" / "prune-env"))
+    if "PRUNE_ENV_CACHE" not in os.environ and network_filesystem(root):
+        root = Path("/var/tmp") / f"prune-env-{os.getuid()}"
     return root / "latency-table.json"
+
+
+#: File system types whose file locks do not hold between machines.
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph",
+                       "glusterfs", "lustre", "gpfs", "beegfs", "fuse.sshfs",
+                       "fuse.glusterfs", "fuse.ceph", "fuse.s3fs", "fuse.gcsfuse")
+
+
+def network_filesystem(path: Path, mounts: str = "/proc/mounts") -> str | None:
+    """The network file system type ``path`` is on (its closest mount point's), or None."""
+    try:
+        table = Path(mounts).read_text().splitlines()
+    except OSError:  # not Linux: no way to tell, assume local
+        return None
+    path = path.absolute()
+    best, kind = -1, None
+    for line in table:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(fields[1].replace("\\040", " "))
+        if (path == point or point in path.parents) and len(point.parts) > best:
+            best, kind = len(point.parts), fields[2]
+    return kind if kind in NETWORK_FILESYSTEMS else None
 
 
 #: The layer every entry is timed against, interleaved: a mid-sized 3x3 conv.
@@ -166,6 +199,11 @@ class LatencyTable:
     def __init__(self, path: str | Path | None = None, *, device: str = "cpu",
                  threads: int | None = None, batch: int = 1, repeats: int = 10):
         self.path = Path(path) if path else default_table_path()
+        remote = network_filesystem(self.path)
+        if remote:
+            raise ValueError(f"latency table {self.path} is on a network file system ({remote}) "
+                             "whose file locks do not hold between machines: give each "
+                             "machine a table on a local disk (--latency-table /var/tmp/...)")
         self.device = device
         self.hardware = hardware_id(device)
         self.threads = threads or torch.get_num_threads()

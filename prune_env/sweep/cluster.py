@@ -43,12 +43,14 @@ def connect(config: RayConfig, device: str = "cpu") -> Cluster:
 
     started = not ray.is_initialized()
     if started:
-        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+        # runs' output goes to their logs in the sweep directory, not to this terminal
         if config.address:
-            context = ray.init(address=config.address, **quiet)
+            context = ray.init(address=config.address, log_to_driver=False,
+                               logging_level=logging.WARNING)
         else:
             context = ray.init(address="local", num_cpus=config.ray_cpus or os.cpu_count(),
-                               include_dashboard=None, **quiet)
+                               include_dashboard=None, log_to_driver=False,
+                               logging_level=logging.WARNING)
         dashboard = getattr(context, "dashboard_url", None) or None
     else:
         dashboard = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prune_env.config import RayConfig
 from prune_env.sweep.cluster import Cluster, connect, disconnect, resources
@@ -106,7 +107,7 @@ def _run_all(plan: Plan, todo: dict, cluster: Cluster, config: RayConfig, device
 
     need = resources(config, device)
     bases = {m: base_checkpoint(plan, m, cluster, need) for m in sorted({e.model for e in todo})}
-    sent = {m: ray.put(Path(p).read_bytes()) for m, p in bases.items()}
+    sent: dict[str, Any] = {m: ray.put(Path(p).read_bytes()) for m, p in bases.items()}
     task = ray.remote(run_job).options(**need, max_retries=0)
     pending = {task.remote(Job(plan, e, bases[e.model], cluster.node_id, shared_storage,
                                config.run_cpus, str(s.run_dir) if s.run_dir else None),

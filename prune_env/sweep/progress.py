@@ -12,7 +12,8 @@ class SweepView:
     """Progress of ``total`` runs of which at most ``slots`` run at once."""
 
     def __init__(self, total: int, slots: int):
-        self.slots, self.failed, self.shown = slots, 0, None
+        self.slots, self.failed = slots, 0
+        self.shown: tuple[int, int, int] | None = None
         self.bar = tqdm(total=total, desc="sweep", unit="run", dynamic_ncols=True)
         self.running(total)
 

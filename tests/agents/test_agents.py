@@ -79,22 +79,26 @@ def test_snapshot_restore_replays_a_step_exactly(make_env):
     np.testing.assert_array_equal(first[0], second[0])
 
 
-def test_tries_in_workers_equal_tries_in_process(make_env):
+def test_tries_in_workers_and_ray_actors_equal_tries_in_process(make_env):
+    from prune_env.config import RayConfig
+
     results = []
-    for n_envs in (1, 2):
+    for n_envs, on in ((1, "processes"), (2, "processes"), (2, "ray")):
         torch.manual_seed(0)
         env = make_env(final_report=False)
         agent = L2PF(env, L2PFConfig(tries=2), seed=0, n_envs=n_envs,
-                     env_fn=lambda: make_env(final_report=False))
+                     env_fn=lambda: make_env(final_report=False), tries_on=on,
+                     ray_config=RayConfig(ray_cpus=2))
         obs, _ = env.reset(seed=0)
         try:
             results.append([(t.reward, t.info["accuracy"], t.info["kept"])
                             for t in agent.try_group(obs)])
         finally:
             agent.close()
-    for (r1, a1, k1), (r2, a2, k2) in zip(*results, strict=True):
-        assert k1 == k2
-        assert abs(a1 - a2) < 0.01 and abs(r1 - r2) < 0.05  # threads differ: float order
+    for pooled in results[1:]:
+        for (r1, a1, k1), (r2, a2, k2) in zip(results[0], pooled, strict=True):
+            assert k1 == k2
+            assert abs(a1 - a2) < 0.01 and abs(r1 - r2) < 0.05  # threads differ: float order
 
 
 def test_plackett_luce_order_probabilities_sum_to_one_and_match_sampling():

@@ -16,15 +16,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from prune_env.cli.main import main
 
 
-@pytest.fixture
-def small_args(checkpoint, latency_table):
-    """Options that make a run take seconds on the synthetic data."""
-    return ["--dataset", "synthetic", "--synthetic-size", "1500", "--image-size", "16",
-            "--checkpoint", str(checkpoint[0]), "--max-finetune-steps", "4",
-            "--val-samples", "300", "--threads", "1", "--latency-table", latency_table,
-            "--final-steps", "5", "--target", "0.8"]
-
-
 def only_run(runs: Path) -> Path:
     (run,) = [p for p in runs.iterdir() if p.is_dir()]
     return run
@@ -133,30 +124,3 @@ def test_killed_run_resumes_and_ends_as_an_uninterrupted_one(small_args, tmp_pat
     assert a["kept_filters"] == b["kept_filters"]
     assert a["pruned"]["test_accuracy"] == b["pruned"]["test_accuracy"]
     assert a["source"] == b["source"]
-
-
-def test_sweep_runs_methods_at_each_target_and_draws_curves(small_args, tmp_path,
-                                                                     capsys):
-    runs = tmp_path / "runs"
-    args = [a for a in small_args if a not in ("--target", "0.8")]
-    assert main(["sweep", "l2pf", "l1", "--targets", "0.8", "0.6",
-                 "--episodes", "1", "--tries", "2", "--no-export", "--runs-dir", str(runs),
-                 *args]) == 0
-    (sweep,) = runs.iterdir()
-    reports = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/report.json"))]
-    assert sorted((r["method"], r["target"]) for r in reports) == [
-        ("l1", 0.6), ("l1", 0.8), ("l2pf", 0.6), ("l2pf", 0.8)]
-    for method in ("l1", "l2pf"):  # a lower target gives a cheaper network
-        by_target = {r["target"]: r for r in reports if r["method"] == method}
-        assert by_target[0.6]["episode_cost_ratio"] < by_target[0.8]["episode_cost_ratio"]
-    assert (sweep / "pareto-latency.png").exists() and (sweep / "compare.csv").exists()
-    assert len((sweep / "compare.csv").read_text().splitlines()) == 5
-    # each run recorded only its own command's configs: a sweep's training run can resume
-    from prune_env.config import AgentConfig, RunConfig
-
-    (l2pf_args,) = [json.loads(p.read_text()) for p in sweep.glob("*__l2pf__*/args.json")
-                    if json.loads(p.read_text())["run"]["env"]["target"] == 0.8]
-    assert sorted(l2pf_args) == ["agent", "choices", "command", "run"]
-    assert AgentConfig.from_dict(l2pf_args["agent"], "args.json").agent == "l2pf"
-    assert RunConfig.from_dict(l2pf_args["run"], "args.json").runs_dir == str(sweep)
-    assert "Pareto plot" in capsys.readouterr().out

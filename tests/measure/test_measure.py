@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,3 +197,22 @@ def test_the_hardware_id_names_the_cpu_model_and_a_mig_slice(tmp_path, monkeypat
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-4f1c2a,1")
     assert hardware.gpu_name(0) == "NVIDIA A100 MIG-4f1c2a"
     assert hardware.gpu_name(1) == "NVIDIA A100"
+
+
+def test_a_latency_table_on_a_network_file_system_is_refused(tmp_path, monkeypatch):
+    """Its lock would not keep another machine from training while this one times."""
+    from prune_env.measure import lookup
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/sda1 / ext4 rw 0 0\nserver:/home {tmp_path}/home nfs4 rw 0 0\n"
+                      f"tmpfs {tmp_path}/home/x\\040y tmpfs rw 0 0\n")
+    assert lookup.network_filesystem(tmp_path / "home" / "me" / "t.json", str(mounts)) == "nfs4"
+    assert lookup.network_filesystem(tmp_path / "home" / "x y" / "t.json", str(mounts)) is None
+    assert lookup.network_filesystem(tmp_path / "t.json", str(mounts)) is None
+    real = lookup.network_filesystem
+    monkeypatch.setattr(lookup, "network_filesystem", lambda p: real(p, str(mounts)))
+    with pytest.raises(ValueError, match=r"network file system \(nfs4\).*--latency-table"):
+        lookup.LatencyTable(tmp_path / "home" / "t.json")
+    monkeypatch.delenv("PRUNE_ENV_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a shared home: the default moves
+    assert lookup.default_table_path().parent.parent == Path("/var/tmp")
