@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 from prune_env.config import RayConfig
@@ -45,6 +46,7 @@ def connect(config: RayConfig, device: str = "cpu") -> Cluster:
     if started:
         # runs' output goes to their logs in the sweep directory, not to this terminal
         if config.address:
+            reachable(config.address)
             context = ray.init(address=config.address, log_to_driver=False,
                                logging_level=logging.WARNING)
         else:
@@ -66,6 +68,23 @@ def connect(config: RayConfig, device: str = "cpu") -> Cluster:
     return Cluster(ray.get_runtime_context().get_node_id(), started, slots,
                    [n["NodeManagerAddress"] for n in nodes],
                    f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard)
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a HOST:PORT head that does not answer (Ray would wait a minute).
+
+    Raises:
+        ValueError: saying how to start the head.
+    """
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit():
+        return  # "auto", "ray://...": Ray's own forms, checked by Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ValueError(f"no Ray head answers at {address} ({err}): start one there with "
+                         f"`ray start --head --port {port}`, or leave --address out for a "
+                         "local Ray instance") from None
 
 
 def _fits(held: dict[str, float], need: dict[str, float]) -> int:

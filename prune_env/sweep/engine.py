@@ -21,6 +21,7 @@ from prune_env.sweep.cluster import Cluster, connect, disconnect, resources
 from prune_env.sweep.ledger import (
     Outcome,
     Stage,
+    Standing,
     record,
     remove_leftovers,
     standings,
@@ -50,33 +51,31 @@ class SweepSummary:
         return [o for o in self.ran if o.status == "failed"]
 
 
-def open_plan(plan: Plan) -> None:
-    """Save ``plan`` in a new sweep directory, or check that the directory holds this plan.
+def check_plan(plan: Plan) -> bool:
+    """Whether the sweep directory holds ``plan`` already (False: a new sweep).
 
     Raises:
         ValueError: the directory holds another plan, or other things than a sweep.
     """
     root = plan.root
     if (root / PLAN).exists():
-        saved = Plan.load(root)
-        changed = plan.differences(saved)
+        changed = plan.differences(Plan.load(root))
         if changed:
             raise ValueError(f"{root} holds another sweep ({'; '.join(changed[:5])}): rerun "
                              "its own command to resume it, or give a new --runs-dir")
-        return
+        return True
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} exists and is not a sweep directory (no {PLAN}): give a new "
                          "or empty --runs-dir")
-    plan.save()
+    return False
 
 
 def run_sweep(plan: Plan, ray: RayConfig, *, shared_storage: bool = False) -> SweepSummary:
     """Run what is missing of ``plan``; returns the summary."""
     started = time.perf_counter()
-    open_plan(plan)
-    standing = standings(plan)
-    for gone in remove_leftovers(plan, standing):
-        print(f"removed {gone.name}: killed before its first checkpoint, run again")
+    resuming = check_plan(plan)
+    standing = (standings(plan) if resuming
+                else {e: Standing(Stage.TODO) for e in plan.entries})
     todo = {e: s for e, s in standing.items() if s.stage is not Stage.FINISHED}
     summary = SweepSummary(plan.root, kept=len(standing) - len(todo))
     resumed = sum(s.stage is Stage.RESUMABLE for s in todo.values())
@@ -84,8 +83,12 @@ def run_sweep(plan: Plan, ray: RayConfig, *, shared_storage: bool = False) -> Sw
           f"{len(todo)} to run ({resumed} resumed from their checkpoints)", flush=True)
     if todo:
         device = plan.run_config(plan.entries[0]).env.device
-        cluster = connect(ray, device)
+        cluster = connect(ray, device)  # first: a bad --address leaves no sweep directory
         try:
+            if not resuming:
+                plan.save()
+            for gone in remove_leftovers(plan, standing):
+                print(f"removed {gone.name}: killed before its first checkpoint, run again")
             _announce(cluster)
             summary.ran = _run_all(plan, todo, cluster, ray, device, shared_storage)
         finally:

@@ -111,3 +111,17 @@ def test_an_archive_cannot_write_outside_its_run_directory(tmp_path):
     with pytest.raises(tarfile.FilterError):
         unpack(buffer.getvalue(), root)
     assert not (tmp_path / "escaped").exists() and list(root.iterdir()) == []
+
+
+def test_a_head_that_does_not_answer_or_a_foreign_directory_is_refused(tmp_path, capsys):
+    from prune_env.cli.main import main
+
+    args = ["sweep", "l1", "--targets", "0.5", "--dataset", "synthetic"]
+    root = tmp_path / "new"
+    assert main([*args, "--address", "127.0.0.1:1", "--runs-dir", str(root)]) == 2
+    assert "no Ray head answers at 127.0.0.1:1" in capsys.readouterr().err
+    assert not root.exists()  # nothing half made
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    assert main([*args, "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "is not a sweep directory" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["mine"]
