@@ -20,6 +20,7 @@ BELOW = {
 }
 SHARES = ("--target", "--ratio", "--finetune", "--allowed-drop", "--epochs", "--lr",
           "--agent-lr")
+ALLOW_ZERO = ("--finetune",)
 
 
 def bad_values() -> st.SearchStrategy[tuple[str, str]]:
@@ -31,9 +32,13 @@ def bad_values() -> st.SearchStrategy[tuple[str, str]]:
         return [st.floats(1.001, 1e6).map(str)] if opt in ("--target", "--ratio",
                                                            "--finetune") else []
 
+    def too_small(opt: str) -> st.SearchStrategy[str]:
+        # a fine-tune fraction of 0 is valid (no fine-tuning); every other share must be > 0
+        top = -1e-9 if opt in ALLOW_ZERO else 0.0
+        return st.floats(max_value=top).map(str)
+
     reals = st.sampled_from(SHARES).flatmap(lambda opt: st.tuples(
-        st.just(opt), st.one_of(NOT_A_NUMBER, st.floats(max_value=0.0).map(str),
-                                *too_big(opt))))
+        st.just(opt), st.one_of(NOT_A_NUMBER, too_small(opt), *too_big(opt))))
     devices = st.tuples(st.just("--device"), st.text(min_size=1, max_size=8).filter(
         lambda t: t not in ("cpu", "cuda") and not t.startswith("cuda:")))
     return st.one_of(integers, reals, devices)
@@ -44,13 +49,14 @@ def bad_values() -> st.SearchStrategy[tuple[str, str]]:
 @given(bad=bad_values())
 def test_fuzzed_bad_numbers_exit_2_with_a_message_and_create_nothing(bad, tmp_path, capsys):
     option, value = bad
+    runs = tmp_path / str(abs(hash(bad)))  # tmp_path is shared by the examples
     command = "baseline" if option in ("--ratio", "--finetune") else "train"
     argv = [command, *(["l1"] if command == "baseline" else []), f"{option}={value}",
-            "--runs-dir", str(tmp_path / "runs")]
+            "--runs-dir", str(runs)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert option in err and "expected" in err, err
-    assert not (tmp_path / "runs").exists()
+    assert not runs.exists()
 
 
 def test_sb3_unknown_key_is_refused_before_anything_is_built(tmp_path, capsys):

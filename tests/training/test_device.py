@@ -19,20 +19,25 @@ from prune_env.training.loop import TrainConfig, evaluate, train_steps
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
 
 
-def test_bf16_autocast_finetunes_on_the_cpu_close_to_float32(synthetic):
-    torch.manual_seed(0)
-    base = build_model("resnet20", synthetic.in_channels, 10, synthetic.image_size)
-    scores = {}
+def test_bf16_autocast_finetunes_on_the_cpu_close_to_float32(synthetic, checkpoint):
+    """Fine-tuning (what --amp is for) from the trained base: bf16 ends within a few points
+    of float32, with other weights than float32's (autocast really ran). From scratch, 40
+    steps diverge by chance alone (0.74 vs 0.93 on an EPYC with avx512_bf16)."""
+    from prune_env.training.checkpoint import load_base
+
+    base, _ = load_base(checkpoint[0])
+    scores, weights = {}, {}
     for amp in ("off", "bf16"):
         model = copy.deepcopy(base)
         train_steps(model, synthetic.train, Classification(), 40,
-                    TrainConfig(lr=0.05, batch_size=64, augment=False, amp=amp),
+                    TrainConfig(lr=0.01, batch_size=64, augment=False, amp=amp),
                     torch.Generator().manual_seed(1))
         scores[amp] = evaluate(model, synthetic.val, Classification())
-        weights = next(model.parameters())
-        assert weights.dtype == torch.float32  # autocast: the weights stay float32
+        weights[amp] = next(model.parameters())
+        assert weights[amp].dtype == torch.float32  # autocast: the weights stay float32
     chance = 1 / synthetic.num_classes
-    assert scores["bf16"] > chance + 0.15 and abs(scores["bf16"] - scores["off"]) < 0.1
+    assert scores["bf16"] > chance + 0.3 and abs(scores["bf16"] - scores["off"]) < 0.05, scores
+    assert not torch.equal(weights["bf16"], weights["off"])
     with pytest.raises(ValueError, match="unknown amp"):
         train_steps(copy.deepcopy(base), synthetic.train, Classification(), 1,
                     TrainConfig(amp="fp8"), torch.Generator())
