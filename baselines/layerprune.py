@@ -5,7 +5,8 @@ without pruning; a block's importance is the mean criterion over its first conv;
 important blocks are replaced by their identity shortcut until the latency budget is met
 (blocks whose shortcut changes shape are not removable); then the network is fine-tuned. The
 "imprinting" variant scores a block by how much a class-mean (imprinted) linear probe on the
-pooled features gains after the block over before it.
+pooled features gains after the block over before it (on segmentation, a probe on the
+features of sampled pixels, each labelled with its pixel's class).
 
 Here: `block_importance` computes the criterion on the base network (``taylor``:
 (sum over a filter's weights of w * dL/dw)^2 per batch, accumulated; ``l1``; ``bn``: |gamma|;
@@ -23,6 +24,7 @@ for the accuracy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import cast
 
@@ -32,6 +34,7 @@ from torch import nn
 
 from baselines.simple import SimplePolicy
 from prune_env.data.datasets import infinite_batches
+from prune_env.data.task import IGNORE_INDEX
 from prune_env.nn.blocks import residual_blocks
 from prune_env.nn.device import module_device
 from prune_env.nn.groups import merge_keep
@@ -96,43 +99,71 @@ def taylor(env, blocks: dict[str, str], batches: int, seed: int) -> dict[str, fl
 
 
 def imprinting_gain(env, blocks: list[str], images: int, seed: int) -> dict[str, float]:
-    """Accuracy of a class-mean probe on the pooled output of each block minus on its input."""
+    """Accuracy of a class-mean probe on the pooled output of each block minus on its input
+    (segmentation: on the feature vectors of pixels, each labelled with its pixel's class)."""
     model = env.bench.base_model
     generator = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(env.bench.data.train), generator=generator)[:images]
-    train = pooled(model, blocks, env.bench.data.train.images[idx])
-    val_n = env.bench.val_samples or len(env.bench.data.val)
-    val = pooled(model, blocks, env.bench.data.val.images[:val_n])
-    train_y, val_y = env.bench.data.train.labels[idx], env.bench.data.val.labels[:val_n]
+    train_split, val_split = env.bench.data.train, env.bench.data.val
+    idx = torch.randperm(len(train_split), generator=generator)[:images]
+    val_n = env.bench.val_samples or len(val_split)
+    train = block_features(model, blocks, train_split.images[idx], train_split.labels[idx])
+    val = block_features(model, blocks, val_split.images[:val_n], val_split.labels[:val_n])
     gain = {}
     for b in blocks:
-        acc = [probe_accuracy(train[b][k], train_y, val[b][k], val_y) for k in (0, 1)]
+        acc = [probe_accuracy(*train[b][k], *val[b][k]) for k in (0, 1)]
         gain[b] = acc[1] - acc[0]
     return gain
 
 
-def pooled(model: nn.Module, blocks: list[str], images: torch.Tensor):
-    """block -> (pooled input features, pooled output features) for ``images``."""
-    found: dict[str, list] = {b: [[], []] for b in blocks}
+#: Pixels per image a segmentation probe samples (a regular grid over each feature map):
+#: enough for class means, few enough to hold features of many images at any resolution.
+PROBE_PIXELS = 256
+
+Probe = tuple[torch.Tensor, torch.Tensor]  # feature vectors (P x C), their labels (P)
+
+
+def block_features(model: nn.Module, blocks: list[str], images: torch.Tensor,
+                   labels: torch.Tensor) -> dict[str, tuple[Probe, Probe]]:
+    """block -> (features and labels of its input, of its output) for ``images``: one pooled
+    vector per image with its label, or, when ``labels`` are masks, one vector per sampled
+    pixel with that pixel's label (void pixels left out)."""
+    found: dict[str, list[list[Probe]]] = {b: [[], []] for b in blocks}
+    chunk_labels: list[torch.Tensor] = []
 
     def hook(name):
         def record(_module, inputs, out):
-            found[name][0].append(inputs[0].mean((2, 3)))
-            found[name][1].append(out.mean((2, 3)))
+            for k, features in enumerate((inputs[0], out)):
+                found[name][k].append(probe_samples(features, chunk_labels[-1]))
         return record
 
     handles = [model.get_submodule(b).register_forward_hook(hook(b)) for b in blocks]
     was = model.training
     model.eval()
+    device = module_device(model)
     try:
         with torch.no_grad():
-            for chunk in images.split(500):
-                model(chunk.to(module_device(model)))
+            for chunk, chunk_y in zip(images.split(500), labels.split(500), strict=True):
+                chunk_labels.append(chunk_y.to(device))
+                model(chunk.to(device))
     finally:
         model.train(was)
         for handle in handles:
             handle.remove()
-    return {b: (torch.cat(v[0]), torch.cat(v[1])) for b, v in found.items()}
+    return {b: tuple((torch.cat([x for x, _ in part]), torch.cat([y for _, y in part]))
+                     for part in v) for b, v in found.items()}  # type: ignore[misc]
+
+
+def probe_samples(features: torch.Tensor, labels: torch.Tensor) -> Probe:
+    """The probe's samples of one batch of features (B x C x h x w)."""
+    if labels.dim() == 1:
+        return features.mean((2, 3)), labels
+    h, w = features.shape[-2:]
+    step = max(1, math.ceil(math.sqrt(h * w / PROBE_PIXELS)))
+    masks = nn.functional.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")
+    y = masks[:, 0, ::step, ::step].long().flatten()
+    x = features[:, :, ::step, ::step].permute(0, 2, 3, 1).reshape(y.numel(), -1)
+    valid = y != IGNORE_INDEX
+    return x[valid], y[valid]
 
 
 def probe_accuracy(train_x, train_y, val_x, val_y) -> float:

@@ -6,8 +6,13 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic",
+            "fashion-scenes", "cityscapes")
+#: Data sets whose labels are per-pixel masks (the segmentation task).
+SEGMENTATION_DATASETS = ("fashion-scenes", "cityscapes")
 OWN_MODELS = ("resnet20", "resnet32", "resnet56", "vgg11", "vgg16", "mobilenetv2")
+#: Networks that output a map of class scores per pixel (the segmentation task).
+SEGMENTATION_MODELS = ("resnet20-fcn",)
 COSTS = ("latency", "energy", "flops", "params")
 REWARDS = ("psi-phi", "amc", "accuracy-cost")
 POLICIES = ("keep-all", "random", "l1")

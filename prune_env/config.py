@@ -17,7 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prune_env import checks
-from prune_env.catalog import AGENTS, BASELINES, COSTS, DATASETS, OWN_MODELS, POLICIES, REWARDS
+from prune_env.catalog import (
+    AGENTS,
+    BASELINES,
+    COSTS,
+    DATASETS,
+    OWN_MODELS,
+    POLICIES,
+    REWARDS,
+    SEGMENTATION_MODELS,
+)
 from prune_env.checks import Options, option
 
 #: Mixed-precision modes of training (`prune_env.training.loop.TrainConfig.amp`).
@@ -35,17 +44,23 @@ class DataConfig(Options):
     """the network and the data"""
 
     model: str = option("resnet20", f"architecture: {', '.join(OWN_MODELS)}, or a torchvision "
-                        "classification model name such as resnet18 (default: resnet20)")
-    dataset: str = option("fashion-mnist", "data set (default: fashion-mnist, from Debian's "
+                        "classification model name such as resnet18; on segmentation data "
+                        f"{', '.join(SEGMENTATION_MODELS)} (default: resnet20)")
+    dataset: str = option("fashion-mnist", "data set; fashion-scenes and cityscapes are "
+                          "segmentation (default: fashion-mnist, from Debian's "
                           "dataset-fashion-mnist package when installed)", choices=DATASETS)
     data_dir: str | None = option(None, "folder holding the data set (FashionMNIST/raw, "
-                                  "cifar-10-batches-py, or train/ and test/ class folders)")
+                                  "cifar-10-batches-py, train/ and test/ class folders, or "
+                                  "Cityscapes' leftImg8bit/ and gtFine/)")
     download: bool = option(False, "let torchvision download a missing data set (needs "
                             "internet)", check=checks.flag)
-    synthetic_size: int = option(3000, "training images of the synthetic data set "
-                                 "(default: 3000)", check=checks.positive)
+    synthetic_size: int = option(3000, "training images of the synthetic data set, or "
+                                 "training scenes of fashion-scenes (default: 3000)",
+                                 check=checks.positive)
     image_size: int | None = option(None, "resize images to this size (default: the data "
-                                    "set's own; 32 for synthetic and imagefolder)",
+                                    "set's own; 32 for synthetic and imagefolder); the canvas "
+                                    "of fashion-scenes (default 64); the rows of cityscapes "
+                                    "frames, 1:2 (default 128)",
                                     check=checks.positive)
     seed: int = option(0, "seed of the train/validation split, weights and batches",
                        check=checks.seed)

@@ -138,8 +138,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                        image_size=data.image_size)
     path = data.checkpoint or default_checkpoint(data.model, data.dataset)
     _, meta = pretrain(data.model, bundle, run.pretraining, path)
-    print(f"saved {path}: validation accuracy {meta['val_accuracy']:.4f}, "
-          f"test accuracy {meta['test_accuracy']:.4f}, {meta['train_seconds']:.0f} s")
+    score = "mIoU" if meta["metric"] == "miou" else "accuracy"
+    print(f"saved {path}: validation {score} {meta['val_accuracy']:.4f}, "
+          f"test {score} {meta['test_accuracy']:.4f}, {meta['train_seconds']:.0f} s")
     return 0
 
 

@@ -16,6 +16,15 @@ Data sets (``load_data(name)``):
 - ``synthetic``: generated grey images of ten shapes and textures at random positions, sizes,
   intensities and noise levels; needs no files and is learnable by a small network in seconds.
 
+Segmentation data sets (labels are N x H x W masks, 255 where no loss or metric counts):
+
+- ``fashion-scenes`` (the offline default): grey 64x64 scenes of 2 to 4 real Fashion-MNIST
+  items each, every pixel labelled with its item's class + 1 where the item is, 0 (background)
+  elsewhere (`prune_env.data.scenes`); ``synthetic_size`` training scenes from Fashion-MNIST's
+  training images, a fifth of that as test scenes from its test images; cached once made.
+- ``cityscapes``: ``DATA_DIR/leftImg8bit`` and ``DATA_DIR/gtFine`` as Cityscapes ships them,
+  the 19 train ids (`prune_env.data.cityscapes`), loaded at ``image_size`` rows (default 128).
+
 The validation split is a seeded random part of the training set; the test set is untouched.
 """
 
@@ -38,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from prune_env.catalog import DATASETS
+from prune_env.data.task import IGNORE_INDEX
 
 DEFAULT_DATASET = "fashion-mnist"
 
@@ -58,6 +68,13 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
+# Cityscapes is normalised as ImageNet photographs are (its networks usually start from such
+# encoders); its frames are loaded at this many rows (1:2 aspect) unless --image-size says.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CITYSCAPES_HEIGHT = 128
+# Fashion-MNIST scenes: canvas side, and the generator's seed (the scenes are one fixed set).
+SCENE_SIZE, SCENE_SEED = 64, 0
+
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"
 
@@ -77,7 +94,8 @@ SYNTHETIC_CLASSES = [
 
 @dataclass
 class Split:
-    """One part of a data set: normalised float32 images (N x C x H x W) and int64 labels (N)."""
+    """One part of a data set: normalised float32 images (N x C x H x W) and int64 labels:
+    one per image (N), or one per pixel (N x H x W) for segmentation."""
 
     images: Tensor
     labels: Tensor
@@ -118,6 +136,7 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str]
+    task: str = "classification"  # or "segmentation": labels are then N x H x W masks
 
 
 def placed(bundle: DataBundle, device: torch.device | str, *, share: float = 0.25
@@ -146,6 +165,7 @@ class _RawData:
     classes: list[str]
     mean: tuple[float, ...] | None = None  # None: compute from the training split
     std: tuple[float, ...] | None = None
+    task: str = "classification"
 
 
 def default_data_root() -> Path:
@@ -196,7 +216,7 @@ def load_data(
     root = Path(data_dir).expanduser() if data_dir is not None else None
     options = _LoadOptions(root, download, seed, synthetic_size, image_size)
     raw = _LOADERS[name](options)
-    if image_size is not None:
+    if image_size is not None and raw.task == "classification":  # masks come at their size
         raw.train_images = _resize(raw.train_images, image_size)
         raw.test_images = _resize(raw.test_images, image_size)
 
@@ -216,6 +236,7 @@ def load_data(
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
         classes=list(raw.classes),
+        task=raw.task,
     )
 
 
@@ -477,6 +498,52 @@ def _read_image_folder(path: Path, size: int) -> tuple[Tensor, Tensor, list[str]
     return images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)
 
 
+# ----------------------------------------------------------------------------- segmentation
+
+
+def _load_fashion_scenes(opts: _LoadOptions) -> _RawData:
+    """Scenes of Fashion-MNIST items (`prune_env.data.scenes`): training scenes from its
+    training images, test scenes from its test images; generated once, then cached. The
+    scenes are the same for every seed (a fixed data set, as a real one is); the seed draws
+    the validation split, as it does for every data set."""
+    from prune_env.data.scenes import CLASSES, cached_scenes
+
+    items = _load_fashion_mnist(opts)
+    size = opts.image_size or SCENE_SIZE
+    if size < 32:
+        raise ValueError(f"fashion-scenes: --image-size must be at least 32 (a canvas holding "
+                         f"several 28-pixel items), got {size}")
+    cache = (opts.data_dir or default_data_root()) / "fashion-scenes"
+    n_train, n_test = opts.synthetic_size, max(opts.synthetic_size // 5, 1)
+    parts = [cached_scenes(_to_uint8(images), labels, n, size, seed=SCENE_SEED, split=split,
+                           cache_dir=cache)
+             for images, labels, n, split in ((items.train_images, items.train_labels, n_train,
+                                               "train"),
+                                              (items.test_images, items.test_labels, n_test,
+                                               "test"))]
+    (train_images, train_masks), (test_images, test_masks) = parts
+    return _RawData(_uint8_to_float(train_images), train_masks, _uint8_to_float(test_images),
+                    test_masks, list(CLASSES), task="segmentation")
+
+
+def _to_uint8(images: Tensor) -> Tensor:
+    """Float images in [0, 1] (N x 1 x H x W) back to the uint8 items (N x H x W)."""
+    return images.squeeze(1).mul(255.0).round_().to(torch.uint8)
+
+
+def _load_cityscapes(opts: _LoadOptions) -> _RawData:
+    """Cityscapes' fine annotations (`prune_env.data.cityscapes`) at ``image_size`` rows
+    (default 128, i.e. 128 x 256); its official val split is the test split."""
+    from prune_env.data.cityscapes import read_cityscapes
+
+    root = opts.data_dir if opts.data_dir is not None else default_data_root() / "cityscapes"
+    arrays = read_cityscapes(root, opts.image_size or CITYSCAPES_HEIGHT,
+                             cache_dir=default_data_root() / "cityscapes-cache")
+    return _RawData(_uint8_to_float(arrays.train_images), arrays.train_labels,
+                    _uint8_to_float(arrays.val_images), arrays.val_labels, list(arrays.classes),
+                    mean=IMAGENET_MEAN, std=IMAGENET_STD, task="segmentation")
+
+
 # ----------------------------------------------------------------------------- synthetic
 
 
@@ -633,6 +700,8 @@ _LOADERS: dict[str, Callable[[_LoadOptions], _RawData]] = {
     "cifar100": _load_cifar100,
     "imagefolder": _load_imagefolder,
     "synthetic": _load_synthetic,
+    "fashion-scenes": _load_fashion_scenes,
+    "cityscapes": _load_cityscapes,
 }
 
 
@@ -671,8 +740,10 @@ def iterate_batches(
         else:
             idx = order[start : start + batch_size]
             images, labels = split.images[idx], split.labels[idx]
-        if augment:
-            images = augment_batch(images, generator=generator)
+        if augment and labels.dim() > 1:  # segmentation: the masks move with their images
+            images, labels = augment_batch(images, labels, generator=generator)
+        elif augment:
+            images = cast(Tensor, augment_batch(images, generator=generator))
         yield images, labels
 
 
@@ -718,7 +789,8 @@ def crop_padding(height: int) -> int:
     return 4 if height >= 32 else 2
 
 
-def augment_batch(images: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+def augment_batch(images: Tensor, masks: Tensor | None = None, *,
+                  generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """Randomly flip each image horizontally and crop it from a zero-padded copy.
 
     The whole batch is processed with tensor indexing, without a per-image loop. Padding is 0
@@ -726,22 +798,36 @@ def augment_batch(images: Tensor, *, generator: torch.Generator | None = None) -
 
     Args:
         images: Batch (B x C x H x W); not modified.
+        masks: Per-pixel labels (B x H x W) of a segmentation batch: flipped and cropped with
+            their images, padding labelled `IGNORE_INDEX` (no loss where the image is padding).
         generator: Source of randomness; ``None`` uses torch's global generator.
 
     Returns:
-        A new batch of the same shape.
+        A new batch of the same shape (and the masks moved with it, when given).
     """
-    b, c, h, w = images.shape
+    b, _, h, _ = images.shape
     # drawn on the host with the (host) generator, so a seed gives the same batches on any
     # device; applied where the images are
     dev = images.device
     flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
-    out = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-
     pad = crop_padding(h)
-    padded = F.pad(out, (pad, pad, pad, pad))
     off_y = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
     off_x = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+    out = _flip_crop(images, flip, off_y, off_x, pad, 0.0)
+    if masks is None:
+        return out
+    moved = _flip_crop(masks.unsqueeze(1), flip, off_y, off_x, pad, IGNORE_INDEX)
+    return out, moved.squeeze(1)
+
+
+def _flip_crop(x: Tensor, flip: Tensor, off_y: Tensor, off_x: Tensor, pad: int,
+               fill: float) -> Tensor:
+    """``x`` (B x C x H x W) flipped where ``flip``, padded by ``pad`` with ``fill`` and
+    cropped back to H x W at the offsets."""
+    b, c, h, w = x.shape
+    dev = x.device
+    out = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    padded = F.pad(out, (pad, pad, pad, pad), value=fill)
     rows = (off_y.view(-1, 1) + torch.arange(h, device=dev)).view(b, 1, h, 1)
     cols = (off_x.view(-1, 1) + torch.arange(w, device=dev)).view(b, 1, 1, w)
     return padded[torch.arange(b, device=dev).view(-1, 1, 1, 1),

@@ -67,9 +67,9 @@ class Bench:
         self.train_cfg = TrainConfig(lr=finetune_lr, batch_size=batch_size, augment=False,
                                      weight_decay=5e-4, amp=amp)
         self.val_samples = val_samples
-        self.task: Task = get_task("classification")
         self.device = usable_device(device)
         data = data or load_data(dataset, data_dir=data_dir, seed=seed)
+        self.task: Task = get_task(data.task, data.num_classes)
         pretrain = dataclasses.replace(pretrain or PretrainConfig(), device=device, amp=amp)
         base, self.base_meta = load_or_pretrain(model, data, checkpoint, pretrain)
         # the network under pruning and its data live where training runs, from here on

@@ -35,7 +35,10 @@ class Figures:
         flops, params: counted.
         latency_batch, latency_batch_ms: the second batch size timed, and its latency.
         latency_predicted_ms: what the latency table predicted (pruned network only).
-        val_accuracy, test_accuracy: on the full validation and test splits.
+        val_accuracy, test_accuracy: on the full validation and test splits (the task's
+            metric: top-1 accuracy, or mIoU for segmentation; the report's ``metric``).
+        test_class_iou: segmentation: each class's IoU on the test split (None for a class
+            in neither the labels nor the predictions).
     """
 
     val_accuracy_subset: float
@@ -50,6 +53,7 @@ class Figures:
     latency_predicted_ms: float | None = None
     val_accuracy: float | None = None
     test_accuracy: float | None = None
+    test_class_iou: list[float | None] | None = None
 
 
 @dataclass
@@ -138,6 +142,7 @@ class Report:
     deployed: list[DeployedLatency] = field(default_factory=list)
     accuracy_drop: float | None = None
     method: str | None = None
+    metric: str = "top1"  # what the *_accuracy figures hold: "top1", or "miou"
     episodes: int | None = None
     source: str | None = None
     search: Search | None = None

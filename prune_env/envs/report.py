@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from prune_env.data.task import Segmentation
 from prune_env.envs.records import Figures, Finetune, Report
 from prune_env.measure import count_flops, count_params
 from prune_env.measure.confidence import Interval, verdict
-from prune_env.training.loop import evaluate
+from prune_env.training.loop import evaluate, evaluate_stats
 
 if TYPE_CHECKING:
     from prune_env.envs.bench import Bench
@@ -79,9 +80,14 @@ def common_report(env: Bench, state: EpisodeState, base: Figures, pruned: Figure
 
 
 def score(env: Bench, pruned: nn.Module, report: Report) -> None:
-    """Add both networks' full validation and test accuracy and the accuracy drop."""
+    """Add both networks' full validation and test accuracy (or mIoU, with each class's IoU)
+    and the accuracy drop."""
+    report.metric = env.task.metric
     for figures, model in ((report.base, env.base_model), (report.pruned, pruned)):
         figures.val_accuracy = evaluate(model, env.data.val, env.task)
-        figures.test_accuracy = evaluate(model, env.data.test, env.task)
+        test = evaluate_stats(model, env.data.test, env.task)
+        figures.test_accuracy = env.task.finalize(test)
+        if isinstance(env.task, Segmentation):
+            figures.test_class_iou = env.task.class_iou(test)
     assert report.base.test_accuracy is not None and report.pruned.test_accuracy is not None
     report.accuracy_drop = report.base.test_accuracy - report.pruned.test_accuracy

@@ -126,6 +126,13 @@ def evaluate(model: nn.Module, split: Split, task: Task, *, batch_size: int = 50
     Args:
         limit: score only the first ``limit`` samples (a fixed subset: rewards stay comparable).
     """
+    return task.finalize(evaluate_stats(model, split, task, batch_size=batch_size, limit=limit))
+
+
+def evaluate_stats(model: nn.Module, split: Split, task: Task, *, batch_size: int = 500,
+                   limit: int | None = None) -> torch.Tensor:
+    """The task's statistics summed over ``split`` (see `evaluate`), e.g. the confusion
+    matrix a segmentation report reads each class's IoU from."""
     was = model.training
     model.eval()
     stats = None
@@ -140,4 +147,4 @@ def evaluate(model: nn.Module, split: Split, task: Task, *, batch_size: int = 50
     model.train(was)
     if stats is None:
         raise ValueError("evaluate needs at least one sample (empty split or limit=0)")
-    return task.finalize(stats)
+    return stats

@@ -20,8 +20,8 @@ from torch import nn
 
 from prune_env.config import PretrainConfig
 from prune_env.data.datasets import DataBundle, load_data, placed
-from prune_env.data.task import Classification
-from prune_env.nn.models import build_model
+from prune_env.data.task import get_task
+from prune_env.nn.models import build_model, check_task
 from prune_env.training.checkpoint import load_base, save_base
 from prune_env.training.loop import TrainConfig, evaluate, train_steps
 
@@ -41,6 +41,7 @@ def pretrain(model_name: str, data: DataBundle, config: PretrainConfig, path: st
     Returns:
         The trained model (eval mode) and the checkpoint's metadata.
     """
+    check_task(model_name, data.task)
     torch.manual_seed(config.seed)
     model = build_model(model_name, data.in_channels, data.num_classes, data.image_size)
     model.to(config.device)
@@ -49,13 +50,14 @@ def pretrain(model_name: str, data: DataBundle, config: PretrainConfig, path: st
     train = TrainConfig(lr=config.lr, batch_size=config.batch_size, schedule="onecycle",
                         augment=config.augment, amp=config.amp)
     generator = torch.Generator().manual_seed(config.seed)
-    task = Classification()
+    task = get_task(data.task, data.num_classes)
     seconds = train_steps(model, data.train, task, steps, train, generator,
                           progress=f"pretrain {model_name} on {data.name}" if progress else None)
     meta = {"model": model_name, "dataset": data.name, "num_classes": data.num_classes,
             "epochs": config.epochs, "steps": steps, "batch_size": config.batch_size,
             "lr": config.lr, "augment": config.augment, "seed": config.seed,
             "device": config.device, "amp": config.amp, "train_seconds": round(seconds, 1),
+            "metric": task.metric,  # what the *_accuracy entries hold (top1 or miou)
             "val_accuracy": evaluate(model, data.val, task),
             "test_accuracy": evaluate(model, data.test, task),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -74,6 +76,7 @@ def load_or_pretrain(model_name: str, data: DataBundle, path: str | Path | None 
         raise FileNotFoundError(f"checkpoint {path} does not exist: check the path, or leave "
                                 "--checkpoint out to use (and on first use pretrain) "
                                 f"{default_checkpoint(model_name, data.name)}")
+    check_task(model_name, data.task)
     path = Path(path) if path else default_checkpoint(model_name, data.name)
     if path.exists():
         model, meta = load_base(path)

@@ -162,7 +162,7 @@ def test_predictor_trainer_learns_masks(small):
     trainer = PredictorTrainer(gated)
     before = {n: p.detach().clone() for n, p in gated.named_parameters()}
     config = TrainConfig(lr=0.05, batch_size=32, augment=False)
-    train_steps(gated, small.train, get_task("classification"), 60, config,
+    train_steps(gated, small.train, get_task("classification", 10), 60, config,
                 torch.Generator().manual_seed(0), grad_hook=trainer)
     assert len(trainer.bce) == 60
     start, end = slice(0, 10), slice(-10, None)
@@ -181,7 +181,7 @@ def test_caller_optimizer_leaves_predictors_alone(small):
     gated = gated_for(small)
     before = {n: p.detach().clone() for n, p in gated.named_parameters()}
     config = TrainConfig(lr=0.05, weight_decay=0.5, batch_size=32, augment=False)
-    train_steps(gated, small.train, get_task("classification"), 3, config,
+    train_steps(gated, small.train, get_task("classification", 10), 3, config,
                 torch.Generator().manual_seed(0), grad_hook=PredictorTrainer(gated, lr=0.0))
     for name, param in gated.named_parameters():
         assert torch.equal(param, before[name]) == name.startswith("predictors."), name
