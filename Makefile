@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test lint bench gpu clean
+.PHONY: install data demo demo-seg test lint bench gpu clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,27 @@ demo: install data $(DEMO_CHECKPOINT)
 	done
 	$(PRUNE_ENV) compare $(DEMO_RUNS)/* --csv $(DEMO_RUNS)/compare.csv \
 		--plot $(DEMO_RUNS)/pareto --logdir $(DEMO_RUNS)/pareto
+	@echo "\nTensorBoard: $(VENV)/bin/tensorboard --logdir runs"
+
+# Segmentation at the deployment resolution: the small FCN trained on 64x64 Fashion-MNIST
+# scenes, pruned by the agent and two baselines, latency measured on 1x512x1024 frames.
+SEG_CHECKPOINT := checkpoints/resnet20-fcn-fashion-scenes-demo.pt
+SEG_RUNS := runs/demo-seg-$(shell date +%Y%m%d-%H%M%S)
+SEG_DATA := --model resnet20-fcn --dataset fashion-scenes --synthetic-size 6000
+SEG_ENV := $(SEG_DATA) --checkpoint $(SEG_CHECKPOINT) --val-samples 300 \
+	--max-finetune-steps 20 --target $(DEMO_TARGET) --final-steps 200 \
+	--deploy-shape 1x512x1024 --latency-batch 2 --runs-dir $(SEG_RUNS)
+
+$(SEG_CHECKPOINT): | install data
+	$(PRUNE_ENV) pretrain $(SEG_DATA) --epochs 8 --batch-size 64 --lr 0.1 --checkpoint $@
+
+demo-seg: install data $(SEG_CHECKPOINT)
+	$(PRUNE_ENV) train --agent l2pf --episodes 2 --tries 4 --n-envs 2 --no-export $(SEG_ENV)
+	for name in l1 layerprune; do \
+		$(PRUNE_ENV) baseline $$name --no-export --criterion imprinting $(SEG_ENV) || exit 1; \
+	done
+	$(PRUNE_ENV) compare $(SEG_RUNS)/* --csv $(SEG_RUNS)/compare.csv \
+		--plot $(SEG_RUNS)/pareto --logdir $(SEG_RUNS)/pareto
 	@echo "\nTensorBoard: $(VENV)/bin/tensorboard --logdir runs"
 
 # ruff, the import contracts of pyproject.toml (imports point one way), the type checker

@@ -91,6 +91,19 @@ def device(value: Any) -> str:
     return value
 
 
+def shape(value: Any) -> str:
+    """CxHxW, three positive integers (an input's shape, e.g. 3x512x1024)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[1-9]\d*x[1-9]\d*x[1-9]\d*", value):
+        raise CheckError(f"expected CxHxW such as 3x512x1024, got {value!r}")
+    return value
+
+
+def parse_shape(value: str) -> tuple[int, int, int]:
+    """The (C, H, W) of a value `shape` accepted."""
+    c, h, w = (int(part) for part in shape(value).split("x"))
+    return c, h, w
+
+
 def text(value: Any) -> str:
     """Any string (a name, a path)."""
     if not isinstance(value, str):

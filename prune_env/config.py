@@ -114,6 +114,13 @@ class EnvConfig(Options):
     threads: int = option(1, "CPU threads for timing (default: 1, embedded-style batch-1 "
                           "latency; on 2 cores ResNet-20 runs no faster on 2 threads and its "
                           "timings vary about 5x more)", check=checks.positive)
+    latency_batch: int = option(32, "the second batch size the final report times, besides "
+                                "1 (default: 32)", check=checks.positive)
+    deploy_shape: str | None = option(None, "CxHxW of one deployed input, e.g. 3x512x1024 "
+                                      "for a segmentation network trained on crops: latency, "
+                                      "the latency table, energy, FLOPs and the ONNX files are "
+                                      "measured at it (default: the data's own size)",
+                                      check=checks.shape)
     latency_table: str | None = option(None, "latency lookup-table file, .json (default: "
                                        "~/.cache/prune-env/latency-table.json)",
                                        check=checks.json_file)

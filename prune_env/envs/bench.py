@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from prune_env.catalog import COSTS
+from prune_env.checks import parse_shape
 from prune_env.config import PretrainConfig
 from prune_env.data.datasets import DataBundle, load_data, placed
 from prune_env.data.task import Task, get_task
@@ -36,6 +37,7 @@ class Bench:
         data, task: the data set (train, validation, test splits) and the task scoring it.
         base_model, base_meta: the trained base network and its checkpoint's metadata.
         model_name, input_shape: the architecture's name and one input's shape.
+        deploy_shape: one deployed input's shape, where costs are measured (`deployed_at`).
         meter: the cost meter (lookup-table latency, energy, FLOPs, parameters).
         cost_name, cost_key: the cost the reward uses, and its key in the meter's costs.
         reward_cfg, train_cfg: the reward's settings; the fine-tuning's SGD settings.
@@ -57,7 +59,8 @@ class Bench:
                  latency_batch: int = 32, checkpoint: str | None = None,
                  data: DataBundle | None = None, data_dir: str | None = None,
                  pretrain: PretrainConfig | None = None, latency_table: str | None = None,
-                 seed: int = 0, measure_device: str | None = None, amp: str = "off"):
+                 seed: int = 0, measure_device: str | None = None, amp: str = "off",
+                 deploy_shape: str | None = None):
         if cost not in COSTS:
             raise ValueError(f"unknown cost {cost!r}: choose one of {', '.join(COSTS)}")
         self.cost_name = cost
@@ -82,7 +85,8 @@ class Bench:
             raise ValueError(f"the base checkpoint takes inputs {self.input_shape} but the data "
                              f"set gives {given}: load the data at the checkpoint's image size "
                              "(--image-size) or use another --checkpoint")
-        self.meter = CostMeter(cost, self.input_shape, threads=threads,
+        self.deploy_shape = self.deployed_at(deploy_shape)
+        self.meter = CostMeter(cost, self.deploy_shape, threads=threads,
                                device=str(usable_device(measure_device or device)),
                                table=latency_table, report_batch=latency_batch)
         # base accuracy and costs, once: every episode starts from the same network
@@ -95,6 +99,22 @@ class Bench:
         self.max_in = max(m.in_channels for m in self.base_model.modules()
                           if isinstance(m, nn.Conv2d))
         self.generator = torch.Generator()
+
+    def deployed_at(self, shape: str | None) -> tuple[int, ...]:
+        """The input shape costs are measured at: ``shape`` ("CxHxW"), or the data's own.
+        A fully convolutional network trained on crops runs on whole frames: its latency
+        there is what a deployment pays."""
+        if shape is None:
+            return self.input_shape
+        deployed = parse_shape(shape)
+        if deployed[0] != self.input_shape[0]:
+            raise ValueError(f"--deploy-shape {shape}: the network takes {self.input_shape[0]} "
+                             f"channel(s), not {deployed[0]}")
+        if deployed[1:] != self.input_shape[1:] and self.task.name != "segmentation":
+            raise ValueError(f"--deploy-shape {shape}: a classifier is deployed at the size it "
+                             f"was trained at, {'x'.join(map(str, self.input_shape))}; other "
+                             "sizes are for fully convolutional (segmentation) networks")
+        return deployed
 
     def validate(self, model: nn.Module) -> float:
         """Accuracy on the step's validation subset (``val_samples`` images)."""

@@ -166,6 +166,7 @@ class PruneEnv(gym.Env):
     | measure_device | str or None | None | where latency/energy are measured (None: `device`) |
     | amp | str | "off" | "bf16": fine-tuning in bfloat16 autocast |
     | threads | int or None | None | CPU threads for latency (None: current) |
+    | deploy_shape | str or None | None | "CxHxW" of one deployed input: latency, table, energy, FLOPs and exports at it (None: the data's size) |
     | latency_batch | int | 32 | second batch size the final report times (besides 1) |
     | checkpoint | str or None | None | base checkpoint (default checkpoints/{model}-{dataset}.pt) |
     | data | DataBundle or None | None | pre-loaded data (else loaded from `dataset`) |

@@ -143,6 +143,8 @@ class Report:
     accuracy_drop: float | None = None
     method: str | None = None
     metric: str = "top1"  # what the *_accuracy figures hold: "top1", or "miou"
+    input_shape: list[int] | None = None  # (C, H, W) the network was trained and scored at
+    deploy_shape: list[int] | None = None  # where latency, energy and FLOPs were measured
     episodes: int | None = None
     source: str | None = None
     search: Search | None = None

@@ -34,7 +34,7 @@ def kept_filters(base: nn.Module, pruned: nn.Module) -> dict[str, list[float]]:
 
 def episode_report(env: Bench, state: EpisodeState, latency: dict[str, Any]) -> Report:
     """The report of a finished episode (test accuracy is added by `score`)."""
-    shape = env.input_shape
+    shape = env.deploy_shape  # the costs' shape: the deployed input's
 
     def side(model: nn.Module, key: str, accuracy: float) -> Figures:
         timed, batch = latency[key], latency[f"{key}_batch"]
@@ -76,7 +76,8 @@ def common_report(env: Bench, state: EpisodeState, base: Figures, pruned: Figure
         target_met=verdict(ratio, target, interval),
         cost_ratio_ci=None if interval is None else [interval.low, interval.high],
         finetune=Finetune(seconds=state.finetune_seconds, steps=state.finetune_steps),
-        kept_filters=kept, latency_note=note)
+        kept_filters=kept, latency_note=note, input_shape=list(env.input_shape),
+        deploy_shape=list(env.deploy_shape))
 
 
 def score(env: Bench, pruned: nn.Module, report: Report) -> None:

@@ -193,6 +193,10 @@ def build_model(name: str, in_channels: int, num_classes: int,
         model = mobilenetv2_cifar(in_channels, num_classes)
     elif name == "resnet20-fcn":
         model = ResNetFCN(20, in_channels, num_classes)
+    elif name in SEGMENTATION_MODELS:
+        from prune_env.nn.segmentation import build_segmentation
+
+        model = build_segmentation(name, in_channels, num_classes)
     else:
         model = torchvision_model(name, in_channels, num_classes)
     # torch's stubs type Module.__setattr__ values as Tensor | Module; plain attributes work.

@@ -114,7 +114,7 @@ def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, s
     report.search_result = CandidateSummary(candidate.source, candidate.accuracy,
                                             candidate.cost_ratio)
     report.final_finetune = Finetune(seconds=seconds, steps=steps)
-    report.exports = {fmt: export(model, bench.input_shape, out_dir, fmt) for fmt in formats}
+    report.exports = {fmt: export(model, bench.deploy_shape, out_dir, fmt) for fmt in formats}
     if "onnx" in report.exports:
         report.deployed = deployed_latency(bench, Path(report.exports["onnx"].path), out_dir)
     score(bench, model, report)
@@ -125,9 +125,9 @@ def finalize(env: gym.Env, candidate: Candidate, out_dir: Path, *, steps: int, s
 def deployed_latency(bench, pruned_onnx: Path, out_dir: Path) -> list[DeployedLatency]:
     """The pruned ONNX file and the base's (exported beside it as base.onnx) timed in
     onnxruntime, interleaved, on each installed provider."""
-    base = export(bench.base_model, bench.input_shape, out_dir, "onnx", stem="base")
+    base = export(bench.base_model, bench.deploy_shape, out_dir, "onnx", stem="base")
     with bench.meter.table.timing():
-        timings = time_onnx(base.path, pruned_onnx, bench.input_shape,
+        timings = time_onnx(base.path, pruned_onnx, bench.deploy_shape,
                             threads=bench.meter.threads)
     return [DeployedLatency("onnxruntime", t.provider, t.base.estimate_ms,
                             t.pruned.estimate_ms, t.ratio, [t.interval.low, t.interval.high])

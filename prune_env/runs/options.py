@@ -18,6 +18,7 @@ def env_options(config: RunConfig, data: DataBundle) -> dict[str, Any]:
             # fixed here, so that worker processes (which train on fewer threads) predict
             # latency from the same table entries as the main process
             "device": env.device, "measure_device": env.measure_device, "amp": env.amp,
-            "threads": env.threads,
+            "threads": env.threads, "deploy_shape": env.deploy_shape,
+            "latency_batch": env.latency_batch,
             "checkpoint": config.data.checkpoint, "seed": config.data.seed,
             "latency_table": env.latency_table, "pretrain": config.pretraining}

@@ -83,3 +83,41 @@ def test_a_classifier_on_segmentation_data_is_refused(fcn, latency_table, tmp_pa
     assert main(["baseline", "l1", *args]) == 2
     assert "resnet20-fcn" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_costs_are_measured_at_the_deployment_shape(fcn, latency_table, tmp_path):
+    """Trained on 32 x 32 scenes, deployed on 64 x 128 frames: FLOPs, latency and the ONNX
+    files are the frame's; the report names both shapes."""
+    import onnx
+
+    assert main(["baseline", "l1", "--deploy-shape", "1x64x128",
+                 *seg_args(fcn, latency_table, tmp_path)]) == 0
+    r = report_of(tmp_path)
+    assert r["input_shape"] == [1, 32, 32] and r["deploy_shape"] == [1, 64, 128]
+    from prune_env.measure import count_flops
+    from prune_env.training.checkpoint import load_base
+
+    base, _ = load_base(fcn[0])
+    assert r["base"]["flops"] == count_flops(base, (1, 64, 128))
+    assert r["base"]["flops"] > 7 * count_flops(base, (1, 32, 32))
+    (run,) = (tmp_path / "runs").iterdir()
+    dims = onnx.load(run / "model.onnx").graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][1:] == [1, 64, 128]
+
+
+def test_a_classifier_is_deployed_at_its_own_size(checkpoint, latency_table, tmp_path,
+                                                  capsys):
+    assert main(["episode", "--dataset", "synthetic", "--synthetic-size", "200",
+                 "--image-size", "16", "--checkpoint", str(checkpoint[0]),
+                 "--deploy-shape", "1x32x32", "--latency-table", latency_table,
+                 "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "fully convolutional" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("bad", ["3x0x5", "512x1024", "3x512x1024x1", "ax2x3", ""])
+def test_a_bad_deploy_shape_is_refused_before_anything_is_made(bad, tmp_path, capsys):
+    assert main(["baseline", "l1", f"--deploy-shape={bad}", "--runs-dir",
+                 str(tmp_path / "runs")]) == 2
+    assert "--deploy-shape" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
