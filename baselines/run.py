@@ -19,6 +19,7 @@ import gymnasium as gym
 from baselines.alf import ALFConfig, ALFPolicy, ALFTrainer, blocks, code_filters, wrap
 from baselines.gating.policy import FixedBudget, budget_for
 from baselines.gating.report import finalize_gating, gate_log
+from baselines.joint import JointConfig, JointMaskPolicy, JointMasks
 from baselines.layerprune import (
     LayerPrunePolicy,
     block_importance,
@@ -43,7 +44,7 @@ def run_baseline(name: str, run_config: RunConfig, config: BaselineConfig
                  ) -> tuple[Report, Path]:
     """Run baseline ``name``; returns (final report, run directory)."""
     methods: dict[str, type[OneEpisode]] = {
-        "swd": SWD, "layerprune": LayerPrune, "alf": ALF, "gating": Gating}
+        "swd": SWD, "layerprune": LayerPrune, "alf": ALF, "gating": Gating, "joint": Joint}
     method = methods.get(name, Uniform)(config, name, run_config)
     return run(run_config, method, recorded={"command": "baseline", "name": name,
                                              "baseline": config.to_dict()})
@@ -114,6 +115,30 @@ class SWD(OneEpisode):
 
     def details(self, env: gym.Env) -> dict[str, Any]:
         return {"swd": asdict(self.swd), "swd_dropped_filter_norm": self.penalty.history}
+
+
+class Joint(OneEpisode):
+    """Joint filter masks (`baselines.joint`): masks and network trained together at reset,
+    then the masks as the policy."""
+
+    def prepare(self, env: gym.Env) -> dict[str, Any]:
+        unwrapped = cast("PruneEnv", env.unwrapped)
+        self.joint_config = JointConfig(steps=self.config.joint_steps,
+                                        weight=self.config.joint_weight)
+        self.joint = JointMasks(unwrapped, self.joint_config)
+        self.policy = JointMaskPolicy(
+            unwrapped.bench.max_filters, [g.leader for g in unwrapped.bench.base_groups],
+            self.joint, finetune=self.config.finetune)
+        self.options = {"wrap": self.joint.attach,
+                        "warmup": (self.joint_config.steps, self.joint),
+                        "deploy": self.policy.deploy}
+        self.source = f"joint masks, {self.joint_config.steps} steps"
+        return {}
+
+    def details(self, env: gym.Env) -> dict[str, Any]:
+        return {"joint": asdict(self.joint_config), "joint_training": asdict(self.joint.history),
+                "joint_masked": {leader: int((mask == 0).sum())
+                                 for leader, mask in self.policy.masks.items()}}
 
 
 class LayerPrune(OneEpisode):

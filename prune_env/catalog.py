@@ -22,7 +22,7 @@ SEGMENTATION_MODELS = ("resnet20-fcn", *(f"{a}-{e}" for a in SMP_ARCHS for e in 
 COSTS = ("latency", "energy", "flops", "params")
 REWARDS = ("psi-phi", "amc", "accuracy-cost")
 POLICIES = ("keep-all", "random", "l1")
-BASELINES = (*POLICIES, "swd", "layerprune", "alf", "gating")
+BASELINES = (*POLICIES, "swd", "layerprune", "alf", "gating", "joint")
 AGENTS = ("l2pf", "ppo", "a2c", "sac")
 
 #: Where the commands that run a method find it ("module:function"), resolved only when the

@@ -205,6 +205,10 @@ class BaselineConfig(Options):
                                 check=checks.auto_or(checks.share))
     finetune: float = option(0.2, "fine-tune fraction at every step, in [0, 1] (default: 0.2)",
                              check=checks.fraction)
+    joint_steps: int = option(300, "joint: SGD steps training the network and its filter "
+                              "masks together (default: 300)", check=checks.positive)
+    joint_weight: float = option(5.0, "joint: weight of the compression loss (default: 5)",
+                                 check=checks.positive_real)
     swd_steps: int = option(300, "swd: SGD steps of the penalised warm-up (default: 300)",
                             check=checks.positive)
     alf_steps: int = option(300, "alf: SGD steps training the autoencoder blocks "

@@ -53,7 +53,8 @@ def row(run_dir: str | Path, node: str | None = None) -> dict[str, object]:
             "energy_ratio": energy, "mflops": p.flops / 1e6, "flops_ratio": p.flops / b.flops,
             "params": p.params, "search_s": r.search.seconds if r.search else None,
             "finetune_s": r.finetune.seconds + final, "target_met": r.target_met,
-            "hardware": r.hardware, "model": r.model,
+            "hardware": r.hardware, "model": r.model, "metric": r.metric,
+            "deploy_shape": "x".join(map(str, r.deploy_shape)) if r.deploy_shape else None,
             "seed": entry.seed if entry else None, "node": node}
 
 

@@ -35,6 +35,14 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             if not any(c2 <= c and a2 >= a and (c2, a2) != (c, a) for c2, a2 in points)]
 
 
+def score_label(rows: list[dict]) -> str:
+    """What the y axis shows: accuracy, mIoU (segmentation), or both when runs mix them."""
+    metrics = {r.get("metric", "top1") for r in rows}
+    if metrics == {"miou"}:
+        return "test mIoU"
+    return "test accuracy" if metrics == {"top1"} else "test accuracy or mIoU"
+
+
 def pareto_figure(rows: list[dict], x: str = "measured_ratio",
                   label: str = AXES["latency"][1]):
     """The figure of test accuracy against ``x`` for the comparison rows."""
@@ -60,8 +68,10 @@ def pareto_figure(rows: list[dict], x: str = "measured_ratio",
     front = [everything[i] for i in pareto_front(everything)]
     xs, ys = zip(*front, strict=True)
     ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="black", label="Pareto front")
-    ax.set_xlabel(label)
-    ax.set_ylabel("test accuracy")
+    shapes = {r.get("deploy_shape") for r in rows}
+    ax.set_xlabel(f"{label}, input {shapes.pop()}" if len(shapes) == 1 and None not in shapes
+                  else label)
+    ax.set_ylabel(score_label(rows))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()

@@ -51,10 +51,11 @@ def report_of(tmp_path) -> dict:
     return json.loads(report.read_text())
 
 
-@pytest.mark.parametrize("method", ["l1", "swd", "layerprune", "alf"])
+@pytest.mark.parametrize("method", ["l1", "swd", "layerprune", "alf", "joint"])
 def test_a_baseline_prunes_a_segmentation_network_to_its_target(method, fcn, latency_table,
                                                                 tmp_path):
     more = {"swd": ["--swd-steps", "80"], "alf": ["--alf-steps", "30"],
+            "joint": ["--joint-steps", "60"],
             "layerprune": ["--criterion", "imprinting"]}.get(method, [])
     assert main(["baseline", method, "--no-export",
                  *seg_args(fcn, latency_table, tmp_path, *more)]) == 0
@@ -103,6 +104,11 @@ def test_costs_are_measured_at_the_deployment_shape(fcn, latency_table, tmp_path
     (run,) = (tmp_path / "runs").iterdir()
     dims = onnx.load(run / "model.onnx").graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims][1:] == [1, 64, 128]
+    from prune_env.cli.compare import row
+    from prune_env.cli.pareto import pareto_figure
+
+    axes = pareto_figure([row(run)]).axes[0]  # the plot says what it shows
+    assert axes.get_ylabel() == "test mIoU" and "input 1x64x128" in axes.get_xlabel()
 
 
 def test_a_classifier_is_deployed_at_its_own_size(checkpoint, latency_table, tmp_path,
