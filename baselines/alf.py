@@ -271,7 +271,7 @@ class ALFPolicy(SimplePolicy):
 
     def deploy(self, model: nn.Module) -> nn.Module:
         """`deploy`, recording the masks (by code conv name) for the episode."""
-        self.masks = {f"{name}.code": block.mask.bool().numpy()
+        self.masks = {f"{name}.code": block.mask.bool().cpu().numpy()
                       for name, block in blocks(model).items()}
         return deploy(model)
 

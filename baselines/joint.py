@@ -165,7 +165,12 @@ class JointMasks:
         self.cost = {n: cost[n] for n in shapes}
         self.depthwise = {n for n, s in shapes.items() if s.groups > 1}
         self.width_in = {n: s.in_channels for n, s in shapes.items()}
-        self.makes = {c: i for i, g in enumerate(self.groups) for c in g.convs}
+        self.width_out = {n: s.out_channels for n, s in shapes.items()}
+        # a conv may hold filters of several groups (a depthwise conv after a concatenation)
+        self.makes: dict[str, list[int]] = {}
+        for i, group in enumerate(self.groups):
+            for conv in group.convs:
+                self.makes.setdefault(conv, []).append(i)
         self.feeds: dict[str, list[tuple[int, list[int]]]] = {n: [] for n in shapes}
         graph = dependency_graph(model, example_input(model, 2))
         for index, group in enumerate(self.groups):
@@ -183,7 +188,10 @@ class JointMasks:
         cost."""
         total = torch.zeros(())
         for conv, cost in self.cost.items():
-            out = soft[self.makes[conv]].mean() if conv in self.makes else torch.ones(())
+            made = self.makes.get(conv, [])
+            kept = sum((soft[i].sum() for i in made), torch.zeros(()))
+            width = self.width_out[conv]
+            out = (kept + width - sum(self.groups[i].size for i in made)) / width
             if conv in self.depthwise:
                 total = total + cost * out
                 continue
@@ -207,6 +215,18 @@ class JointMasks:
             learned = self._top(scores, flat[count - 1])
         return {g.leader: m.numpy().astype(np.int8) for g, m in zip(self.groups, learned,
                                                                       strict=True)}
+
+    def check_reachable(self, model: nn.Module) -> None:
+        """Refuse, before any training, a target that one filter per group still misses
+        (the fewest the episode can keep).
+
+        Raises:
+            ValueError: saying to raise the target.
+        """
+        if not self._meets(model, [torch.zeros(g.size, dtype=torch.bool) for g in self.groups]):
+            raise ValueError(f"joint: target {self.env.bench.reward_cfg.target} is out of "
+                             "reach even with the fewest filters the episode can keep (one "
+                             "per group, removable blocks removed): raise --target")
 
     @staticmethod
     def _top(scores: list[torch.Tensor], threshold: torch.Tensor) -> list[torch.Tensor]:

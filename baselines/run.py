@@ -126,6 +126,7 @@ class Joint(OneEpisode):
         self.joint_config = JointConfig(steps=self.config.joint_steps,
                                         weight=self.config.joint_weight)
         self.joint = JointMasks(unwrapped, self.joint_config)
+        self.joint.check_reachable(unwrapped.bench.base_model)
         self.policy = JointMaskPolicy(
             unwrapped.bench.max_filters, [g.leader for g in unwrapped.bench.base_groups],
             self.joint, finetune=self.config.finetune)

@@ -10,6 +10,11 @@ DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic",
             "fashion-scenes", "cityscapes")
 #: Data sets whose labels are per-pixel masks (the segmentation task).
 SEGMENTATION_DATASETS = ("fashion-scenes", "cityscapes")
+
+
+def task_of(dataset: str) -> str:
+    """The task a data set's labels pose: "segmentation" or "classification"."""
+    return "segmentation" if dataset in SEGMENTATION_DATASETS else "classification"
 OWN_MODELS = ("resnet20", "resnet32", "resnet56", "vgg11", "vgg16", "mobilenetv2")
 #: segmentation_models_pytorch's architectures and encoders offered as ARCH-ENCODER.
 SMP_ARCHS = ("unet", "fpn", "deeplabv3plus")

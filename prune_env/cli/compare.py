@@ -23,13 +23,15 @@ from prune_env.sweep.plan import PLAN, entry_of
 COLUMNS = ("method", "target", "val_acc", "test_acc", "drop", "table_ratio", "measured_ratio",
            "ratio_low", "ratio_high", "onnx_ratio", "speedup", "latency_ms", "energy_mj", "energy_ratio", "mflops", "flops_ratio", "params",
            "search_s",
-           "finetune_s", "target_met", "hardware", "model", "seed", "node")
+           "finetune_s", "target_met", "hardware", "model", "seed", "node", "metric",
+           "deploy_shape")
 
 #: A sweep's table: one row per (network, method, target), means over its seeds with one
 #: standard deviation (``_sd``); ``target_met`` counts the seeds' verdicts.
 SUMMARY = ("model", "method", "target", "seeds", "test_acc", "test_acc_sd", "measured_ratio",
            "measured_ratio_sd", "speedup", "flops_ratio", "flops_ratio_sd", "latency_ms",
-           "energy_ratio", "search_s", "finetune_s", "target_met", "hardware", "node")
+           "energy_ratio", "search_s", "finetune_s", "target_met", "hardware", "node", "metric",
+           "deploy_shape")
 MEANS = ("test_acc", "val_acc", "measured_ratio", "speedup", "flops_ratio", "latency_ms",
          "energy_ratio", "search_s", "finetune_s", "base_test_acc", "onnx_ratio")
 
@@ -144,6 +146,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             "target_met": ", ".join(f"{v} {n}/{len(runs)}" for v, n in
                                     sorted(_count(r["target_met"] for r in runs).items())),
             "hardware": _joined(r["hardware"] for r in runs),
+            "metric": runs[0]["metric"], "deploy_shape": runs[0]["deploy_shape"],
             "node": _joined(r["node"] for r in runs)}
         for column in MEANS:
             values = [float(r[column]) for r in runs if r.get(column) is not None]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prune_env import checks
-from prune_env.catalog import BASELINES, runner
+from prune_env.catalog import BASELINES, runner, task_of
 from prune_env.cli.parser import add_options, config_from
 from prune_env.config import (
     METHODS,
@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     bas.add_argument("name", choices=BASELINES,
                      help="keep-all, random, l1 (uniform ratio), swd (selective weight "
                           "decay, then its mask), layerprune (whole blocks removed), alf "
-                          "(autoencoder code filters, deployed as conv + 1x1 expansion), or "
-                          "gating (dynamic filter gating, executed at batch 1)")
+                          "(autoencoder code filters, deployed as conv + 1x1 expansion), "
+                          "gating (dynamic filter gating, executed at batch 1), or joint "
+                          "(filter masks learned with the network)")
     add_options(bas, RunConfig)
     add_options(bas, BaselineConfig)
 
@@ -128,11 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from prune_env.data.datasets import load_data  # torch is imported only once a command runs
+    from prune_env.nn.models import check_task
     from prune_env.training.pretrain import default_checkpoint, pretrain
 
     data = config_from(args, DataConfig)
     run = RunConfig(data=data, pretrain=config_from(args, PretrainConfig),
                     env=config_from(args, EnvConfig))
+    check_task(data.model, task_of(data.dataset))
     bundle = load_data(data.dataset, data_dir=data.data_dir, download=data.download,
                        seed=data.seed, synthetic_size=data.synthetic_size,
                        image_size=data.image_size)
@@ -225,8 +228,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def summary_table(report: Report) -> str:
     """The one-screen base vs pruned comparison printed at the end of a run."""
     b, p = report.base, report.pruned
-    rows = [("test accuracy", f"{b.test_accuracy:.4f}", f"{p.test_accuracy:.4f}"),
-            ("val accuracy", f"{b.val_accuracy:.4f}", f"{p.val_accuracy:.4f}"),
+    score = "mIoU" if report.metric == "miou" else "accuracy"
+    rows = [(f"test {score}", f"{b.test_accuracy:.4f}", f"{p.test_accuracy:.4f}"),
+            (f"val {score}", f"{b.val_accuracy:.4f}", f"{p.val_accuracy:.4f}"),
             ("latency ms (measured)", f"{b.latency_ms:.3f}", f"{p.latency_ms:.3f}"),
             ("latency ms (predicted)", "", f"{p.latency_predicted_ms:.3f}"),
             *((f"ms onnxruntime {d.provider.removesuffix('ExecutionProvider')}",

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_env.catalog import COSTS
+from prune_env.catalog import COSTS, task_of
 from prune_env.checks import parse_shape
 from prune_env.config import PretrainConfig
 from prune_env.data.datasets import DataBundle, load_data, placed
@@ -24,7 +24,7 @@ from prune_env.data.task import Task, get_task
 from prune_env.envs.reward import RewardConfig
 from prune_env.measure.costs import COST_KEYS, CostMeter
 from prune_env.nn.groups import FilterGroup, filter_groups
-from prune_env.nn.models import example_input, input_shape
+from prune_env.nn.models import build_model, check_task, example_input, input_shape
 from prune_env.nn.surgery import evaluating, following_batchnorms
 from prune_env.training.loop import GradHook, TrainConfig, evaluate, train_steps
 from prune_env.training.pretrain import load_or_pretrain
@@ -71,8 +71,16 @@ class Bench:
                                      weight_decay=5e-4, amp=amp)
         self.val_samples = val_samples
         self.device = usable_device(device)
+        # a network for another task is refused before the data are read or decoded
+        check_task(model, data.task if data else task_of(dataset))
         data = data or load_data(dataset, data_dir=data_dir, seed=seed)
         self.task: Task = get_task(data.task, data.num_classes)
+        self.input_shape: tuple[int, ...] = (data.in_channels, *data.image_size)
+        # and a deployment shape the network cannot take before a base is pretrained
+        self.deploy_shape = self.deployed_at(deploy_shape)
+        if self.deploy_shape != self.input_shape:  # an untrained copy says (smp's strides)
+            check_deployable(build_model(model, data.in_channels, data.num_classes,
+                                         data.image_size), self.deploy_shape)
         pretrain = dataclasses.replace(pretrain or PretrainConfig(), device=device, amp=amp)
         base, self.base_meta = load_or_pretrain(model, data, checkpoint, pretrain)
         # the network under pruning and its data live where training runs, from here on
@@ -85,7 +93,6 @@ class Bench:
             raise ValueError(f"the base checkpoint takes inputs {self.input_shape} but the data "
                              f"set gives {given}: load the data at the checkpoint's image size "
                              "(--image-size) or use another --checkpoint")
-        self.deploy_shape = self.deployed_at(deploy_shape)
         self.meter = CostMeter(cost, self.deploy_shape, threads=threads,
                                device=str(usable_device(measure_device or device)),
                                table=latency_table, report_batch=latency_batch)
@@ -135,6 +142,13 @@ class Bench:
     def absolute(self, cost: float) -> float:
         """A cost in absolute units (microseconds, microjoules, FLOPs, parameters)."""
         return cost * 1e3 if self.cost_name in ("latency", "energy") else cost
+
+
+def check_deployable(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """Refuse a deployment shape the network cannot take (smp's output strides)."""
+    from prune_env.nn.segmentation import check_size
+
+    check_size(model, shape[1], shape[2], "--deploy-shape gives frames of")
 
 
 def usable_device(device: str) -> torch.device:

@@ -22,7 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
-from prune_env.catalog import OWN_MODELS, SEGMENTATION_MODELS
+from prune_env.catalog import OWN_MODELS, SEGMENTATION_MODELS, SMP_ARCHS
 from prune_env.nn.device import module_device
 from prune_env.nn.layers import Residual
 
@@ -194,9 +194,11 @@ def build_model(name: str, in_channels: int, num_classes: int,
     elif name == "resnet20-fcn":
         model = ResNetFCN(20, in_channels, num_classes)
     elif name in SEGMENTATION_MODELS:
-        from prune_env.nn.segmentation import build_segmentation
+        from prune_env.nn.segmentation import build_segmentation, check_size
 
         model = build_segmentation(name, in_channels, num_classes)
+        check_size(model, input_size[0], input_size[1],
+                   "--image-size (the data's size) gives images of")
     else:
         model = torchvision_model(name, in_channels, num_classes)
     # torch's stubs type Module.__setattr__ values as Tensor | Module; plain attributes work.
@@ -211,6 +213,9 @@ def check_task(name: str, task: str) -> None:
     """Refuse a classifier on segmentation data and a segmentation network on labels per
     image (either would fail later inside the loss, with a shape error)."""
     segments = name in SEGMENTATION_MODELS
+    if not segments and name.partition("-")[0] in SMP_ARCHS:
+        raise ValueError(f"unknown segmentation model {name!r}: choose one of "
+                         f"{', '.join(SEGMENTATION_MODELS)}")
     if segments and task != "segmentation":
         raise ValueError(f"{name} segments images, but this data set's task is {task}: "
                          f"use --model {OWN_MODELS[0]} (or another classifier) on it")

@@ -13,7 +13,8 @@ Names (`prune_env.catalog.SEGMENTATION_MODELS`):
 
 Every one takes the data set's channels (smp's ``in_channels``; torchvision's first conv is
 replaced for grey images) and outputs ``num_classes`` scores per pixel at the input's size.
-smp's networks need an input side divisible by 32 (U-Net, FPN) or 16 (DeepLabV3+).
+smp's FPN needs input sides divisible by 32 and DeepLabV3+ by 16 (their encoders' output
+stride): `check_size` refuses other sizes with that message before anything is trained.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ class ScoreMap(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)["out"]
+
+
+def check_size(model: nn.Module, height: int, width: int, what: str) -> None:
+    """Refuse a size an smp network cannot take (its encoder's output stride must divide
+    both sides) with what to do, rather than smp's error inside the first forward pass."""
+    check = getattr(model, "check_input_shape", None)
+    if check is None:
+        return
+    try:
+        check(torch.empty(1, 1, height, width, device="meta"))
+    except RuntimeError as err:
+        raise ValueError(f"{what} {height}x{width}: {err}") from None
 
 
 def build_segmentation(name: str, in_channels: int, num_classes: int) -> nn.Module:

@@ -26,6 +26,6 @@ def deployed_shape(run_dir: Path, model) -> tuple[int, ...]:
     """The shape the run measured at (its report's ``deploy_shape``), else the model's own."""
     try:
         shape = load_report(run_dir).deploy_shape
-    except (OSError, ValueError):  # no readable report: the network's training shape
+    except FileNotFoundError:  # no report (an unfinished run): the network's training shape
         shape = None
     return tuple(shape) if shape else input_shape(model)

@@ -21,9 +21,11 @@ from typing import Any
 import gymnasium as gym
 from torch.utils.tensorboard import SummaryWriter
 
+from prune_env.catalog import task_of
 from prune_env.config import RunConfig
 from prune_env.data.datasets import load_data
 from prune_env.envs.records import CandidateSummary, Report, Search
+from prune_env.nn.models import check_task
 from prune_env.runs.finalize import Candidate, finalize, measured_ratio, write_report
 from prune_env.runs.options import env_options
 from prune_env.runs.rundir import Progress, run_directory
@@ -102,6 +104,7 @@ def run(config: RunConfig, method: Method, *, recorded: dict[str, Any],
         image_every: draw the kept-filters chart every this many episodes.
     """
     d = config.data
+    check_task(d.model, task_of(d.dataset))  # before the data are read, decoded or made
     data = load_data(d.dataset, data_dir=d.data_dir, download=d.download, seed=d.seed,
                      synthetic_size=d.synthetic_size, image_size=d.image_size)
     started = time.perf_counter()

@@ -109,8 +109,9 @@ class EpisodeLogger:
                    "final/speedup": report.speedup, "final/cost_ratio": report.cost_ratio,
                    "final/flops_ratio": pruned.flops / report.base.flops}
         kept = {n: after for n, (_, after) in report.kept_filters.items()}
+        score = "mIoU" if report.metric == "miou" else "accuracy"
         self.writer.add_figure("final/kept_filters", kept_filters_figure(
-            self.base_kept, kept, f"final: test accuracy {pruned.test_accuracy:.4f}, "
+            self.base_kept, kept, f"final: test {score} {pruned.test_accuracy:.4f}, "
             f"speed-up {report.speedup:.2f}x"))
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                    for k, v in flat(args).items()}

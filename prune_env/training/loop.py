@@ -133,6 +133,8 @@ def evaluate_stats(model: nn.Module, split: Split, task: Task, *, batch_size: in
                    limit: int | None = None) -> torch.Tensor:
     """The task's statistics summed over ``split`` (see `evaluate`), e.g. the confusion
     matrix a segmentation report reads each class's IoU from."""
+    if split.labels.dim() > 1:  # masks: as many pixels per batch as 500 images of 32 x 32
+        batch_size = max(1, batch_size * 32 * 32 // split.labels[0].numel())
     was = model.training
     model.eval()
     stats = None

@@ -14,15 +14,32 @@ from prune_env.nn.groups import merge_keep
 from prune_env.nn.surgery import compact
 
 
+def untrained(model: str, tmp_path) -> str:
+    """An untrained base of ``model`` for the synthetic data (the cost model needs no
+    training)."""
+    from prune_env.nn.models import build_model
+    from prune_env.training.checkpoint import save_base
+
+    path = tmp_path / f"{model}-synthetic.pt"
+    save_base(path, build_model(model, 1, 10, (16, 16)), model,
+              {"model": model, "dataset": "synthetic", "num_classes": 10})
+    return str(path)
+
+
 def conv_flops(meter, model) -> float:
     return sum(s.flops() for s in meter.shapes(model).values() if s.kind == "conv")
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_the_expected_cost_of_hard_masks_is_the_compact_networks_flops(make_env, seed):
-    """With logits far from 0 the soft masks are the hard ones, and the bilinear cost model
-    gives exactly the conv FLOPs of the network surgery makes from them."""
-    env = make_env(cost="flops").unwrapped
+@pytest.mark.parametrize(("model", "seed"), [("resnet20", 0), ("resnet20", 1),
+                                             ("mobilenetv2", 0)])
+def test_the_expected_cost_of_hard_masks_is_the_compact_networks_flops(make_env, tmp_path,
+                                                                       model, seed):
+    """Under binary masks the bilinear cost model gives exactly the conv FLOPs of the network
+    surgery makes from them (MobileNetV2: depthwise convs, which scale with their filters
+    only)."""
+    options = {} if model == "resnet20" else {"model": model,
+                                              "checkpoint": untrained(model, tmp_path)}
+    env = make_env(cost="flops", **options).unwrapped
     joint = JointMasks(env, JointConfig())
     assert float(joint.cost_ratio(joint.masks()).detach()) == pytest.approx(1.0)
     g = torch.Generator().manual_seed(seed)

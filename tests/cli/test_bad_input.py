@@ -16,10 +16,11 @@ NOT_A_NUMBER = st.sampled_from(["nan", "inf", "-inf", "abc", "", "1e999"])
 BELOW = {
     "--val-samples": 0, "--episodes": 0, "--checkpoint-every": 0, "--tries": 0,
     "--n-envs": 0, "--threads": 0, "--max-finetune-steps": -1, "--final-steps": -1,
-    "--synthetic-size": 0, "--batch-size": 0, "--seed": -1,
+    "--synthetic-size": 0, "--batch-size": 0, "--seed": -1, "--latency-batch": 0,
+    "--joint-steps": 0,
 }
 SHARES = ("--target", "--ratio", "--finetune", "--allowed-drop", "--epochs", "--lr",
-          "--agent-lr")
+          "--agent-lr", "--joint-weight")
 ALLOW_ZERO = ("--finetune",)
 
 
@@ -50,7 +51,8 @@ def bad_values() -> st.SearchStrategy[tuple[str, str]]:
 def test_fuzzed_bad_numbers_exit_2_with_a_message_and_create_nothing(bad, tmp_path, capsys):
     option, value = bad
     runs = tmp_path / str(abs(hash(bad)))  # tmp_path is shared by the examples
-    command = "baseline" if option in ("--ratio", "--finetune") else "train"
+    command = ("baseline" if option in ("--ratio", "--finetune", "--joint-steps",
+                                        "--joint-weight") else "train")
     argv = [command, *(["l1"] if command == "baseline" else []), f"{option}={value}",
             "--runs-dir", str(runs)]
     assert main(argv) == 2

@@ -66,6 +66,8 @@ def test_a_baseline_prunes_a_segmentation_network_to_its_target(method, fcn, lat
     assert len(ious) == 11 and all(i is None or 0.0 <= i <= 1.0 for i in ious)
     present = [i for i in ious if i is not None]
     assert r["pruned"]["test_accuracy"] == pytest.approx(sum(present) / len(present))
+    if method == "joint":  # the masks themselves were pulled to the target
+        assert r["details"]["joint_training"]["cost_ratio"][-1] <= 0.6 + 0.05
 
 
 def test_l2pf_trains_on_a_segmentation_network_and_exports_it(fcn, latency_table, tmp_path):
@@ -127,3 +129,26 @@ def test_a_bad_deploy_shape_is_refused_before_anything_is_made(bad, tmp_path, ca
                  str(tmp_path / "runs")]) == 2
     assert "--deploy-shape" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_mismatches_are_refused_before_data_or_a_base_is_made(tmp_path, monkeypatch, capsys):
+    """A classifier on scenes is refused before any scene is generated; a size an smp network
+    cannot take (its encoder's stride) and a deployment shape it cannot take, before a base
+    is pretrained: exit 2, a message saying what to do, nothing written."""
+    monkeypatch.setenv("PRUNE_ENV_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("PRUNE_ENV_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    scenes = ["--dataset", "fashion-scenes", "--synthetic-size", "100",
+              "--runs-dir", str(tmp_path / "runs")]
+    assert main(["baseline", "l1", "--model", "resnet20", *scenes]) == 2
+    assert "resnet20-fcn" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+    assert main(["baseline", "l1", "--model", "fpn-resnet18", "--image-size", "48",
+                 *scenes]) == 2
+    assert "divisible by 32" in capsys.readouterr().err
+    assert main(["baseline", "l1", "--model", "fpn-resnet18", "--image-size", "32",
+                 "--deploy-shape", "1x100x200", *scenes]) == 2
+    err = capsys.readouterr().err
+    assert "--deploy-shape" in err and "divisible by 32" in err
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "runs").exists()
+    assert main(["baseline", "l1", "--model", "unet-resnet19", *scenes]) == 2
+    assert "unknown segmentation model" in capsys.readouterr().err

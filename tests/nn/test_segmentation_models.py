@@ -35,7 +35,7 @@ def test_each_segmentation_network_compacts_exactly(name):
     assert sum(p.numel() for p in small.parameters()) < 0.8 * before
 
 
-@pytest.mark.parametrize("name", ["unet-resnet18", "lraspp_mobilenet_v3_large"])
+@pytest.mark.parametrize("name", SEGMENTATION_MODELS)
 def test_a_compact_segmentation_network_is_stored_as_data(name, tmp_path):
     torch.manual_seed(0)
     model = build_model(name, 3, 5, (64, 64)).eval()
