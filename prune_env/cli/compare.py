@@ -146,7 +146,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             "target_met": ", ".join(f"{v} {n}/{len(runs)}" for v, n in
                                     sorted(_count(r["target_met"] for r in runs).items())),
             "hardware": _joined(r["hardware"] for r in runs),
-            "metric": runs[0]["metric"], "deploy_shape": runs[0]["deploy_shape"],
+            "metric": runs[0].get("metric"), "deploy_shape": runs[0].get("deploy_shape"),
             "node": _joined(r["node"] for r in runs)}
         for column in MEANS:
             values = [float(r[column]) for r in runs if r.get(column) is not None]

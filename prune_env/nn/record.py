@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -103,8 +103,32 @@ LAYERS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]],
             torch.zeros(a["scatter"], dtype=torch.long))),
     "ChannelShift": (ChannelShift, lambda m: {"channels": m.shift.numel()},
                      lambda a: ChannelShift(torch.zeros(a["channels"]))),
+    # smp's EfficientNet convs (TensorFlow's "same" padding, fixed at construction): named by
+    # import path below, so that recording imports no smp code
+    "Conv2dStaticSamePadding": (nn.Conv2d, lambda m: _same_padding_args(m),
+                                lambda a: _same_padding_conv(a)),
 }
-_NAMES = {cls: name for name, (cls, _, _) in LAYERS.items()}
+#: Layer classes a record names by their import path (module.qualname) -> registry name.
+BY_PATH = {"segmentation_models_pytorch.encoders._efficientnet.Conv2dStaticSamePadding":
+           "Conv2dStaticSamePadding"}
+_NAMES = {cls: name for name, (cls, _, _) in LAYERS.items() if name not in BY_PATH.values()}
+
+
+def _same_padding_args(m: nn.Module) -> dict[str, Any]:
+    pad = m.static_padding
+    return {**_conv_args(cast(nn.Conv2d, m)),
+            "pads": list(pad.padding) if isinstance(pad, nn.ZeroPad2d) else None}
+
+
+def _same_padding_conv(args: dict[str, Any]) -> nn.Module:
+    from segmentation_models_pytorch.encoders._efficientnet import Conv2dStaticSamePadding
+
+    a = dict(args)
+    pads = a.pop("pads")
+    conv = Conv2dStaticSamePadding(a.pop("in_channels"), a.pop("out_channels"),
+                                   a.pop("kernel_size"), a.pop("stride"), image_size=1, **a)
+    conv.static_padding = nn.ZeroPad2d(tuple(pads)) if pads else nn.Identity()
+    return conv
 
 
 class RecordError(ValueError):
@@ -117,7 +141,8 @@ def _plain(value: Any) -> Any:
 
 def _describe(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
     """(type name, constructor arguments), or None for a type the registry does not know."""
-    name = _NAMES.get(type(module))
+    name = _NAMES.get(type(module)) or BY_PATH.get(
+        f"{type(module).__module__}.{type(module).__qualname__}")
     if name is None and isinstance(module, nn.Sequential) \
             and type(module).forward is nn.Sequential.forward:
         name = "Sequential"  # a subclass that only names its children (Conv2dNormActivation)

@@ -55,7 +55,7 @@ def report_of(tmp_path) -> dict:
 def test_a_baseline_prunes_a_segmentation_network_to_its_target(method, fcn, latency_table,
                                                                 tmp_path):
     more = {"swd": ["--swd-steps", "80"], "alf": ["--alf-steps", "30"],
-            "joint": ["--joint-steps", "60"],
+            "joint": ["--joint-steps", "150"],
             "layerprune": ["--criterion", "imprinting"]}.get(method, [])
     assert main(["baseline", method, "--no-export",
                  *seg_args(fcn, latency_table, tmp_path, *more)]) == 0
