@@ -119,15 +119,11 @@ class JointMasks:
 
     def masks(self) -> list[torch.Tensor]:
         """Each group's binary mask, with the straight-through gradient of the sigmoid."""
-        out = []
-        for logits in self.logits:
-            soft = torch.sigmoid(logits)
-            out.append((logits > 0).float() + soft - soft.detach())
-        return out
+        return [binary(logits) for logits in self.logits]
 
     def _masker(self, index: int, local: list[int], width: int):
         def hook(_module, _inputs, out: torch.Tensor) -> torch.Tensor:
-            ste = self.masks()[index]
+            ste = binary(self.logits[index])  # this group's only: hooks run every forward
             mask = torch.ones(width, device=out.device).index_copy(
                 0, torch.tensor(local, device=out.device), ste.to(out.device))
             return out * mask.view(1, -1, 1, 1)
@@ -173,11 +169,11 @@ class JointMasks:
                 self.makes.setdefault(conv, []).append(i)
         self.feeds: dict[str, list[tuple[int, list[int]]]] = {n: [] for n in shapes}
         graph = dependency_graph(model, example_input(model, 2))
+        names = {m: n for n, m in model.named_modules()}
         for index, group in enumerate(self.groups):
             leader = model.get_submodule(group.leader)
             pruning = graph.get_pruning_group(leader, graph.get_pruner_of_module(
                 leader).prune_out_channels, list(range(group.size)))
-            names = {m: n for n, m in model.named_modules()}
             for module, _idxs, roots in split_group(graph, pruning)[1]:
                 name = names[module]
                 if name in self.feeds:
@@ -242,6 +238,12 @@ class JointMasks:
         bench = self.env.bench
         cost = bench.meter.costs(compact(model, keep))[bench.cost_key]
         return cost <= bench.reward_cfg.target * bench.base_cost
+
+
+def binary(logits: torch.Tensor) -> torch.Tensor:
+    """1[logits > 0], with the straight-through gradient of the sigmoid."""
+    soft = torch.sigmoid(logits)
+    return (logits > 0).float() + soft - soft.detach()
 
 
 class JointMaskPolicy(SimplePolicy):
