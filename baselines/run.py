@@ -196,7 +196,8 @@ class Gating(OneEpisode):
 
     def __init__(self, config: BaselineConfig, name: str, run_config: RunConfig):
         super().__init__(config, name, run_config)
-        self.env_kwargs = {"predictor_steps": config.predictor_steps}
+        self.env_kwargs = {"predictor_steps": config.predictor_steps,
+                           "report_images": config.gating_images}
 
     def prepare(self, env: gym.Env) -> dict[str, Any]:
         config = self.config

@@ -19,11 +19,14 @@ OWN_MODELS = ("resnet20", "resnet32", "resnet56", "vgg11", "vgg16", "mobilenetv2
 #: segmentation_models_pytorch's architectures and encoders offered as ARCH-ENCODER.
 SMP_ARCHS = ("unet", "fpn", "deeplabv3plus")
 SMP_ENCODERS = ("resnet18", "resnet34", "mobilenet_v2", "efficientnet-b0")
+#: HRNet through smp's timm encoders ("tu-"): U-Net and FPN (smp's DeepLabV3+ needs a dilated
+#: encoder, which timm's HRNet is not).
+SMP_TIMM = ("unet-tu-hrnet_w18_small", "fpn-tu-hrnet_w18_small")
 TORCHVISION_SEGMENTATION = ("fcn_resnet50", "deeplabv3_resnet50",
                             "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 #: Networks that output a map of class scores per pixel (the segmentation task).
 SEGMENTATION_MODELS = ("resnet20-fcn", *(f"{a}-{e}" for a in SMP_ARCHS for e in SMP_ENCODERS),
-                       *TORCHVISION_SEGMENTATION)
+                       *SMP_TIMM, *TORCHVISION_SEGMENTATION)
 COSTS = ("latency", "energy", "flops", "params")
 REWARDS = ("psi-phi", "amc", "accuracy-cost")
 POLICIES = ("keep-all", "random", "l1")

@@ -222,6 +222,10 @@ class BaselineConfig(Options):
                                check=checks.positive)
     predictor_steps: int = option(30, "gating: predictor-only batches after each step "
                                   "(default: 30)", check=checks.non_negative)
+    gating_images: int = option(100, "gating: test images (resized to --deploy-shape) the "
+                                "final report times the executed network on, one at a time "
+                                "(default: 100; at 512x1024 each costs a second or more)",
+                                check=checks.positive)
     criterion: str = option("taylor", "layerprune: block importance (default: taylor)",
                             choices=("taylor", "l1", "bn", "imprinting"))
     criterion_batches: int = option(100, "layerprune: training batches of the taylor pass "

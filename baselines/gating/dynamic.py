@@ -2,20 +2,24 @@
 
 The authors' code multiplies dense outputs by the masks ("simulated" execution) and counts the
 FLOPs the active filters would cost. `DynamicResNet` computes only the active filters, one
-image at a time (each image has its own masks): per residual block it predicts conv1's
-active filters from the block input, convolves with those rows of the BN-folded weight only,
+image at a time (each image has its own masks): per gated block it predicts conv1's active
+filters from the block input, convolves with those rows of the BN-folded weight only,
 predicts conv2's from that sparse output, convolves with the active rows of conv2 restricted
 to the input channels active in conv1, and adds the result into the shortcut at the active
-channels. Its output equals `GatedNetwork` in eval mode (same masks) up to float rounding.
+channels. Everything outside the gated blocks (stem, decoder, head) runs as in the backbone.
+Its output equals `GatedNetwork` in eval mode (same masks) up to float rounding.
 
-`dynamic_flops` counts simulated, executed and dense FLOPs; `measure_dynamic_latency` times
-the dense and the dynamic network at batch 1, interleaved so drifts in CPU speed hit both.
+`folded_dense` is the dense network it is timed against: the backbone with the same BNs
+folded, so that a ratio measures the gating, not the folding. `dynamic_flops` counts
+simulated, executed and dense FLOPs; `measure_dynamic_latency` times the dense and the
+dynamic network at batch 1, interleaved so drifts in CPU speed hit both.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from typing import Any, cast
 
 import torch
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from baselines.gating.network import GatedNetwork, MaskPredictor, predicted_masks
+from baselines.gating.network import BasicBlock, GatedNetwork, MaskPredictor, predicted_masks
 from prune_env.measure.latency import synchronizer
 
 
@@ -32,51 +36,80 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fuse_conv_bn_eval(copy.deepcopy(conv).eval(), copy.deepcopy(bn).eval())
 
 
+def _projection(block: BasicBlock, net: nn.Module) -> tuple[str, str] | None:
+    """The (conv, BN) names of a gated block's projection shortcut, or None (identity)."""
+    if block.shortcut is None:
+        return None
+    conv, bn = (f"{block.shortcut}.{n}" for n, _ in  # both families project with conv, BN
+                net.get_submodule(block.shortcut).named_children())
+    return conv, bn
+
+
+def _conv_bn_pairs(block: BasicBlock, net: nn.Module) -> Iterator[tuple[str, str]]:
+    """The (conv, BN) names of a gated block: its branch's two and its projection's."""
+    yield block.conv1, block.bn1
+    yield block.conv2, block.bn2
+    projection = _projection(block, net)
+    if projection is not None:
+        yield projection
+
+
+def folded_dense(gated: GatedNetwork) -> nn.Module:
+    """The dense backbone (eval mode) with the gated blocks' BNs folded into their convs, as
+    `DynamicResNet` has them."""
+    net = copy.deepcopy(gated.backbone).eval()
+    for block in gated.blocks:
+        for conv, bn in list(_conv_bn_pairs(block, net)):
+            net.set_submodule(conv, _fold(cast(nn.Conv2d, net.get_submodule(conv)),
+                                          cast(nn.BatchNorm2d, net.get_submodule(bn))))
+            net.set_submodule(bn, nn.Identity())
+    return net
+
+
 def _active(predictor: MaskPredictor, pooled: Tensor) -> Tensor:
     """Indices of the filters the predictor switches on for one image ([1, C_in] pooled)."""
     return predicted_masks(predictor(pooled))[0].nonzero().flatten()
 
 
 class DynamicBlock(nn.Module):
-    """A gated residual block executing only its active filters (batch 1, BN folded)."""
+    """A gated basic block executing only its active filters (batch 1, BN folded)."""
 
     w1: Tensor
     b1: Tensor
     w2: Tensor
     b2: Tensor
 
-    def __init__(self, block: nn.Module, pred1: MaskPredictor, pred2: MaskPredictor):
+    def __init__(self, net: nn.Module, block: BasicBlock, pred1: MaskPredictor,
+                 pred2: MaskPredictor):
         super().__init__()
-        # A gated block (see `gated_blocks`): its branch is conv-BN-ReLU-conv-BN.
-        conv1, bn1, _, conv2, bn2 = cast(nn.Sequential, block.branch)
-        conv1, conv2 = cast(nn.Conv2d, conv1), cast(nn.Conv2d, conv2)
-        c1 = _fold(conv1, cast(nn.BatchNorm2d, bn1))
-        c2 = _fold(conv2, cast(nn.BatchNorm2d, bn2))
+        convs = [cast(nn.Conv2d, net.get_submodule(n)) for n in (block.conv1, block.conv2)]
+        c1, c2 = (_fold(c, cast(nn.BatchNorm2d, net.get_submodule(bn)))
+                  for c, bn in zip(convs, (block.bn1, block.bn2), strict=True))
         assert c1.bias is not None and c2.bias is not None  # fusing with BN adds a bias
         self.register_buffer("w1", c1.weight.detach().clone())
         self.register_buffer("b1", c1.bias.detach().clone())
         self.register_buffer("w2", c2.weight.detach().clone())
         self.register_buffer("b2", c2.bias.detach().clone())
-        self.stride, self.padding = conv1.stride, conv1.padding
-        self.padding2 = conv2.padding
-        shortcut = None
-        if block.shortcut is not None:
-            conv, bn = cast(nn.Sequential, block.shortcut)  # a projection: conv, BN
-            shortcut = _fold(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, bn))
-        self.shortcut = shortcut
+        # stride, padding and dilation of each conv (smp's DeepLabV3+ dilates the last stage)
+        self.geometry = [(c.stride, c.padding, c.dilation) for c in convs]
+        projection = _projection(block, net)
+        self.shortcut = None if projection is None else _fold(
+            cast(nn.Conv2d, net.get_submodule(projection[0])),
+            cast(nn.BatchNorm2d, net.get_submodule(projection[1])))
         self.pred1, self.pred2 = copy.deepcopy(pred1), copy.deepcopy(pred2)
 
     def forward(self, x: Tensor) -> Tensor:
         out = x if self.shortcut is None else self.shortcut(x)
+        (s1, p1, d1), (s2, p2, d2) = self.geometry
         a1 = _active(self.pred1, x.mean((2, 3)))
         h = F.relu(F.conv2d(x, self.w1.index_select(0, a1), self.b1.index_select(0, a1),
-                            self.stride, self.padding))
+                            s1, p1, d1))
         # The masked network feeds the predictor the full-width input whose inactive
         # channels are exactly zero: scatter the active channels' means into zeros.
         pooled = h.new_zeros(1, self.w1.shape[0]).index_copy_(1, a1, h.mean((2, 3)))
         a2 = _active(self.pred2, pooled)
         w2 = self.w2.index_select(0, a2).index_select(1, a1)
-        y = F.conv2d(h, w2, self.b2.index_select(0, a2), 1, self.padding2)
+        y = F.conv2d(h, w2, self.b2.index_select(0, a2), s2, p2, d2)
         # In place: ``out`` is the shortcut's fresh output or the previous layer's output,
         # which nothing else reads.
         return out.index_add_(1, a2, y).relu_()
@@ -85,9 +118,10 @@ class DynamicBlock(nn.Module):
 class DynamicResNet(nn.Module):
     """A `GatedNetwork` (eval semantics) that computes only the active filters.
 
-    BNs are folded into their convs; the stem, shortcuts and classifier run dense. Inputs are
-    processed one image at a time, since each image has its own active filters. For
-    inference only (run it under ``torch.inference_mode``): blocks add in place.
+    Each gated block becomes a `DynamicBlock` (BNs folded); the rest of the backbone (stem,
+    ungated blocks, decoder, classifier) runs as it is. Inputs are processed one image at a
+    time, since each image has its own active filters. For inference only (run it under
+    ``torch.inference_mode``): blocks add in place.
 
     Args:
         gated: the gated network; its running BN statistics and predictors are copied.
@@ -95,29 +129,19 @@ class DynamicResNet(nn.Module):
 
     def __init__(self, gated: GatedNetwork):
         super().__init__()
-        children = list(gated.backbone.named_children())
-        layers: list[nn.Module] = []
-        i = 0
-        while i < len(children):
-            name, module = children[i]
-            following = children[i + 1][1] if i + 1 < len(children) else None
-            if name in gated.blocks:
-                layers.append(DynamicBlock(module, gated.predictor(f"{name}.branch.0"),
-                                           gated.predictor(f"{name}.branch.3")))
-            elif isinstance(module, nn.Conv2d) and isinstance(following, nn.BatchNorm2d):
-                layers.append(_fold(module, following))
-                i += 1
-            else:
-                layers.append(copy.deepcopy(module))
-            i += 1
-        self.layers = nn.Sequential(*layers).eval()
+        net = copy.deepcopy(gated.backbone)
+        for block in gated.blocks:
+            net.set_submodule(block.name, DynamicBlock(
+                gated.backbone, block, gated.predictor(block.conv1),
+                gated.predictor(block.conv2)))
+        self.net = net.eval()
         if hasattr(gated, "input_shape"):
             self.input_shape = gated.input_shape
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[0] == 1:
-            return self.layers(x)
-        return torch.cat([self.layers(image[None]) for image in x])
+            return self.net(x)
+        return torch.cat([self.net(image[None]) for image in x])
 
 
 def _dense_flops(model: nn.Module, image: Tensor) -> dict[str, int]:

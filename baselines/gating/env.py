@@ -36,7 +36,9 @@ class GateEnv(gym.Env):
     ## Description
 
     Dynamic filter gating, "Fire Together Wire Together" (FTWT, Elkerdawy et al. CVPR 2022),
-    as an episode: the base network's residual-branch convs are gated per input by mask
+    as an episode: the base network's (a ResNet of basic blocks: the CIFAR ResNets,
+    resnet20-fcn, smp networks on resnet18/34 encoders) residual-branch convs are gated per
+    input by mask
     predictors (`baselines.gating.network`), and at each step the agent sets the budget ``r`` of one
     gate (the teacher masks keep the fewest filters holding a fraction r of the unit's output
     mass on each image, so the number of active filters varies per image) AND how long to
@@ -95,7 +97,8 @@ class GateEnv(gym.Env):
 
     Termination: every gate has been visited. Truncation: never. At the end, with
     `final_report`, `info["final"]` holds the report (`baselines.gating.report`): executed
-    latency at batch 1 over `report_images` test images interleaved with the dense base,
+    latency at batch 1 over `report_images` test images (resized to the deployment shape)
+    interleaved with the dense base (its gated blocks' BNs folded, as executed),
     the simulated (masked) execution's latency, simulated and executed FLOPs, mean active
     filters per gate, validation and test accuracy.
 
@@ -116,7 +119,7 @@ class GateEnv(gym.Env):
     | predictor_steps | int | 30 | predictor-only batches after each step |
     | predictor_lr | float | 0.01 | predictors' Adam learning rate |
     | cost_samples | int | 256 | validation images the dynamic cost is averaged on |
-    | report_images | int | 100 | test images the final latency is averaged on |
+    | report_images | int | 100 | test images the final latency and FLOPs are averaged on |
 
     ## Version History
 
@@ -139,7 +142,9 @@ class GateEnv(gym.Env):
         self.predictor_lr = float(predictor_lr)
         self.cost_samples = int(cost_samples)
         self.report_images = int(report_images)
-        self.gates = GatedNetwork(bench.base_model).gates  # also rejects unsupported models
+        probe = GatedNetwork(bench.base_model)  # also rejects unsupported models
+        self.gates = probe.gates
+        self._second = {gate for gate in self.gates if probe.is_second(gate)}
         self.action_space = spaces.Box(0.0, 1.0, (2,), np.float32)
         self.observation_space = spaces.Box(-1.0, 1.0, (len(GATE_DESCRIPTOR),), np.float32)
         self.base_shapes = bench.meter.shapes(bench.base_model)
@@ -355,11 +360,11 @@ class GateEnv(gym.Env):
         gate = self.gates[state.step]
         conv = cast(nn.Conv2d, self.bench.base_model.get_submodule(gate))
         shape = self.base_shapes[gate]
-        height, width = self.bench.input_shape[1:]
+        height, width = self.bench.deploy_shape[1:]  # where base_shapes were traced
         area = shape.out_height * shape.out_width / (height * width)
         ratio = state.cost / self.bench.base_cost
         drop = (self.bench.base_accuracy - state.accuracy) / self.bench.reward_cfg.allowed_drop
-        obs[:] = [state.step / len(self.gates), float(gate.endswith(".3")),
+        obs[:] = [state.step / len(self.gates), float(gate in self._second),
                   conv.in_channels / self.bench.max_in,
                   conv.out_channels / self.bench.max_filters,
                   min(conv.stride[0] / 4, 1), min(area, 1),

@@ -6,9 +6,15 @@ A *gate* switches the output filters of one conv unit on or off per input image.
 unit's output mass on that image. So the number of active filters varies per image: easy
 images fire few filters, hard ones many.
 
-Here, for the CIFAR ResNets of `prune_env.nn.models`: both convs of every residual branch are
-gated (conv1's unit is conv1+bn1+ReLU, conv2's unit is conv2+bn2 before the addition); the
-stem, the projection shortcuts and the classifier stay dense, as in the paper's ResNets.
+Here, for every ResNet made of *basic blocks* (two 3x3 convs with BN in the residual branch,
+ReLU after the addition, `gated_blocks`): the CIFAR ResNets and the FCN of
+`prune_env.nn.models`, torchvision's resnet18/34 and so the ResNet-18/34 encoders of
+segmentation_models_pytorch (U-Net, FPN, DeepLabV3+, dilated or not). Both convs of every
+such branch are gated (conv1's unit is conv1+bn1+ReLU, conv2's unit is conv2+bn2 before the
+addition); the stem, the projection shortcuts, bottleneck blocks, decoders and classifiers
+stay dense, as in the paper's ResNets. The gates act through forward hooks registered for the
+duration of each forward pass, so the backbone keeps its own structure and layer names (and
+``backbone(x)`` alone is the dense network).
 
 Training is decoupled: the predictors see detached inputs and detached targets, so their BCE
 loss never reaches the backbone; `PredictorTrainer` steps them with their own optimiser from
@@ -29,19 +35,89 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from prune_env.nn.blocks import residual_blocks
 from prune_env.nn.device import module_device
 from prune_env.nn.layers import Residual
 
-#: Positions of conv1 and conv2 in a basic block's branch (conv, bn, relu, conv, bn).
-GATED_CONVS = (0, 3)
+#: Children (conv1, bn1, conv2, bn2, activation after the addition, projection shortcut) of
+#: the basic blocks gating knows, by class: our `Residual` with a conv-BN-ReLU-conv-BN branch,
+#: and torchvision's BasicBlock (smp's ResNet encoders are torchvision ResNets).
+_RESIDUAL_UNITS = ("branch.0", "branch.1", "branch.3", "branch.4", "act", "shortcut")
+_BASIC_UNITS = ("conv1", "bn1", "conv2", "bn2", "relu", "downsample")
 _BRANCH_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d)
+
+
+@dataclass(frozen=True)
+class BasicBlock:
+    """A gated basic block: its name and the full names of its parts.
+
+    Attributes:
+        name: the block's module name.
+        conv1, bn1, conv2, bn2: the branch's units (the gates are conv1 and conv2).
+        act: the ReLU applied after the addition.
+        shortcut: the projection (conv, BN) or None for an identity.
+    """
+
+    name: str
+    conv1: str
+    bn1: str
+    conv2: str
+    bn2: str
+    act: str
+    shortcut: str | None
+
+    @property
+    def gates(self) -> tuple[str, str]:
+        return self.conv1, self.conv2
+
+
+def _units(block: nn.Module) -> tuple[str, ...] | None:
+    """The children names of a basic block gating can run (see `_RESIDUAL_UNITS`), or None."""
+    kind = type(block)
+    if isinstance(block, Residual):
+        branch = block.branch
+        if not (isinstance(branch, nn.Sequential) and len(branch) == 5 and all(
+                isinstance(m, t) for m, t in zip(branch, _BRANCH_TYPES, strict=True))):
+            return None
+        units = _RESIDUAL_UNITS
+    elif f"{kind.__module__}.{kind.__qualname__}" == "torchvision.models.resnet.BasicBlock":
+        units = _BASIC_UNITS
+    else:
+        return None
+    act = getattr(block, units[4], None)
+    convs = [cast(nn.Conv2d, block.get_submodule(u)) for u in (units[0], units[2])]
+    if not isinstance(act, nn.ReLU) or any(c.groups != 1 for c in convs):
+        return None
+    return units
+
+
+def gated_blocks(model: nn.Module) -> list[BasicBlock]:
+    """The basic blocks of ``model`` (any depth, module order) whose two convs gating runs."""
+    blocks = []
+    for block in residual_blocks(model):
+        units = _units(model.get_submodule(block.name))
+        if units is None:
+            continue
+        conv1, bn1, conv2, bn2, act, shortcut = (block.child(u) for u in units)
+        projects = getattr(model.get_submodule(block.name), units[5]) is not None
+        blocks.append(BasicBlock(block.name, conv1, bn1, conv2, bn2, act,
+                                 shortcut if projects else None))
+    if not blocks:
+        raise ValueError("gating runs on ResNets of basic blocks (conv-BN-ReLU-conv-BN "
+                         "branches): the CIFAR ResNets and resnet20-fcn of prune_env, "
+                         "torchvision's resnet18/34 and smp networks with a resnet18/34 "
+                         "encoder; this model has no such block (pass an unpruned one)")
+    return blocks
 
 
 def target_masks(scores: Tensor, r: float) -> Tensor:
@@ -99,34 +175,19 @@ class MaskPredictor(nn.Module):
         return self.linear(pooled.softmax(1))
 
 
-def gated_blocks(model: nn.Module) -> list[str]:
-    """Names of the top-level residual blocks with a conv-BN-ReLU-conv-BN branch."""
-    names = []
-    for name, module in model.named_children():
-        branch = getattr(module, "branch", None)
-        if isinstance(module, Residual) and isinstance(branch, nn.Sequential) \
-                and len(branch) == 5 \
-                and all(isinstance(m, t) for m, t in zip(branch, _BRANCH_TYPES, strict=True)):
-            names.append(name)
-    if not names:
-        raise ValueError("gating supports the CIFAR ResNets (resnet20/32/56) built by "
-                         "prune_env.nn.models.build_model, whose residual branches are "
-                         "conv-BN-ReLU-conv-BN; this model has no such block (pass an "
-                         "unpruned CIFAR ResNet)")
-    return names
-
-
 def predictor_key(gate: str) -> str:
     """The `nn.ModuleDict` key of a gate (module names may not contain dots)."""
     return gate.replace(".", "_")
 
 
 class GatedNetwork(nn.Module):
-    """A CIFAR ResNet whose residual-branch convs are gated per input (FTWT).
+    """A ResNet whose residual-branch convs are gated per input (FTWT).
 
     Attributes:
-        backbone: a deep copy of the wrapped network.
-        gates: gated conv names in the backbone, forward order ("3.branch.0", "3.branch.3", ...).
+        backbone: a deep copy of the wrapped network (called alone, it is the dense network).
+        blocks: the gated basic blocks (`gated_blocks`), forward order.
+        gates: gated conv names in the backbone, forward order ("3.branch.0", "3.branch.3", ...
+            for a CIFAR ResNet; "encoder.layer1.0.conv1", ... for an smp encoder).
         budgets: r per gate (settable), the teacher's mass fraction.
         predictors: one `MaskPredictor` per gate, keyed by `predictor_key(gate)`.
         aux_loss: after a teacher forward, the predictors' BCE (a scalar whose graph only
@@ -146,17 +207,20 @@ class GatedNetwork(nn.Module):
             which no deployment has).
 
     Args:
-        model: a trained CIFAR ResNet from `prune_env.nn.models.build_model`.
+        model: a trained ResNet of basic blocks (see the module docstring).
         budget: initial r of every gate.
         train_masks: see Attributes.
     """
 
     def __init__(self, model: nn.Module, budget: float = 0.9, train_masks: str = "predicted"):
         super().__init__()
-        self.blocks = set(gated_blocks(model))  # checked before copying a model we reject
+        self.blocks = gated_blocks(model)  # checked before copying a model we reject
         self.backbone = copy.deepcopy(model)
-        self.gates = [f"{name}.branch.{i}" for name, _ in self.backbone.named_children()
-                      if name in self.blocks for i in GATED_CONVS]
+        self.gates = [gate for block in self.blocks for gate in block.gates]
+        #: the BN whose output each gate masks (its unit's output before any ReLU)
+        self._norms = {g: n for b in self.blocks
+                       for g, n in ((b.conv1, b.bn1), (b.conv2, b.bn2))}
+        self._second = {block.conv2 for block in self.blocks}
         self.budgets = {gate: budget for gate in self.gates}
         convs = {gate: cast(nn.Conv2d, self.backbone.get_submodule(gate)) for gate in self.gates}
         self.predictors = nn.ModuleDict({
@@ -176,6 +240,10 @@ class GatedNetwork(nn.Module):
         """The mask predictor of a gate."""
         return cast(MaskPredictor, self.predictors[predictor_key(gate)])
 
+    def is_second(self, gate: str) -> bool:
+        """Whether ``gate`` is a branch's second conv (its output is added to the shortcut)."""
+        return gate in self._second
+
     def forward(self, x: Tensor, teacher: bool | None = None) -> Tensor:
         """Run the backbone with gated residual branches.
 
@@ -184,36 +252,49 @@ class GatedNetwork(nn.Module):
             teacher: mask with the teacher masks (and compute `aux_loss`) rather than the
                 predicted ones; default: in train mode.
         """
-        teacher = self.training if teacher is None else teacher
+        self._teacher = self.training if teacher is None else teacher
         self._losses: list[Tensor] = []
         self._agreements: list[Tensor] = []
+        self._logits: dict[str, Tensor] = {}
         self.last_masks = {}
-        for name, module in self.backbone.named_children():
-            x = (self._block(name, cast(Residual, module), x, teacher) if name in self.blocks
-                 else module(x))
-        if teacher:
+        with self._gating():
+            x = self.backbone(x)
+        if self._teacher:
             self.aux_loss = torch.stack(self._losses).sum()
             self.agreement = float(torch.stack(self._agreements).mean())
         return x
 
-    def _block(self, name: str, block: Residual, x: Tensor, teacher: bool) -> Tensor:
-        """A residual block with both branch units gated."""
-        # gated_blocks checked the branch: a conv-BN-ReLU-conv-BN nn.Sequential.
-        conv1, bn1, _, conv2, bn2 = cast(nn.Sequential, block.branch)
-        out = x if block.shortcut is None else block.shortcut(x)
-        # F.relu, not the branch's ReLU(inplace=True): the dense output must stay intact.
-        h = self._gate(f"{name}.branch.0", x, F.relu(bn1(conv1(x))), teacher)
-        y = self._gate(f"{name}.branch.3", h, bn2(conv2(h)), teacher)
-        if block.act is None:
-            raise RuntimeError(f"gated block {name} has no activation after the addition")
-        return block.act(out + y)
+    @contextlib.contextmanager
+    def _gating(self) -> Iterator[None]:
+        """Hooks for one forward pass: each gated conv's input feeds its predictor, and its
+        BN's output is masked. Registered per pass (a few dozen hooks, microseconds) so that
+        the backbone stays a plain network that copies, pickles and records as such."""
+        handles = []
+        try:
+            for gate, norm in self._norms.items():
+                handles.append(self.backbone.get_submodule(gate).register_forward_pre_hook(
+                    lambda _m, args, gate=gate: self._predict(gate, args[0])))
+                handles.append(self.backbone.get_submodule(norm).register_forward_hook(
+                    lambda _m, _a, out, gate=gate: self._gate(gate, out)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
-    def _gate(self, gate: str, unit_in: Tensor, unit_out: Tensor, teacher: bool) -> Tensor:
-        """Mask a unit's dense output; in teacher mode also score the predictor."""
+    def _predict(self, gate: str, unit_in: Tensor) -> None:
         # Detached: the predictor's loss must not change the backbone (decoupled training).
-        logits = self.predictor(gate)(unit_in.detach().mean((2, 3)))
-        if teacher:
-            mask = target_masks(unit_out.detach().abs().amax((2, 3)), self.budgets[gate])
+        self._logits[gate] = self.predictor(gate)(unit_in.detach().mean((2, 3)))
+
+    def _gate(self, gate: str, unit_out: Tensor) -> Tensor:
+        """Mask a unit's dense output (its BN's); in teacher mode also score the predictor.
+
+        A first conv's unit ends in a ReLU after the BN: its teacher scores are taken after
+        that ReLU, and masking before it is the same as after (the mask is 0 or 1)."""
+        logits = self._logits.pop(gate)
+        if self._teacher:
+            out = unit_out.detach()
+            out = out.abs() if self.is_second(gate) else out.relu()
+            mask = target_masks(out.amax((2, 3)), self.budgets[gate])
             bce = F.binary_cross_entropy_with_logits(logits, mask.float(), reduction="none")
             self._losses.append(bce.sum(1).mean())
             self._agreements.append(((logits.detach() > 0) == mask).float().mean())

@@ -3,9 +3,11 @@ reads it like any other run), plus what only a dynamic network has: simulated an
 figures side by side.
 
 - executed: `baselines.gating.dynamic.DynamicResNet` computes only the predicted filters, one image
-  at a time; its latency (``pruned.latency_ms``) is timed at batch 1 over real test images,
-  interleaved with the dense base, predictors included; its FLOPs (``pruned.flops``) are
-  what it computes, averaged over the same images, predictors included.
+  at a time; its latency (``pruned.latency_ms``) is timed at batch 1 over real test images
+  (resized bilinearly to the deployment shape where it differs from the data's: the frames a
+  deployment sees), interleaved with the dense base with the same BNs folded
+  (`baselines.gating.dynamic.folded_dense`), predictors included; its FLOPs (``pruned.flops``)
+  are what it computes, averaged over the same images, predictors included.
 - simulated: what the authors' code measures, the dense network with its outputs multiplied
   by the masks: its latency (``details.dynamic.latency_simulated_ms``, no faster than dense) and the
   paper's FLOPs count (``details.dynamic.flops_simulated``: gated convs at their active widths,
@@ -22,8 +24,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import torch
+import torch.nn.functional as F
 
-from baselines.gating.dynamic import DynamicResNet, dynamic_flops, measure_dynamic_latency
+from baselines.gating.dynamic import (
+    DynamicResNet,
+    dynamic_flops,
+    folded_dense,
+    measure_dynamic_latency,
+)
 from prune_env.envs.records import CandidateSummary, EpisodeLog, Figures, Finetune, Report
 from prune_env.envs.report import common_report, score
 from prune_env.measure import count_params
@@ -42,7 +50,7 @@ if TYPE_CHECKING:
 def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> Report:
     """The report of a finished gating episode (test accuracy added by `score`)."""
     gated = cast("GatedNetwork", state.model)  # a gating episode's network
-    images = env.bench.data.test.images[: env.report_images]
+    images = deployed_images(env)
     timed = time_dynamic(env, gated, images, rounds)
     counted = dynamic_flops(gated, images)
     executed, simulated = timed["executed"], timed["simulated"]
@@ -79,10 +87,23 @@ def gate_report(env: GateEnv, state: EpisodeState, rounds: int = 5) -> Report:
     return report
 
 
+def deployed_images(env: GateEnv) -> torch.Tensor:
+    """The first `report_images` test images at the deployment shape (bilinear resizing
+    where the data's size differs, as a camera's frame is larger than the training crops)."""
+    images = env.bench.data.test.images[: env.report_images]
+    size = env.bench.deploy_shape[1:]
+    if tuple(images.shape[2:]) != tuple(size):
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    return images
+
+
 def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
                  rounds: int = 5) -> dict[str, dict[str, Any]]:
     """Executed and simulated (masked) latency of ``gated`` against the dense base, each
-    interleaved with the base at batch 1 over ``images``, while no process computes."""
+    interleaved with the base at batch 1 over ``images``, while no process computes. The
+    executed network is timed against the base with the same BNs folded
+    (`folded_dense`), the simulated one against the base as it is: each ratio then measures
+    the gating alone."""
     threads = env.bench.meter.threads or torch.get_num_threads()
     # timed where the meter measures (a GPU-trained network may be timed on the host)
     device = torch.device(env.bench.meter.device)
@@ -90,8 +111,9 @@ def time_dynamic(env: GateEnv, gated: GatedNetwork, images: torch.Tensor,
     gated = cast("GatedNetwork", on_device(gated, device))
     images = images.to(device)
     with env.bench.meter.table.timing():
-        executed = measure_dynamic_latency(dense, DynamicResNet(gated.eval()),
-                                           images, rounds=rounds, threads=threads)
+        executed = measure_dynamic_latency(folded_dense(gated.eval()),
+                                           DynamicResNet(gated), images, rounds=rounds,
+                                           threads=threads)
         simulated = measure_dynamic_latency(dense, gated.eval(), images,
                                             rounds=rounds, threads=threads)
     return {"executed": executed, "simulated": simulated}

@@ -4,7 +4,8 @@ Names (`prune_env.catalog.SEGMENTATION_MODELS`):
 
 - ``ARCH-ENCODER`` from segmentation_models_pytorch: ``unet``, ``fpn`` and ``deeplabv3plus``
   with the ``resnet18``, ``resnet34``, ``mobilenet_v2`` and ``efficientnet-b0`` encoders
-  (``encoder_weights=None``), e.g. ``unet-resnet18``;
+  (``encoder_weights=None``), e.g. ``unet-resnet18``; and HRNet-W18-small through smp's timm
+  encoders, ``unet-tu-hrnet_w18_small`` and ``fpn-tu-hrnet_w18_small``;
 - torchvision's ``fcn_resnet50``, ``deeplabv3_resnet50``, ``deeplabv3_mobilenet_v3_large``
   and ``lraspp_mobilenet_v3_large`` (``weights=None, weights_backbone=None``, no auxiliary
   head), wrapped so that forward returns the score map rather than torchvision's dict (the
@@ -23,7 +24,7 @@ import torch
 import torchvision
 from torch import nn
 
-from prune_env.catalog import SMP_ARCHS, SMP_ENCODERS, TORCHVISION_SEGMENTATION
+from prune_env.catalog import SMP_ARCHS, SMP_ENCODERS, SMP_TIMM, TORCHVISION_SEGMENTATION
 
 
 class ScoreMap(nn.Module):
@@ -60,7 +61,7 @@ def build_segmentation(name: str, in_channels: int, num_classes: int) -> nn.Modu
             replace_first_conv(net, in_channels)
         return ScoreMap(net)
     arch, _, encoder = name.partition("-")
-    if arch not in SMP_ARCHS or encoder not in SMP_ENCODERS:
+    if name not in SMP_TIMM and (arch not in SMP_ARCHS or encoder not in SMP_ENCODERS):
         raise ValueError(f"unknown segmentation model {name!r}")
     import segmentation_models_pytorch as smp
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from baselines.gating.dynamic import DynamicResNet, dynamic_flops
+from baselines.gating.dynamic import DynamicResNet, dynamic_flops, folded_dense
 from baselines.gating.network import GatedNetwork, PredictorTrainer, mean_active, target_masks
 from prune_env.data.datasets import load_data
 from prune_env.data.task import get_task
@@ -17,10 +17,11 @@ from prune_env.nn.models import build_model
 from prune_env.training.loop import TrainConfig, train_steps
 
 
-def backbone(size: int = 32, seed: int = 0) -> torch.nn.Module:
-    """A random ResNet-20 whose BNs have non-trivial running statistics and affine terms."""
+def backbone(size: int = 32, seed: int = 0, name: str = "resnet20",
+             channels: int = 3) -> torch.nn.Module:
+    """A random network whose BNs have non-trivial running statistics and affine terms."""
     torch.manual_seed(seed)
-    model = build_model("resnet20", 3, 10, (size, size))
+    model = build_model(name, channels, 10, (size, size))
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -28,7 +29,7 @@ def backbone(size: int = 32, seed: int = 0) -> torch.nn.Module:
                 module.bias.uniform_(-0.2, 0.2)
         model.train()
         for _ in range(3):
-            model(torch.randn(16, 3, size, size) * 2 + 0.5)
+            model(torch.randn(16, channels, size, size) * 2 + 0.5)
     return model.eval()
 
 
@@ -85,24 +86,39 @@ def test_gated_network_structure_and_mean_active():
     assert all(few[g] < many[g] for g in gated.gates)
     assert mean_active(gated, images, 0.0) == dict.fromkeys(gated.gates, 1.0)
     assert gated.budgets == dict.fromkeys(gated.gates, 0.5)  # restored
-    with pytest.raises(ValueError, match="CIFAR ResNets"):
+    with pytest.raises(ValueError, match="basic blocks"):
         GatedNetwork(build_model("vgg11", 3, 10, (32, 32)))
 
 
-def test_dynamic_equals_masked():
-    images = torch.randn(6, 3, 32, 32) * 2
-    gated = GatedNetwork(backbone())
+#: Networks of basic blocks, the gates each must find, and a gate deep in the network:
+#: the CIFAR ResNet, our FCN (blocks nested in its stem and trunk), and smp's ResNet-18
+#: encoder under a U-Net and under DeepLabV3+ (whose last stage is dilated).
+ARCHITECTURES = [("resnet20", 3, 32, 18, "9.branch.3"),
+                 ("resnet20-fcn", 1, 64, 18, "deep.5.branch.3"),
+                 ("unet-resnet18", 1, 64, 16, "encoder.layer4.1.conv2"),
+                 ("deeplabv3plus-resnet18", 1, 64, 16, "encoder.layer4.1.conv2")]
+
+
+@pytest.mark.parametrize(("name", "channels", "size", "gates", "deep"), ARCHITECTURES)
+def test_dynamic_equals_masked(name, channels, size, gates, deep):
+    images = torch.randn(6, channels, size, size) * 2
+    dense = backbone(size, name=name, channels=channels)
+    gated = GatedNetwork(dense)
+    assert len(gated.gates) == gates and deep in gated.gates
     spread_predictors(gated, images)
     dynamic = DynamicResNet(gated)
     with torch.inference_mode():
         masked = gated.eval()(images)
         masks = gated.last_masks
         out = dynamic(images)
-    assert (masked - out).abs().max() < 1e-4
+        # the reference the executed network is timed against computes the dense network
+        torch.testing.assert_close(folded_dense(gated)(images), dense(images),
+                                   rtol=1e-4, atol=1e-4)
+        assert torch.equal(gated.backbone(images), dense(images))  # no hook left behind
+    assert (masked - out).abs().max() < 1e-4 * max(1.0, float(masked.abs().max()))
     fraction = torch.cat([m.float().mean(1) for m in masks.values()])
     assert 0.2 < float(fraction.mean()) < 0.8  # real gating, neither dense nor empty
-    gate = "9.branch.3"
-    assert not torch.equal(masks[gate][0], masks[gate][1])  # masks vary per image
+    assert not torch.equal(masks[deep][0], masks[deep][1])  # masks vary per image
 
 
 #: Times the dense and dynamic networks in a fresh interpreter (see the test).

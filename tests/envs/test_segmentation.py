@@ -46,17 +46,28 @@ def seg_args(fcn, latency_table, tmp_path, *more: str) -> list[str]:
             "--runs-dir", str(tmp_path / "runs"), *more]
 
 
+def base_flops_at_32(fcn) -> float:
+    """The base FCN's conv FLOPs per 32x32 image (2 * MACs)."""
+    from prune_env.measure.flops import count_flops
+    from prune_env.training.checkpoint import load_base
+
+    model, _ = load_base(fcn[0])
+    return count_flops(model, (1, 32, 32))
+
+
 def report_of(tmp_path) -> dict:
     (report,) = (tmp_path / "runs").glob("*/report.json")
     return json.loads(report.read_text())
 
 
-@pytest.mark.parametrize("method", ["l1", "swd", "layerprune", "alf", "joint"])
+@pytest.mark.parametrize("method", ["l1", "swd", "layerprune", "alf", "joint", "gating"])
 def test_a_baseline_prunes_a_segmentation_network_to_its_target(method, fcn, latency_table,
                                                                 tmp_path):
     more = {"swd": ["--swd-steps", "80"], "alf": ["--alf-steps", "30"],
             "joint": ["--joint-steps", "150"],
-            "layerprune": ["--criterion", "imprinting"]}.get(method, [])
+            "layerprune": ["--criterion", "imprinting"],
+            "gating": ["--gating-steps", "60", "--gating-images", "4",
+                       "--deploy-shape", "1x64x64"]}.get(method, [])
     assert main(["baseline", method, "--no-export",
                  *seg_args(fcn, latency_table, tmp_path, *more)]) == 0
     r = report_of(tmp_path)
@@ -68,6 +79,9 @@ def test_a_baseline_prunes_a_segmentation_network_to_its_target(method, fcn, lat
     assert r["pruned"]["test_accuracy"] == pytest.approx(sum(present) / len(present))
     if method == "joint":  # the masks themselves were pulled to the target
         assert r["details"]["joint_training"]["cost_ratio"][-1] <= 0.6 + 0.05
+    if method == "gating":  # executed on the test scenes resized to the deployment shape
+        assert r["deploy_shape"] == [1, 64, 64] and r["details"]["dynamic"]["images"] == 4
+        assert r["base"]["flops"] == pytest.approx(4 * base_flops_at_32(fcn), rel=1e-3)
 
 
 def test_l2pf_trains_on_a_segmentation_network_and_exports_it(fcn, latency_table, tmp_path):
