@@ -1,4 +1,5 @@
-"""How sure a measured cost ratio is: a paired bootstrap interval, and the verdict on a target.
+"""How sure a measured cost ratio is: a paired bootstrap interval, and the verdict on a target
+(and, for one network alone, the bootstrap interval of its latency estimate).
 
 Two networks timed interleaved give paired samples: block ``b``'s fastest run of each (or
 image ``i``'s median time of each, for a dynamic network). A slow period of the machine hits
@@ -55,9 +56,34 @@ def paired_ratio_interval(base: Sequence[float], other: Sequence[float], *,
         raise ValueError(f"unknown statistic {statistic!r}: median or mean")
     reduce = np.median if statistic == "median" else np.mean
     idx = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
-    ratios = reduce(b[idx], axis=1) / reduce(a[idx], axis=1)
+    return _percentile_interval(reduce(b[idx], axis=1) / reduce(a[idx], axis=1), level)
+
+
+def median_interval(samples: Sequence[float], *, level: float = 0.95, resamples: int = 2000,
+                    seed: int = 0) -> Interval:
+    """The percentile-bootstrap interval of the median of ``samples``: one network's block
+    minima (`prune_env.measure.latency.Latency.block_ms`), whose median is its latency
+    estimate. It says how much that estimate moves between blocks of the same machine; a
+    comparison between networks should use their paired ratio (`paired_ratio_interval`), which
+    the machine's slow periods do not widen. With five blocks it spans about their range.
+
+    Args:
+        samples: one value per block (at least one).
+        level: coverage of the interval.
+        resamples: bootstrap resamples (samples drawn with replacement).
+        seed: the resampling's seed: the same samples give the same interval.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"samples must be a non-empty list (got shape {x.shape})")
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    return _percentile_interval(np.median(x[idx], axis=1), level)
+
+
+def _percentile_interval(estimates: np.ndarray, level: float) -> Interval:
+    """The central ``level`` share of the bootstrap ``estimates``."""
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(ratios, [tail, 100 - tail])
+    low, high = np.percentile(estimates, [tail, 100 - tail])
     return Interval(float(low), float(high), level)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from prune_env.nn.device import module_device, same_device, synchronize
 
@@ -78,7 +79,8 @@ def time_once(model: nn.Module, x: torch.Tensor, sync: Callable[[], None]) -> fl
 
 def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...], *,
                     batch: int = 1, device: str = "cpu", threads: int | None = None,
-                    warmup: int = 10, blocks: int = 7, repeats: int = 10) -> dict[str, Latency]:
+                    warmup: int = 10, blocks: int = 7, repeats: int = 10,
+                    progress: str | None = None) -> dict[str, Latency]:
     """Time several networks interleaved; one `Latency` per name.
 
     Args:
@@ -90,6 +92,8 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...
         warmup: untimed runs per network before timing (10: a GPU's clocks and caches settle).
         blocks: rounds over all networks; each contributes one minimum per network.
         repeats: timed runs per network per block.
+        progress: a progress-bar title (large inputs take seconds per run), or None for no
+            bar; the bar moves between timed runs, never inside one.
     """
     dev = torch.device(device)
     sync = synchronizer(dev)
@@ -102,15 +106,19 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: tuple[int, ...
         net.eval()
     samples: dict[str, list[float]] = {name: [] for name in nets}
     minima: dict[str, list[float]] = {name: [] for name in nets}
-    with fixed_threads(threads) as used, torch.inference_mode():
+    bar = tqdm(total=len(nets) * (warmup + blocks * repeats), desc=progress, unit="run",
+               disable=progress is None)
+    with fixed_threads(threads) as used, torch.inference_mode(), bar:
         for net in nets.values():
             for _ in range(warmup):
                 net(x)
+                bar.update()
         order = list(nets)
         for block in range(blocks):
             # rotate the order so no network always runs right after another one
             for name in order[block % len(order):] + order[:block % len(order)]:
                 runs = [time_once(nets[name], x, sync) for _ in range(repeats)]
+                bar.update(repeats)
                 samples[name] += runs
                 minima[name].append(min(runs))
     for name, net in nets.items():

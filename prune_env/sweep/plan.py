@@ -118,14 +118,21 @@ class Plan:
 
     def differences(self, other: Plan) -> list[str]:
         """What differs from ``other`` (the saved plan), one line per setting."""
-        return _differences(self.to_dict(), other.to_dict(), "")
+        return setting_differences(self.to_dict(), other.to_dict())
 
 
-def _differences(a: Any, b: Any, where: str) -> list[str]:
+def setting_differences(now: Any, saved: Any, saved_in: str = "the sweep") -> list[str]:
+    """What differs between settings ``now`` and those ``saved`` in a directory (nested
+    dicts, as JSON holds them), one line per setting: ``key.sub: SAVED in SAVED_IN, NOW now``."""
+    return _differences(now, saved, "", saved_in)
+
+
+def _differences(a: Any, b: Any, where: str, saved_in: str) -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [line for key in sorted(set(a) | set(b), key=str)
-                for line in _differences(a.get(key), b.get(key), f"{where}.{key}".lstrip("."))]
-    return [] if a == b else [f"{where}: {b!r} in the sweep, {a!r} now"]
+                for line in _differences(a.get(key), b.get(key), f"{where}.{key}".lstrip("."),
+                                         saved_in)]
+    return [] if a == b else [f"{where}: {b!r} in {saved_in}, {a!r} now"]
 
 
 def entry_of(run_dir: Path) -> Entry | None:

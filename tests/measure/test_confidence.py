@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prune_env.measure.confidence import Interval, paired_ratio_interval, verdict
+from prune_env.measure.confidence import (
+    Interval,
+    median_interval,
+    paired_ratio_interval,
+    verdict,
+)
 
 
 def noisy_pairs(rng, ratio=0.7, blocks=15, shared=0.3, own=0.01):
@@ -58,3 +63,22 @@ def test_a_target_is_met_missed_or_within_noise(ratio, interval, target, expecte
 def test_bad_samples_are_named(base, other, statistic, message):
     with pytest.raises(ValueError, match=message):
         paired_ratio_interval(base, other, statistic=statistic)
+
+
+def test_the_median_interval_covers_the_true_median_about_as_often_as_it_says():
+    # block minima of one network: 3 ms plus the machine's noise, skewed (noise only adds);
+    # the lognormal's median is exp(0) = 1, so the true median of the minima is 3.3 ms
+    rng = np.random.default_rng(0)
+    covered = [median_interval(3.0 + 0.3 * rng.lognormal(0, 0.5, 15), resamples=500).holds(3.3)
+               for _ in range(200)]
+    assert 0.85 <= np.mean(covered) <= 1.0
+
+
+def test_the_median_interval_is_repeatable_and_one_block_gives_a_point():
+    samples = [3.1, 3.4, 3.0, 3.9, 3.2]
+    interval = median_interval(samples)
+    assert interval == median_interval(samples)
+    assert 3.0 <= interval.low <= np.median(samples) <= interval.high <= 3.9
+    assert median_interval([2.5]) == Interval(2.5, 2.5)
+    with pytest.raises(ValueError, match="non-empty"):
+        median_interval([])
