@@ -94,6 +94,16 @@ def test_l2pf_trains_on_a_segmentation_network_and_exports_it(fcn, latency_table
     assert (run / "model.onnx").exists()  # the upsampling decoder exports and checks
 
 
+def test_ppo_trains_on_a_segmentation_network(fcn, latency_table, tmp_path):
+    """stable-baselines3 through the flat wrapper, rewarded on validation mIoU."""
+    assert main(["train", "--agent", "ppo", "--episodes", "1", "--no-export",
+                 "--sb3", "n_steps=6", *seg_args(fcn, latency_table, tmp_path)]) == 0
+    r = report_of(tmp_path)
+    assert r["method"] == "ppo" and r["metric"] == "miou"
+    assert r["source"] == "deterministic policy" and 0.0 < r["pruned"]["test_accuracy"] <= 1.0
+    assert len(r["pruned"]["test_class_iou"]) == 11
+
+
 def test_a_classifier_on_segmentation_data_is_refused(fcn, latency_table, tmp_path, capsys):
     args = seg_args(fcn, latency_table, tmp_path)
     args[args.index("resnet20-fcn")] = "resnet20"
