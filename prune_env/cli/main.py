@@ -236,6 +236,9 @@ def summary_table(report: Report) -> str:
             *((f"ms onnxruntime {d.provider.removesuffix('ExecutionProvider')}",
                f"{d.base_ms:.3f}", f"{d.pruned_ms:.3f}") for d in report.deployed),
             ("energy mJ", str(b.energy_mj), str(p.energy_mj)),
+            *(((f"mJ above idle {report.energy_idle_w:.1f} W", f"{b.energy_net_mj:.3f}",
+                f"{p.energy_net_mj:.3f}"),) if b.energy_net_mj is not None
+              and p.energy_net_mj is not None and report.energy_idle_w is not None else ()),
             ("MFLOPs", f"{b.flops / 1e6:.2f}", f"{p.flops / 1e6:.2f}"),
             ("params", f"{b.params:,}", f"{p.params:,}")]
     lines = [f"| {'':24s} | {'base':>10s} | {'pruned':>10s} |", f"|{'-' * 26}|{'-' * 12}|"

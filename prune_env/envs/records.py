@@ -31,7 +31,9 @@ class Figures:
         val_accuracy_subset: validation accuracy on the environment's fixed subset.
         latency_ms: batch-1 latency (see the report's ``latency_note``).
         latency_median_ms, latency_iqr_ms: spread of the timed runs.
-        energy_mj: energy per inference where metered, else None.
+        energy_mj: energy per inference where metered (all the sensor counted), else None.
+        energy_net_mj: the same above the sensor's idle power (the report's
+            ``energy_idle_w``), where metered.
         flops, params: counted.
         latency_batch, latency_batch_ms: the second batch size timed, and its latency.
         latency_predicted_ms: what the latency table predicted (pruned network only).
@@ -54,6 +56,7 @@ class Figures:
     val_accuracy: float | None = None
     test_accuracy: float | None = None
     test_class_iou: list[float | None] | None = None
+    energy_net_mj: float | None = None
 
 
 @dataclass
@@ -145,6 +148,7 @@ class Report:
     metric: str = "top1"  # what the *_accuracy figures hold: "top1", or "miou"
     input_shape: list[int] | None = None  # (C, H, W) the network was trained and scored at
     deploy_shape: list[int] | None = None  # where latency, energy and FLOPs were measured
+    energy_idle_w: float | None = None  # the energy sensor's idle power, where metered
     episodes: int | None = None
     source: str | None = None
     search: Search | None = None

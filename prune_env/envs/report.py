@@ -42,7 +42,8 @@ def episode_report(env: Bench, state: EpisodeState, latency: dict[str, Any]) -> 
                        latency_median_ms=timed.median_ms, latency_iqr_ms=timed.iqr_ms,
                        energy_mj=latency[f"{key}_energy_mj"], flops=count_flops(model, shape),
                        params=count_params(model), latency_batch=batch.batch,
-                       latency_batch_ms=batch.estimate_ms)
+                       latency_batch_ms=batch.estimate_ms,
+                       energy_net_mj=latency.get(f"{key}_energy_net_mj"))
 
     base = side(env.base_model, "base", env.base_accuracy)
     pruned = side(state.model, "pruned", state.accuracy)
@@ -77,7 +78,7 @@ def common_report(env: Bench, state: EpisodeState, base: Figures, pruned: Figure
         cost_ratio_ci=None if interval is None else [interval.low, interval.high],
         finetune=Finetune(seconds=state.finetune_seconds, steps=state.finetune_steps),
         kept_filters=kept, latency_note=note, input_shape=list(env.input_shape),
-        deploy_shape=list(env.deploy_shape))
+        deploy_shape=list(env.deploy_shape), energy_idle_w=env.meter.idle_watts)
 
 
 def score(env: Bench, pruned: nn.Module, report: Report) -> None:

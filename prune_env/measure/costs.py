@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from prune_env.measure.confidence import paired_ratio_interval
-from prune_env.measure.energy import EnergyMeter, EnergyUnavailableError, auto_meter, measure_energy
+from prune_env.measure.energy import (
+    EnergyMeter,
+    EnergyResult,
+    EnergyUnavailableError,
+    auto_meter,
+    measure_energy,
+    measure_idle_watts,
+)
 from prune_env.measure.flops import count_params
 from prune_env.measure.latency import measure_latency, on_device, synchronizer
 from prune_env.measure.lookup import LatencyTable, LayerShape, layer_shapes
@@ -77,6 +84,7 @@ class CostMeter:
         # layer shapes per network object: a network's shapes never change once built
         self._shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.energy_meter: EnergyMeter | None = None
+        self.idle_watts: float | None = None  # the sensor's idle power, once metered
         try:
             self.energy_meter = auto_meter(device)
         except EnergyUnavailableError:
@@ -189,7 +197,14 @@ class CostMeter:
         return self.table.computing()
 
     def energy_mj(self, model: nn.Module) -> float | None:
-        """Metered millijoules per image, or None where no sensor exists."""
+        """Metered millijoules per image (all the sensor counts), or None where no sensor
+        exists."""
+        result = self.energy(model)
+        return None if result is None else 1e3 * result.joules_per_inference / self.batch
+
+    def energy(self, model: nn.Module) -> EnergyResult | None:
+        """One metered window of ``model``'s inferences at the meter's batch (with the
+        sensor's idle power, measured once per meter), or None where no sensor exists."""
         if self.energy_meter is None:
             return None
         dev = torch.device(self.device)
@@ -200,13 +215,14 @@ class CostMeter:
                         generator=torch.Generator().manual_seed(0)).to(dev)
         try:
             with torch.inference_mode(), self.table.timing():
+                if self.idle_watts is None:  # with nothing running: the lock is held
+                    self.idle_watts = measure_idle_watts(self.energy_meter)
                 for _ in range(10):  # warm-up, as for timing
                     net(x)
-                result = measure_energy(lambda: net(x), self.energy_meter,
-                                        sync=synchronizer(dev))
+                return measure_energy(lambda: net(x), self.energy_meter,
+                                      sync=synchronizer(dev), idle_watts=self.idle_watts)
         finally:
             net.train(was)
-        return 1e3 * result.joules_per_inference / self.batch
 
     def group_shares(self, model: nn.Module, convs: tuple[str, ...]) -> tuple[float, ...]:
         """(feature-map area / input area, FLOPs share, latency share) of a group's convs."""
@@ -229,4 +245,16 @@ class CostMeter:
                                                         timed["pruned"].block_ms),
                 "base_batch": big["base"], "pruned_batch": big["pruned"],
                 "pruned_predicted_ms": self.predict_ms(pruned),
-                "base_energy_mj": self.energy_mj(base), "pruned_energy_mj": self.energy_mj(pruned)}
+                **self._energy_pair(base, pruned)}
+
+    def _energy_pair(self, base: nn.Module, pruned: nn.Module) -> dict[str, float | None]:
+        """Both networks' metered millijoules per image, total and net of idle power."""
+        out: dict[str, float | None] = {}
+        for key, model in (("base", base), ("pruned", pruned)):
+            result = self.energy(model)
+            net = None if result is None else result.net_joules_per_inference
+            out[f"{key}_energy_mj"] = (None if result is None
+                                       else 1e3 * result.joules_per_inference / self.batch)
+            out[f"{key}_energy_net_mj"] = None if net is None else 1e3 * net / self.batch
+        out["idle_watts"] = self.idle_watts
+        return out

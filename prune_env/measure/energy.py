@@ -17,8 +17,12 @@ Backends:
   their package. Since Linux 5.10 ``energy_uj`` is readable by root only.
 * :class:`JetsonMeter` -- NVIDIA Jetson boards through the INA3221 power monitors
   (``/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*/in{i}_input`` in mV and
-  ``curr{i}_input`` in mA). These give instantaneous power only, so a background thread
-  samples it and ``end()`` integrates over time.
+  ``curr{i}_input`` in mA; on L4T 32 and older, the ``ina3221x`` driver's
+  ``*/iio:device*/in_power{i}_input`` in mW). These give instantaneous power only, so a
+  background thread samples it and ``end()`` integrates over time.
+
+`measure_idle_watts` gives a sensor's power with nothing running, so that reports put the
+net energy of an inference (above idle) beside the total.
 
 No backend ever makes a number up: when no sensor is usable,
 :class:`EnergyUnavailableError` says what is missing and what to use instead.
@@ -316,13 +320,28 @@ class RaplMeter(EnergyMeter):
 
 @dataclass(frozen=True)
 class _JetsonRail:
+    """One rail: its power in watts is the product of its readings over ``scale``."""
+
     label: str
-    millivolt_path: Path
-    milliamp_path: Path
+    paths: tuple[Path, ...]  # mV and mA (ina3221), or mW (ina3221x)
+    scale: float
+
+    def watts(self) -> float:
+        product = 1.0
+        for path in self.paths:
+            product *= _read_sensor(path, "Jetson")
+        return product / self.scale
+
+
+#: The older driver (L4T 32 and before: TX2, AGX Xavier, Nano on JetPack 4), beside ina3221.
+_OLD_DRIVER = "ina3221x"
 
 
 def _find_jetson_rails(root: Path) -> list[_JetsonRail]:
-    """Find the INA3221 rails under the i2c driver directory.
+    """Find the INA3221 rails under the i2c driver directory: the hwmon layout of the
+    ``ina3221`` driver (mV and mA per channel), else the iio layout of the older
+    ``ina3221x`` driver (mW per channel, ``rail_name_N``), also looked for beside the
+    default directory.
 
     Args:
         root: Driver directory, normally ``/sys/bus/i2c/drivers/ina3221``.
@@ -331,6 +350,16 @@ def _find_jetson_rails(root: Path) -> list[_JetsonRail]:
         The rails to sum. If the board monitors its total input (``VDD_IN``), only that
         rail, because the other rails are part of it.
     """
+    rails = _hwmon_rails(root) or _iio_rails(root)
+    if not rails and root.name != _OLD_DRIVER:
+        rails = _iio_rails(root.parent / _OLD_DRIVER)
+    totals = [rail for rail in rails if rail.label == _JETSON_TOTAL_RAIL]
+    return totals or rails
+
+
+def _hwmon_rails(root: Path) -> list[_JetsonRail]:
+    """Rails of the ``ina3221`` driver: ``*/hwmon/hwmon*/in{i}_input`` (mV), ``curr{i}_input``
+    (mA), ``in{i}_label``."""
     rails = []
     for hwmon in sorted(root.glob("*/hwmon/hwmon*")):
         for channel in _JETSON_CHANNELS:
@@ -340,9 +369,23 @@ def _find_jetson_rails(root: Path) -> list[_JetsonRail]:
                 continue
             label_file = hwmon / f"in{channel}_label"
             label = label_file.read_text().strip() if label_file.is_file() else ""
-            rails.append(_JetsonRail(label or f"{hwmon.name}/in{channel}", volts, amps))
-    totals = [rail for rail in rails if rail.label == _JETSON_TOTAL_RAIL]
-    return totals or rails
+            rails.append(_JetsonRail(label or f"{hwmon.name}/in{channel}", (volts, amps), 1e6))
+    return rails
+
+
+def _iio_rails(root: Path) -> list[_JetsonRail]:
+    """Rails of the older ``ina3221x`` driver: ``*/iio:device*/in_power{i}_input`` (mW),
+    ``rail_name_{i}``, channels 0 to 2."""
+    rails = []
+    for device in sorted(root.glob("*/iio:device*")):
+        for channel in (0, 1, 2):
+            power = device / f"in_power{channel}_input"
+            if not power.is_file():
+                continue
+            name_file = device / f"rail_name_{channel}"
+            label = name_file.read_text().strip() if name_file.is_file() else ""
+            rails.append(_JetsonRail(label or f"{device.name}/power{channel}", (power,), 1e3))
+    return rails
 
 
 def _trapezoid(samples: list[tuple[float, float]]) -> float:
@@ -381,8 +424,9 @@ class JetsonMeter(EnergyMeter):
         self._rails = _find_jetson_rails(Path(root))
         if not self._rails:
             raise EnergyUnavailableError(
-                f"Jetson: no INA3221 rail (hwmon in{{i}}_input/curr{{i}}_input) under "
-                f"{root}; needs an NVIDIA Jetson board, or {_FALLBACK_HINT}"
+                f"Jetson: no INA3221 rail (hwmon in{{i}}_input/curr{{i}}_input, or the "
+                f"older ina3221x driver's iio in_power{{i}}_input) under {root}; needs an "
+                f"NVIDIA Jetson board, or {_FALLBACK_HINT}"
             )
         self.interval_s = interval_s
         self._samples: list[tuple[float, float]] = []
@@ -392,15 +436,8 @@ class JetsonMeter(EnergyMeter):
         self._power_w()  # fail now, not in the sampling thread
 
     def _power_w(self) -> float:
-        """Returns: the summed power of all rails in watts (mV * mA / 1e6)."""
-        return (
-            sum(
-                _read_sensor(rail.millivolt_path, "Jetson")
-                * _read_sensor(rail.milliamp_path, "Jetson")
-                for rail in self._rails
-            )
-            / 1e6
-        )
+        """Returns: the summed power of all rails in watts."""
+        return sum(rail.watts() for rail in self._rails)
 
     def _sample(self) -> None:
         self._samples.append((time.perf_counter(), self._power_w()))
@@ -555,12 +592,49 @@ def auto_meter(
 
 @dataclass(frozen=True)
 class EnergyResult:
-    """Energy measured over one window of repeated inferences."""
+    """Energy measured over one window of repeated inferences.
+
+    Attributes:
+        joules_per_inference: all the sensor counted in the window, per inference (what a
+            battery pays at full duty).
+        inferences, seconds, meter: the window.
+        idle_watts: the same sensor's power with nothing running (`measure_idle_watts`),
+            where measured.
+    """
 
     joules_per_inference: float
     inferences: int
     seconds: float
     meter: str
+    idle_watts: float | None = None
+
+    @property
+    def net_joules_per_inference(self) -> float | None:
+        """What the inferences add above idle: (joules - idle power x window) per
+        inference; None where idle power was not measured."""
+        if self.idle_watts is None:
+            return None
+        total = self.joules_per_inference * self.inferences
+        return (total - self.idle_watts * self.seconds) / self.inferences
+
+
+def measure_idle_watts(meter: EnergyMeter, *, seconds: float = 1.0,
+                       sleep: Callable[[float], None] = time.sleep) -> float:
+    """The sensor's mean power over ``seconds`` of doing nothing (the board's or package's
+    idle draw, which every inference window also counts).
+
+    Args:
+        meter: energy meter; already open, not closed here.
+        seconds: the idle window (at least NVML's refresh period: 1 s by default).
+        sleep: how to wait (tests pass a fake clock's).
+    """
+    if seconds <= 0:
+        raise ValueError(f"seconds must be positive, got {seconds}")
+    meter.begin()
+    start = time.perf_counter()
+    sleep(seconds)
+    elapsed = max(time.perf_counter() - start, seconds)
+    return meter.end() / elapsed
 
 
 def measure_energy(
@@ -569,6 +643,7 @@ def measure_energy(
     *,
     min_seconds: float = 1.0,
     sync: Callable[[], None] | None = None,
+    idle_watts: float | None = None,
 ) -> EnergyResult:
     """Measure the energy of one inference by repeating it for a time window.
 
@@ -582,6 +657,8 @@ def measure_energy(
         sync: Waits for queued device work, e.g. ``torch.cuda.synchronize``; called
             before the window opens and before it closes, so that asynchronous work is
             counted inside the window and earlier work is not.
+        idle_watts: the meter's idle power (`measure_idle_watts`), kept in the result so
+            that it gives the net figure beside the total.
 
     Returns:
         Joules per inference, the number of inferences, the window length and the meter.
@@ -602,4 +679,4 @@ def measure_energy(
         sync()
     seconds = time.perf_counter() - start
     joules = meter.end()
-    return EnergyResult(joules / inferences, inferences, seconds, meter.name)
+    return EnergyResult(joules / inferences, inferences, seconds, meter.name, idle_watts)

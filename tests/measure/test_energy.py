@@ -19,6 +19,7 @@ from prune_env.measure.energy import (
     RaplMeter,
     auto_meter,
     measure_energy,
+    measure_idle_watts,
 )
 
 # ----------------------------------------------------------------------------- fakes
@@ -412,3 +413,70 @@ def test_energy_result_is_frozen() -> None:
     with pytest.raises(AttributeError):
         result.inferences = 3  # type: ignore[misc]
     assert result.joules_per_inference * result.inferences == 3.0
+
+
+# ----------------------------------------------------------------------------- idle power
+
+
+class ConstantPower(EnergyMeter):
+    """A sensor reading ``watts`` whatever runs: the joules of a window are watts x its
+    length (an idle board whose draw inference does not change)."""
+
+    name = "constant"
+
+    def __init__(self, watts: float) -> None:
+        self.watts = watts
+        self.start = 0.0
+
+    def begin(self) -> None:
+        self.start = time.perf_counter()
+
+    def end(self) -> float:
+        return self.watts * (time.perf_counter() - self.start)
+
+
+def test_idle_power_is_the_sensor_power_with_nothing_running() -> None:
+    slept: list[float] = []
+    assert measure_idle_watts(FakeMeter(joules=6.0), seconds=2.0,
+                              sleep=slept.append) == pytest.approx(3.0)
+    assert slept == [2.0]
+    assert measure_idle_watts(ConstantPower(7.5), seconds=0.05) == pytest.approx(7.5, rel=0.05)
+    with pytest.raises(ValueError, match="positive"):
+        measure_idle_watts(FakeMeter(joules=1.0), seconds=0.0)
+
+
+def test_net_energy_is_the_total_less_idle_power_over_the_window() -> None:
+    result = measure_energy(lambda: time.sleep(0.002), FakeMeter(joules=6.0),
+                            min_seconds=0.02, idle_watts=10.0)
+    n = result.inferences
+    assert result.idle_watts == 10.0 and result.joules_per_inference == pytest.approx(6.0 / n)
+    assert result.net_joules_per_inference == pytest.approx((6.0 - 10.0 * result.seconds) / n)
+    # a sensor whose draw inference does not change: all of it is idle, nothing is net
+    meter = ConstantPower(20.0)
+    idle = measure_idle_watts(meter, seconds=0.05)
+    busy = measure_energy(lambda: time.sleep(0.002), meter, min_seconds=0.05,
+                          idle_watts=idle)
+    assert busy.joules_per_inference > 0.02  # about 20 W x 2 ms
+    assert abs(busy.net_joules_per_inference) < 0.1 * busy.joules_per_inference
+    assert measure_energy(lambda: None, FakeMeter(1.0), min_seconds=0.0
+                          ).net_joules_per_inference is None
+
+
+def test_jetson_reads_the_older_ina3221x_driver_beside_the_default(tmp_path: Path) -> None:
+    """L4T 32 (TX2, AGX Xavier on JetPack 4): iio devices with mW per rail and rail names;
+    found beside an empty ina3221 directory, VDD_IN alone where present."""
+    (tmp_path / "ina3221").mkdir()
+    device = tmp_path / "ina3221x" / "0-0040" / "iio:device0"
+    device.mkdir(parents=True)
+    for channel, (mw, name) in enumerate([(4200, "GPU"), (1300, "CPU"), (800, "SOC")]):
+        (device / f"in_power{channel}_input").write_text(f"{mw}\n")
+        (device / f"rail_name_{channel}").write_text(f"{name}\n")
+    meter = JetsonMeter(tmp_path / "ina3221", interval_s=0.005)
+    assert meter._power_w() == pytest.approx(6.3)  # no total rail: all three summed
+    meter.close()
+    (device / "rail_name_0").write_text("VDD_IN\n")
+    meter = JetsonMeter(tmp_path / "ina3221x", interval_s=0.005)
+    assert meter._power_w() == pytest.approx(4.2)
+    meter.close()
+    with pytest.raises(EnergyUnavailableError, match="ina3221x"):
+        JetsonMeter(tmp_path / "nothing" / "ina3221")

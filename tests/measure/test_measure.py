@@ -216,3 +216,30 @@ def test_a_latency_table_on_a_network_file_system_is_refused(tmp_path, monkeypat
     monkeypatch.delenv("PRUNE_ENV_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a shared home: the default moves
     assert lookup.default_table_path().parent.parent == Path("/var/tmp")
+
+
+def test_the_report_gives_energy_net_of_the_sensors_idle_power(tmp_path):
+    """A sensor whose draw inference does not change (a constant 20 W): the idle power is
+    20 W, the total per image 20 W x the window per image, and nearly nothing above idle."""
+    import time
+
+    from prune_env.measure.costs import CostMeter
+    from prune_env.measure.energy import EnergyMeter
+
+    class ConstantPower(EnergyMeter):
+        name = "constant"
+
+        def begin(self) -> None:
+            self.start = time.perf_counter()
+
+        def end(self) -> float:
+            return 20.0 * (time.perf_counter() - self.start)
+
+    meter = CostMeter("latency", (1, 16, 16), threads=1, table=str(tmp_path / "t.json"))
+    meter.energy_meter = ConstantPower()
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())
+    pair = meter.measure_pair(net, net)
+    assert pair["idle_watts"] == pytest.approx(20.0, rel=0.05)
+    for key in ("base", "pruned"):
+        assert pair[f"{key}_energy_mj"] > 0
+        assert abs(pair[f"{key}_energy_net_mj"]) < 0.2 * pair[f"{key}_energy_mj"]
