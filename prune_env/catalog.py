@@ -28,6 +28,8 @@ TORCHVISION_SEGMENTATION = ("fcn_resnet50", "deeplabv3_resnet50",
 SEGMENTATION_MODELS = ("resnet20-fcn", *(f"{a}-{e}" for a in SMP_ARCHS for e in SMP_ENCODERS),
                        *SMP_TIMM, *TORCHVISION_SEGMENTATION)
 COSTS = ("latency", "energy", "flops", "params")
+#: Energy sensors by name ("auto": the first that works for the device).
+ENERGY_METERS = ("auto", "nvml", "rapl", "jetson", "zeus")
 REWARDS = ("psi-phi", "amc", "accuracy-cost")
 POLICIES = ("keep-all", "random", "l1")
 BASELINES = (*POLICIES, "swd", "layerprune", "alf", "gating", "joint")

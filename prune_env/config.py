@@ -22,6 +22,7 @@ from prune_env.catalog import (
     BASELINES,
     COSTS,
     DATASETS,
+    ENERGY_METERS,
     OWN_MODELS,
     POLICIES,
     REWARDS,
@@ -124,6 +125,10 @@ class EnvConfig(Options):
     latency_table: str | None = option(None, "latency lookup-table file, .json (default: "
                                        "~/.cache/prune-env/latency-table.json)",
                                        check=checks.json_file)
+    energy_meter: str = option("auto", "energy sensor: auto (NVML on a GPU, RAPL on a CPU, "
+                               "else a Jetson's INA3221), or one of nvml, rapl, jetson, zeus "
+                               "(pip install 'prune-env[zeus]') (default: auto)",
+                               choices=ENERGY_METERS)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ class Bench:
                  data: DataBundle | None = None, data_dir: str | None = None,
                  pretrain: PretrainConfig | None = None, latency_table: str | None = None,
                  seed: int = 0, measure_device: str | None = None, amp: str = "off",
-                 deploy_shape: str | None = None):
+                 deploy_shape: str | None = None, energy_meter: str = "auto"):
         if cost not in COSTS:
             raise ValueError(f"unknown cost {cost!r}: choose one of {', '.join(COSTS)}")
         self.cost_name = cost
@@ -95,7 +95,8 @@ class Bench:
                              "(--image-size) or use another --checkpoint")
         self.meter = CostMeter(cost, self.deploy_shape, threads=threads,
                                device=str(usable_device(measure_device or device)),
-                               table=latency_table, report_batch=latency_batch)
+                               table=latency_table, report_batch=latency_batch,
+                               energy_meter=energy_meter)
         # base accuracy and costs, once: every episode starts from the same network
         self.base_accuracy = self.validate(self.base_model)
         self.base_costs: dict[str, Any] = self.meter.costs(self.base_model, calibrate=True)

@@ -68,11 +68,12 @@ class CostMeter:
         table: latency lookup-table file (None: the default cache).
         batch: images per timed inference during the episode (1: embedded-style latency).
         report_batch: a second batch size timed for the report at the episode's end.
+        energy_meter: the sensor (`prune_env.measure.energy.auto_meter`'s ``prefer``).
     """
 
     def __init__(self, cost: str, input_shape: tuple[int, ...], *, device: str = "cpu",
                  threads: int | None = None, table: str | None = None, batch: int = 1,
-                 report_batch: int = 32):
+                 report_batch: int = 32, energy_meter: str = "auto"):
         self.cost = cost
         self.input_shape = tuple(input_shape)
         self.device = device
@@ -86,9 +87,9 @@ class CostMeter:
         self.energy_meter: EnergyMeter | None = None
         self.idle_watts: float | None = None  # the sensor's idle power, once metered
         try:
-            self.energy_meter = auto_meter(device)
+            self.energy_meter = auto_meter(device, prefer=energy_meter)
         except EnergyUnavailableError:
-            if cost == "energy":
+            if cost == "energy" or energy_meter != "auto":  # asked for: say why not
                 raise
 
     def costs(self, model: nn.Module, *, calibrate: bool = False) -> dict[str, Any]:

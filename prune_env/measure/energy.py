@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 import itertools
 import os
 import re
@@ -42,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Self
+
+from prune_env.catalog import ENERGY_METERS
 
 DEFAULT_RAPL_ROOT = Path("/sys/class/powercap")
 DEFAULT_JETSON_ROOT = Path("/sys/bus/i2c/drivers/ina3221")
@@ -481,6 +484,53 @@ class JetsonMeter(EnergyMeter):
         self._stop_thread()
 
 
+# --------------------------------------------------------------------------- zeus
+
+
+class ZeusMeter(EnergyMeter):
+    """Energy through Zeus (`pip install '.[zeus]'`, package ``zeus``): its ``ZeusMonitor``
+    measures NVIDIA/AMD GPUs (NVML, AMDSMI) or CPUs (RAPL) over named windows. For users
+    who already meter with Zeus; chosen only by name (``--energy-meter zeus``)."""
+
+    name = "zeus"
+
+    def __init__(self, device: str = "cuda", *, module: ModuleType | None = None) -> None:
+        """Open a monitor on the device's GPU (its index among the visible ones, as Zeus
+        counts them) or on every CPU package.
+
+        Raises:
+            EnergyUnavailableError: Zeus is not installed, or it cannot monitor the device.
+        """
+        kind, index = _parse_device(device)
+        if module is None:
+            try:
+                module = importlib.import_module("zeus.monitor")
+            except ImportError:
+                raise EnergyUnavailableError(
+                    "zeus is not installed: pip install 'prune-env[zeus]' (or zeus), or "
+                    "leave --energy-meter at auto") from None
+        gpus: list[int] = [index] if kind == "cuda" else []
+        cpus: list[int] | None = [] if kind == "cuda" else None  # None: every package
+        try:
+            self._monitor = module.ZeusMonitor(gpu_indices=gpus, cpu_indices=cpus)
+        except Exception as exc:  # Zeus raises its own types for missing drivers
+            raise EnergyUnavailableError(f"zeus cannot monitor {device}: {exc}") from None
+        self._window = f"prune-env-{id(self)}"
+        self._open = False
+
+    def begin(self) -> None:
+        if self._open:
+            self._monitor.end_window(self._window)  # a window left open by an error
+        self._monitor.begin_window(self._window)
+        self._open = True
+
+    def end(self) -> float:
+        if not self._open:
+            raise RuntimeError("ZeusMeter.end() called without begin()")
+        self._open = False
+        return float(self._monitor.end_window(self._window).total_energy)
+
+
 # --------------------------------------------------------------------------- selection
 
 
@@ -540,14 +590,17 @@ def auto_meter(
     *,
     rapl_root: str | os.PathLike[str] = DEFAULT_RAPL_ROOT,
     jetson_root: str | os.PathLike[str] = DEFAULT_JETSON_ROOT,
+    prefer: str = "auto",
 ) -> EnergyMeter:
-    """Return the first energy meter that works for a device.
+    """Return the first energy meter that works for a device, or the one named.
 
     CUDA devices try NVML, then Jetson (whose GPU NVML does not cover); the CPU tries
-    RAPL, then Jetson.
+    RAPL, then Jetson. Zeus is used only when named.
 
     Args:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        prefer: one of `prune_env.catalog.ENERGY_METERS`: "auto", or the only backend
+            to try.
         rapl_root: Powercap directory for :class:`RaplMeter`.
         jetson_root: INA3221 driver directory for :class:`JetsonMeter`.
 
@@ -557,9 +610,21 @@ def auto_meter(
     Raises:
         EnergyUnavailableError: No backend works; the message lists each one's reason.
     """
+    if prefer not in ENERGY_METERS:
+        raise ValueError(f"unknown energy meter {prefer!r}: one of {', '.join(ENERGY_METERS)}")
     kind, index = _parse_device(device)
     jetson = functools.partial(JetsonMeter, jetson_root)
     candidates: list[tuple[str, Callable[[], EnergyMeter]]]
+    named: dict[str, Callable[[], EnergyMeter]] = {
+        "nvml": lambda: NvmlMeter(_nvml_index(index)),
+        "rapl": functools.partial(RaplMeter, rapl_root), "jetson": jetson,
+        "zeus": functools.partial(ZeusMeter, device)}
+    if prefer != "auto":
+        make = named[prefer]
+        try:
+            return make()
+        except EnergyUnavailableError as exc:
+            raise EnergyUnavailableError(f"--energy-meter {prefer}: {exc}") from None
     if kind == "cuda":
         candidates = [
             ("NVML", functools.partial(NvmlMeter, _nvml_index(index))),

@@ -21,4 +21,5 @@ def env_options(config: RunConfig, data: DataBundle) -> dict[str, Any]:
             "threads": env.threads, "deploy_shape": env.deploy_shape,
             "latency_batch": env.latency_batch,
             "checkpoint": config.data.checkpoint, "seed": config.data.seed,
-            "latency_table": env.latency_table, "pretrain": config.pretraining}
+            "latency_table": env.latency_table, "energy_meter": env.energy_meter,
+            "pretrain": config.pretraining}

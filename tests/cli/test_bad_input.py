@@ -147,6 +147,24 @@ def test_energy_cost_without_a_sensor_is_a_message(tmp_path, checkpoint, monkeyp
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_energy_meter_asked_for_but_absent_is_a_message(tmp_path, checkpoint, monkeypatch,
+                                                          capsys):
+    """--energy-meter names the sensor: where it cannot work the run stops before it starts,
+    even on the latency cost (auto would silently go without energy)."""
+    from prune_env.measure import energy
+
+    monkeypatch.setattr(energy.auto_meter, "__kwdefaults__",
+                        {"rapl_root": tmp_path / "no-rapl", "jetson_root": tmp_path / "no-ina",
+                         "prefer": "auto"})
+    assert main(["episode", "--energy-meter", "rapl", "--dataset", "synthetic",
+                 "--synthetic-size", "1500", "--image-size", "16", "--checkpoint",
+                 str(checkpoint[0]), "--val-samples", "100",
+                 "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "--energy-meter rapl" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_run_that_fails_after_its_start_leaves_no_directory(tmp_path, checkpoint,
                                                               latency_table, monkeypatch):
     import baselines.run

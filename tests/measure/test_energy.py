@@ -480,3 +480,53 @@ def test_jetson_reads_the_older_ina3221x_driver_beside_the_default(tmp_path: Pat
     meter.close()
     with pytest.raises(EnergyUnavailableError, match="ina3221x"):
         JetsonMeter(tmp_path / "nothing" / "ina3221")
+
+
+# ----------------------------------------------------------------------------- zeus
+
+
+def fake_zeus(joules: list[float]) -> types.ModuleType:
+    """A ``zeus.monitor`` whose windows return the given energies in order."""
+    module = types.ModuleType("zeus.monitor")
+    readings = iter(joules)
+    module.opened = []
+
+    class ZeusMonitor:
+        def __init__(self, gpu_indices, cpu_indices):
+            module.opened.append((gpu_indices, cpu_indices))
+            self.windows: set[str] = set()
+
+        def begin_window(self, key: str) -> None:
+            assert key not in self.windows
+            self.windows.add(key)
+
+        def end_window(self, key: str):
+            self.windows.remove(key)
+            return types.SimpleNamespace(total_energy=next(readings))
+
+    module.ZeusMonitor = ZeusMonitor
+    return module
+
+
+def test_zeus_meter_measures_windows_on_the_device_it_names() -> None:
+    module = fake_zeus([3.5, 1.25])
+    meter = energy.ZeusMeter("cuda:1", module=module)
+    assert module.opened == [([1], [])]  # that GPU alone, no CPU package
+    result = measure_energy(lambda: None, meter, min_seconds=0.0)
+    assert result.joules_per_inference == 3.5 and result.meter == "zeus"
+    meter.begin()
+    assert meter.end() == 1.25
+    with pytest.raises(RuntimeError, match="without begin"):
+        meter.end()
+    energy.ZeusMeter("cpu", module=fake_zeus([]))
+
+
+def test_zeus_is_optional_and_asked_for_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_zeus(name: str):
+        raise ImportError(name)
+
+    monkeypatch.setattr(energy.importlib, "import_module", no_zeus)
+    with pytest.raises(EnergyUnavailableError, match=r"pip install 'prune-env\[zeus\]'"):
+        auto_meter("cuda", prefer="zeus")
+    with pytest.raises(ValueError, match="unknown energy meter"):
+        auto_meter("cpu", prefer="ina")
