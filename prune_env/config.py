@@ -125,6 +125,11 @@ class EnvConfig(Options):
     latency_table: str | None = option(None, "latency lookup-table file, .json (default: "
                                        "~/.cache/prune-env/latency-table.json)",
                                        check=checks.json_file)
+    correct_table: int = option(0, "check the latency table against measurement before the "
+                                "run: time N copies of the base with random widths and "
+                                "correct every prediction by the line fitted on them "
+                                "(cached per machine; default: 0, the table as it is)",
+                                check=checks.non_negative)
     energy_meter: str = option("auto", "energy sensor: auto (NVML on a GPU, RAPL on a CPU, "
                                "else a Jetson's INA3221), or one of nvml, rapl, jetson, zeus "
                                "(pip install 'prune-env[zeus]') (default: auto)",

@@ -60,7 +60,8 @@ class Bench:
                  data: DataBundle | None = None, data_dir: str | None = None,
                  pretrain: PretrainConfig | None = None, latency_table: str | None = None,
                  seed: int = 0, measure_device: str | None = None, amp: str = "off",
-                 deploy_shape: str | None = None, energy_meter: str = "auto"):
+                 deploy_shape: str | None = None, energy_meter: str = "auto",
+                 correct_table: int = 0):
         if cost not in COSTS:
             raise ValueError(f"unknown cost {cost!r}: choose one of {', '.join(COSTS)}")
         self.cost_name = cost
@@ -100,6 +101,8 @@ class Bench:
         # base accuracy and costs, once: every episode starts from the same network
         self.base_accuracy = self.validate(self.base_model)
         self.base_costs: dict[str, Any] = self.meter.costs(self.base_model, calibrate=True)
+        if correct_table:  # the base's own prediction is unchanged by the correction
+            self.meter.correct(self.base_model, correct_table, seed)
         self.base_cost: float = self.base_costs[self.cost_key]
         self.base_groups: list[FilterGroup] = filter_groups(self.base_model)
         self.base_bn_of = batchnorms_of(self.base_model)

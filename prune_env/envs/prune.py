@@ -173,6 +173,7 @@ class PruneEnv(gym.Env):
     | data_dir | str or None | None | where the data set lives |
     | pretrain | PretrainConfig or None | None | budget if the base must be pretrained |
     | latency_table | str or None | None | lookup-table file (default ~/.cache/prune-env) |
+    | correct_table | int | 0 | probes (random-width copies of the base) timed to correct the table's predictions (`prune_env.measure.correction`; 0: none) |
     | energy_meter | str | "auto" | energy sensor: auto, nvml, rapl, jetson or zeus (`prune_env.measure.energy.auto_meter`) |
     | final_report | bool | True | measure and score the network at the episode's end |
     | seed | int | 0 | data split seed |

@@ -78,7 +78,18 @@ def common_report(env: Bench, state: EpisodeState, base: Figures, pruned: Figure
         cost_ratio_ci=None if interval is None else [interval.low, interval.high],
         finetune=Finetune(seconds=state.finetune_seconds, steps=state.finetune_steps),
         kept_filters=kept, latency_note=note, input_shape=list(env.input_shape),
-        deploy_shape=list(env.deploy_shape), energy_idle_w=env.meter.idle_watts)
+        deploy_shape=list(env.deploy_shape), energy_idle_w=env.meter.idle_watts,
+        details=table_correction(env))
+
+
+def table_correction(env: Bench) -> dict[str, Any]:
+    """The latency table's correction by measurement, where the run fitted one."""
+    correction = env.meter.correction
+    if not correction.points:
+        return {}
+    return {"table_correction": {"slope": correction.slope,
+                                 "probes": [list(p) for p in correction.points],
+                                 "residuals": correction.residuals()}}
 
 
 def score(env: Bench, pruned: nn.Module, report: Report) -> None:

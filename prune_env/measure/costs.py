@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from prune_env.measure.confidence import paired_ratio_interval
+from prune_env.measure.correction import TableCorrection, probe_networks
 from prune_env.measure.energy import (
     EnergyMeter,
     EnergyResult,
@@ -82,6 +83,8 @@ class CostMeter:
         self.report_batch = report_batch
         self.table = LatencyTable(table, device=device, threads=self.threads, batch=batch)
         self.overhead = (0.0, 0.0)  # ms per layer, ms per output element (`calibrate`)
+        self.correction = TableCorrection()  # the table as it is until `correct` runs
+        self._base_ms: float | None = None  # the corrected predictions' base (`correct`)
         # layer shapes per network object: a network's shapes never change once built
         self._shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.energy_meter: EnergyMeter | None = None
@@ -169,11 +172,50 @@ class CostMeter:
 
     def predict_shapes_ms(self, shapes: dict[str, LayerShape]) -> float:
         """`predict_ms` of a network given by its layer shapes (a dynamic network's mean
-        widths, say, which no static module has)."""
+        widths, say, which no static module has), corrected by measurement once `correct`
+        has run."""
+        raw = self.table_ms(shapes)
+        if self._base_ms is None:
+            return raw
+        return self.correction.ms(raw, self._base_ms)
+
+    def table_ms(self, shapes: dict[str, LayerShape]) -> float:
+        """The table's own prediction: layers' entries plus the fitted overhead."""
         table = sum(self.table.layers_ms(shapes).values())
         per_layer, per_element = self.overhead
         return (table + per_layer * overhead_layers(shapes)
                 + per_element * output_elements(shapes))
+
+    def correct(self, base: nn.Module, probes: int, seed: int = 0) -> TableCorrection:
+        """Check the table against measurement and correct it from now on
+        (`prune_env.measure.correction`): ``probes`` random-width copies of ``base``, each
+        timed interleaved with it. Cached in the table's file (keyed by the base's shapes,
+        the probes and the seed), so every run on this machine corrects alike and the same
+        seed gives the same episode."""
+        shapes = self.shapes(base)
+        key = "correction1|" + hashlib.sha1("/".join(
+            [*(s.key(self.batch, self.table.hardware, self.threads) for s in shapes.values()),
+             f"{probes}|{seed}"]).encode()).hexdigest()
+        with self.table.timing():
+            self.table.reload()
+            if key not in self.table.entries:
+                fitted = self._fit_correction(base, probes, seed)
+                self.table.entries[key] = [fitted.slope, [list(p) for p in fitted.points]]
+                self.table.save()
+        slope, points = self.table.entries[key]
+        self.correction = TableCorrection(slope, tuple((p, m) for p, m in points))
+        self._base_ms = self.table_ms(shapes)
+        return self.correction
+
+    def _fit_correction(self, base: nn.Module, probes: int, seed: int) -> TableCorrection:
+        """`TableCorrection.fit` on the probes' (table ratio, measured ratio)."""
+        base_ms = self.table_ms(self.shapes(base))
+        points = []
+        for probe in probe_networks(base, probes, seed):
+            timed = self.measure({"base": base, "probe": probe}, repeats=5)
+            points.append((self.table_ms(self.shapes(probe)) / base_ms,
+                           timed["probe"].estimate_ms / timed["base"].estimate_ms))
+        return TableCorrection.fit(points)
 
     def measure(self, models: dict[str, nn.Module], batch: int | None = None,
                 repeats: int = 10, blocks: int = 7):

@@ -51,3 +51,21 @@ def test_catalog_names_what_the_package_has():
     from prune_env.envs.reward import REWARDS
 
     assert tuple(POLICIES) == catalog.POLICIES and REWARDS == catalog.REWARDS
+
+
+def test_a_run_corrects_the_latency_table_by_measurement(tmp_path, small_args, capsys):
+    """--correct-table N times N random-width probes against the base before the run and
+    reports the fitted line; the corrected prediction is what the reward and the final
+    table ratio saw."""
+    assert main(["baseline", "l1", "--no-export", "--correct-table", "2",
+                 "--runs-dir", str(tmp_path / "runs"), *small_args]) == 0
+    (path,) = (tmp_path / "runs").glob("*/report.json")
+    report = json.loads(path.read_text())
+    fitted = report["details"]["table_correction"]
+    assert len(fitted["probes"]) == 2 and 0.0 < fitted["slope"] < 5.0
+    for predicted, measured in fitted["probes"]:
+        assert 0.0 < predicted < 1.0 and 0.0 < measured < 1.5
+    assert report["episode_cost_ratio"] <= 0.8 + 1e-6  # the corrected ratio met the target
+    assert fitted["slope"] == pytest.approx(
+        sum((1 - p) * (1 - m) for p, m in fitted["probes"])
+        / sum((1 - p) ** 2 for p, _ in fitted["probes"]), rel=1e-4)
