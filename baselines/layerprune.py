@@ -100,8 +100,7 @@ def taylor(env, blocks: dict[str, str], batches: int, seed: int) -> dict[str, fl
 
 def imprinting_gain(env, blocks: list[str], images: int, seed: int) -> dict[str, float]:
     """Accuracy of a class-mean probe on the pooled output of each block minus on its input
-    (segmentation: on the feature vectors of pixels, each labelled with its pixel's class,
-    scored by the mean of the per-class accuracies, since background covers most pixels)."""
+    (segmentation: on the feature vectors of pixels, each labelled with its pixel's class)."""
     model = env.bench.base_model
     generator = torch.Generator().manual_seed(seed)
     train_split, val_split = env.bench.data.train, env.bench.data.val
@@ -109,10 +108,9 @@ def imprinting_gain(env, blocks: list[str], images: int, seed: int) -> dict[str,
     val_n = env.bench.val_samples or len(val_split)
     train = block_features(model, blocks, train_split.images[idx], train_split.labels[idx])
     val = block_features(model, blocks, val_split.images[:val_n], val_split.labels[:val_n])
-    balanced = train_split.labels.dim() > 1  # masks: pixels, mostly background
     gain = {}
     for b in blocks:
-        acc = [probe_accuracy(*train[b][k], *val[b][k], balanced=balanced) for k in (0, 1)]
+        acc = [probe_accuracy(*train[b][k], *val[b][k]) for k in (0, 1)]
         gain[b] = acc[1] - acc[0]
     return gain
 
@@ -168,24 +166,15 @@ def probe_samples(features: torch.Tensor, labels: torch.Tensor) -> Probe:
     return x[valid], y[valid]
 
 
-def probe_accuracy(train_x, train_y, val_x, val_y, balanced: bool = False) -> float:
-    """Accuracy of the imprinted classifier: normalised class means, cosine similarity;
-    ``balanced``: the mean of the per-class accuracies (segmentation's pixels)."""
+def probe_accuracy(train_x, train_y, val_x, val_y) -> float:
+    """Accuracy of the imprinted classifier: normalised class means, cosine similarity."""
     train_x = nn.functional.normalize(train_x, dim=1)
     classes = int(max(train_y.max(), val_y.max())) + 1
     weights = torch.zeros(classes, train_x.shape[1], device=train_x.device).index_add_(
         0, train_y, train_x)
     weights = nn.functional.normalize(weights, dim=1)
     predicted = (nn.functional.normalize(val_x, dim=1) @ weights.T).argmax(1)
-    if not balanced:
-        return float((predicted == val_y).float().mean())
-    # the mean over classes of each class's accuracy: a background that covers most pixels
-    # must not decide alone (mIoU weighs classes equally too)
-    right = torch.zeros(classes, device=val_y.device).index_add_(
-        0, val_y, (predicted == val_y).float())
-    count = torch.bincount(val_y, minlength=classes).float()
-    present = count > 0
-    return float((right[present] / count[present]).mean())
+    return float((predicted == val_y).float().mean())
 
 
 def blocks_to_remove(env, importance: dict[str, float]) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from baselines.layerprune import (
@@ -122,16 +121,3 @@ def test_uniform_baselines_reach_their_target_at_the_auto_ratio(make_env):
     # one step up misses it: the ratio is the largest that meets the target
     policy = make_policy("l1", env.unwrapped.bench.max_filters, ratio=ratio + 0.05)
     assert policy_episode(env, policy, 0, "l1").cost_ratio > 0.8
-
-
-def test_the_pixel_probe_weighs_classes_equally():
-    """Nine background pixels right and the one object pixel wrong: 0.9 of the pixels, but
-    half of the classes (the score segmentation's imprinting uses)."""
-    from baselines.layerprune import probe_accuracy
-
-    train_x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    train_y = torch.tensor([0, 1])
-    val_x = torch.tensor([[1.0, 0.1]] * 10)  # all nearest to class 0
-    val_y = torch.tensor([0] * 9 + [1])
-    assert probe_accuracy(train_x, train_y, val_x, val_y) == pytest.approx(0.9)
-    assert probe_accuracy(train_x, train_y, val_x, val_y, balanced=True) == pytest.approx(0.5)
