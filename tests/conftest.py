@@ -1,6 +1,12 @@
-"""Shared fixtures: a small synthetic data set and a ResNet-20 pretrained on it once."""
+"""Shared fixtures: a small synthetic data set and a ResNet-20 pretrained on it once; the
+scripts of scripts/ loaded as modules."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -57,3 +63,22 @@ def small_args(checkpoint, latency_table):
             "--checkpoint", str(checkpoint[0]), "--max-finetune-steps", "4",
             "--val-samples", "300", "--threads", "1", "--latency-table", latency_table,
             "--final-steps", "5", "--target", "0.8"]
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def import_script(name: str) -> ModuleType:
+    """scripts/NAME.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """`import_script`, for tests of the scripts."""
+    return import_script

@@ -5,29 +5,15 @@ LayerNorms (not prunable exactly) or are coupled to its unmasked depthwise convs
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "surgery_zoo.py"
 #: Nothing shrinks today (README, "Surgery on the zoo").
 UNCHANGED = ("convnext_",)
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("surgery_zoo", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.bench
-def test_the_whole_zoo_is_exact_but_convnext():
-    zoo = load_script()
+def test_the_whole_zoo_is_exact_but_convnext(load_script):
+    zoo = load_script("surgery_zoo")
     rows = [zoo.try_model(name, family, build, 64, 0.5, 0, 60.0)
             for name, (family, build) in sorted(zoo.zoo(64).items())]
     by_result = {r.model: r.result for r in rows}
@@ -39,6 +25,6 @@ def test_the_whole_zoo_is_exact_but_convnext():
                for e in ("resnet18", "resnet34", "mobilenet_v2", "efficientnet-b0"))
 
 
-def test_the_zoo_script_refuses_an_unknown_model_with_exit_code_2(capsys):
-    assert load_script().main(["--models", "no_such_net"]) == 2
+def test_the_zoo_script_refuses_an_unknown_model_with_exit_code_2(load_script, capsys):
+    assert load_script("surgery_zoo").main(["--models", "no_such_net"]) == 2
     assert "unknown models: no_such_net" in capsys.readouterr().err

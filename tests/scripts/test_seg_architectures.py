@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,25 +17,15 @@ from prune_env.measure.energy import EnergyMeter, measure_energy
 from prune_env.nn.models import build_model
 from prune_env.training.checkpoint import load_base
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "seg_architectures.py"
 MODELS = ["resnet20-fcn", "lraspp_mobilenet_v3_large"]
 TINY = ["--synthetic-size", "200", "--epochs", "1", "--deploy-shape", "1x64x128",
         "--train-warmup", "1", "--train-blocks", "5", "--train-repeats", "2",
         "--deploy-warmup", "1", "--deploy-blocks", "5", "--deploy-repeats", "1"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("seg_architectures", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def script():
-    return load_script()
+def script(load_script):
+    return load_script("seg_architectures")
 
 
 @pytest.fixture(scope="module")
