@@ -66,6 +66,8 @@ class L2PFConfig:
             L1-pruned network meets the target (`prune_env.envs.uniform`), so that the first tries
             explore around the L1-uniform allocation instead of far from the target.
         feature_prior: initial weight of the filters' scores in their keep logits.
+        fixed_finetune: fine-tune each group for this fraction of the budget instead of
+            learning how long (the ablation of L2PF's hybrid action); None: learned.
     """
 
     tries: int = 4
@@ -75,10 +77,13 @@ class L2PFConfig:
     hidden: int = 64
     keep_ratio: float | None = None
     feature_prior: float = 16.0
+    fixed_finetune: float | None = None
 
     def __post_init__(self):
         if self.tries < 1:
             raise ValueError("tries must be >= 1")
+        if self.fixed_finetune is not None and not 0 <= self.fixed_finetune <= 1:
+            raise ValueError("fixed_finetune is a fraction of the fine-tune budget, in [0, 1]")
 
 
 @dataclass
@@ -122,7 +127,8 @@ class L2PF:
         self.keep_ratio = self.initial_keep_ratio()
         torch.manual_seed(seed)
         self.policy = L2PFPolicy(cast(PruneEnv, env.unwrapped).bench.max_filters,
-                                 self.config.hidden, self.keep_ratio, self.config.feature_prior)
+                                 self.config.hidden, self.keep_ratio, self.config.feature_prior,
+                                 self.config.fixed_finetune)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.episodes = 0
         self.best: Candidate | None = None
@@ -165,10 +171,12 @@ class L2PF:
         env, unwrapped = self.env, cast(PruneEnv, self.env.unwrapped)
         obs, _ = env.reset(seed=self.seed + self.episodes)
         done, reward, losses, entropies, finetune, info = False, 0.0, [], [], [], {}
+        searched = 0  # fine-tune steps of every try
         self.covered = 0.0
         while not done:
             self.covered = min(1.0, self.covered + self.share(obs))
             tries = self.try_group(obs)
+            searched += sum(t.info["finetune_steps"] for t in tries)
             loss, entropy = self.update(obs, tries)
             losses.append(loss)
             entropies.append(entropy)
@@ -185,7 +193,8 @@ class L2PF:
             latency_ms=info["latency_ms"], energy_mj=info["energy_mj"],
             finetune_seconds=state.finetune_seconds, finetune_steps=state.finetune_steps,
             finetune_mean=float(np.mean(finetune)), policy_loss=float(np.mean(losses)),
-            entropy=float(np.mean(entropies)), kept=info["kept_filters"])
+            entropy=float(np.mean(entropies)), kept=info["kept_filters"],
+            search_finetune_steps=searched)
         self.remember(log, state)
         self.episodes += 1
         return log
@@ -261,7 +270,8 @@ class L2PF:
                 | {"model": to_record(self.best.model)}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["config"] != asdict(self.config):
+        # options added since the checkpoint was written take their defaults
+        if asdict(L2PFConfig()) | state["config"] != asdict(self.config):
             raise ValueError("the checkpoint's L2PF hyper-parameters differ from this run's: "
                              f"{state['config']} vs {asdict(self.config)}")
         self.policy.load_state_dict(state["policy"])

@@ -61,6 +61,9 @@ class HybridDistribution:
         finetune: Beta over the fine-tune fraction, (B,).
         valid: which filter slots exist, (B, max_filters).
         removable: which groups may be removed whole, (B,).
+        fixed_finetune: the fine-tune fraction of every action when the duration is not
+            learned (the fixed-duration ablation): ``finetune`` is then neither sampled nor
+            counted in the log-probability and the entropy.
     """
 
     scores: torch.Tensor
@@ -69,6 +72,7 @@ class HybridDistribution:
     finetune: Beta
     valid: torch.Tensor
     removable: torch.Tensor
+    fixed_finetune: float | None = None
 
     def count(self, ratio: torch.Tensor) -> torch.Tensor:
         """Filters kept at a keep ratio: round(ratio * n), at least 1."""
@@ -92,8 +96,14 @@ class HybridDistribution:
         order = (self.masked_scores() + gumbel).argsort(-1, descending=True)
         action = {"ratio": ratio, "order": order, "keep": self.kept(order, ratio),
                   "drop": self.drop.sample() * self.removable,
-                  "finetune": self.finetune.sample().clamp(EPS, 1 - EPS)}
+                  "finetune": self.duration(self.finetune.sample().clamp(EPS, 1 - EPS))}
         return action, self.log_prob(action)
+
+    def duration(self, learned: torch.Tensor) -> torch.Tensor:
+        """The fine-tune fraction: the learned one, or the fixed one of the ablation."""
+        if self.fixed_finetune is None:
+            return learned
+        return torch.full_like(learned, self.fixed_finetune)
 
     def mode(self) -> dict[str, torch.Tensor]:
         """The deterministic action: the mean ratio, the round(ratio * n) best-scored filters,
@@ -102,7 +112,7 @@ class HybridDistribution:
         order = self.masked_scores().argsort(-1, descending=True)
         return {"ratio": ratio, "order": order, "keep": self.kept(order, ratio),
                 "drop": (self.drop.probs > 0.5).float() * self.removable,
-                "finetune": self.finetune.mean}
+                "finetune": self.duration(self.finetune.mean)}
 
     def order_log_prob(self, order: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
         """log P(the first k filters of ``order`` drawn in that order): the sum over j < k of
@@ -120,13 +130,18 @@ class HybridDistribution:
         keep = self.ratio.log_prob(action["ratio"]) \
             + self.order_log_prob(action["order"], action["ratio"])
         drop = self.drop.log_prob(action["drop"]) * self.removable
-        return keep * kept + drop + self.finetune.log_prob(action["finetune"])
+        log_prob = keep * kept + drop
+        if self.fixed_finetune is None:
+            log_prob = log_prob + self.finetune.log_prob(action["finetune"])
+        return log_prob
 
     def entropy(self) -> torch.Tensor:
         """Entropies of the ratio, the group removal and the duration (the filters' choice
         follows the scores, which the reward shapes)."""
-        return self.ratio.entropy() + self.drop.entropy() * self.removable \
-            + self.finetune.entropy()
+        entropy = self.ratio.entropy() + self.drop.entropy() * self.removable
+        if self.fixed_finetune is None:
+            entropy = entropy + self.finetune.entropy()
+        return entropy
 
 
 class L2PFPolicy(nn.Module):
@@ -144,12 +159,15 @@ class L2PFPolicy(nn.Module):
             starts from a blank ranking only rediscovers it (0 gives that blank start). At
             16 the draw's Gumbel noise (scale 1) swaps filters whose features are close, so
             tries explore near the features' ranking, not among random subsets.
+        fixed_finetune: fine-tune every group for this fraction of the budget instead of
+            learning the duration (None: learned, L2PF's hybrid action).
     """
 
     def __init__(self, max_filters: int, hidden: int = 64, keep_ratio: float = 0.7,
-                 feature_prior: float = 16.0):
+                 feature_prior: float = 16.0, fixed_finetune: float | None = None):
         super().__init__()
         self.max_filters = max_filters
+        self.fixed_finetune = fixed_finetune
         self.layout = ObservationLayout(max_filters)
         self.n_desc, self.n_feat = self.layout.n_desc, self.layout.n_feat
         self.context = nn.Sequential(nn.Linear(self.n_desc, hidden), nn.Tanh(),
@@ -189,7 +207,8 @@ class L2PFPolicy(nn.Module):
         head = self.group(torch.cat([ctx, pooled], -1))
         beta = [1 + nn.functional.softplus(head[:, k]) for k in range(1, 5)]
         return HybridDistribution(scores, Beta(beta[2], beta[3]), Bernoulli(logits=head[:, 0]),
-                                  Beta(beta[0], beta[1]), valid, desc[:, REMOVABLE])
+                                  Beta(beta[0], beta[1]), valid, desc[:, REMOVABLE],
+                                  self.fixed_finetune)
 
     def predict(self, obs: np.ndarray, state=None, episode_start=None,
                 deterministic: bool = True):

@@ -125,7 +125,9 @@ class L2PFMethod(Training):
     def search(self, env: gym.Env, run: RunContext) -> SearchResult:
         config = self.config
         l2pf = L2PFConfig(tries=config.tries, lr=config.agent_lr, ent_coef=config.ent_coef,
-                          pace_weight=config.pace_weight)
+                          pace_weight=config.pace_weight,
+                          fixed_finetune=None if config.fixed_finetune == "learned"
+                          else float(config.fixed_finetune))
         self.open_bar(run)
         agent = L2PF(env, l2pf, seed=self.seed, n_envs=config.n_envs, env_fn=run.make_env,
                      tries_on=config.tries_on, ray_config=self.ray_config)

@@ -76,12 +76,17 @@ def real(low: float, high: float | None = None, *, open_low: bool = False) -> Ch
 
 def auto_or(parse: Check) -> Check:
     """'auto', or what ``parse`` accepts."""
+    return word_or("auto", parse)
 
-    def parse_auto(value: Any) -> Any:
-        return "auto" if value == "auto" else parse(value)
 
-    parse_auto.__name__ = "value"
-    return parse_auto
+def word_or(word: str, parse: Check) -> Check:
+    """``word``, or what ``parse`` accepts."""
+
+    def parse_word(value: Any) -> Any:
+        return word if value == word else parse(value)
+
+    parse_word.__name__ = "value"
+    return parse_word
 
 
 def device(value: Any) -> str:

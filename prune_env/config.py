@@ -193,6 +193,10 @@ class AgentConfig(Options):
                              check=checks.non_negative_real)
     pace_weight: float = option(10.0, "L2PF: weight of the term pacing the cost toward the "
                                 "target (default: 10.0)", check=checks.non_negative_real)
+    fixed_finetune: float | str = option(
+        "learned", "L2PF: how long each group is fine-tuned: 'learned' (the hybrid action), "
+        "or a fraction of --max-finetune-steps used at every group, the fixed-duration "
+        "ablation (default: learned)", check=checks.word_or("learned", checks.fraction))
     sb3: list[str] = option([], "stable-baselines3 hyper-parameters, e.g. n_steps=48 "
                             "learning_rate=1e-4 (default: sb3's, rollouts scaled to episodes)",
                             many=True, metavar="KEY=VALUE")

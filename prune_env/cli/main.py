@@ -9,6 +9,7 @@ Examples::
     prune-env compare runs/*
     prune-env sweep l2pf l1 swd --targets 0.7 0.5 --seeds 0 1 2 --runs-dir runs/sweep
     prune-env export runs/RUN --format onnx
+    prune-env bench learning
 """
 
 from __future__ import annotations
@@ -124,6 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(swe, AgentConfig, skip=("agent",))
     add_options(swe, BaselineConfig)
     add_options(swe, CompareConfig)
+
+    ben = sub.add_parser("bench", help="run one of the README's experiments from its config, "
+                         "resumable, and write its table and figures",
+                         description="Run every arm of the bench config NAME (a sweep each, "
+                         "into BENCH_DIR/ARM; rerunning resumes them), then write "
+                         "BENCH_DIR/NAME.md (the table), NAME.csv (one row per run), "
+                         "NAME-curves.png (the agents' learning curves) and NAME-pareto-*.png. "
+                         "Shipped configs: see NAME below; any NAME.json of the same form "
+                         "works.")
+    ben.add_argument("name", metavar="NAME", help="a shipped bench (learning, finetune, "
+                     "cost, methods) or a config file NAME.json")
+    ben.add_argument("--short", action="store_true", help="the config's short version "
+                     "(synthetic data, one seed, a few episodes; what `make bench` runs)")
+    ben.add_argument("--runs-dir", default=None, metavar="BENCH_DIR", help="where the arms' "
+                     "sweeps and the table go (default: runs/bench, or runs/bench-short "
+                     "with --short)")
+    ben.add_argument("--report-only", action="store_true", help="run nothing: write the "
+                     "table and figures from the runs finished so far")
     return parser
 
 
@@ -225,6 +244,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from prune_env.cli import bench
+
+    config = bench.load_bench(args.name)
+    root = Path(args.runs_dir or ("runs/bench-short" if args.short else "runs/bench"))
+    argvs = {arm: bench.arm_argv(config, arm, root, args.short) for arm in config.arms}
+    parser = build_parser()
+    for arm, argv in argvs.items():  # every arm checked before any runs
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            raise ValueError(f"bench {config.name}: arm {arm!r} is not a valid sweep "
+                             f"(prune-env {' '.join(argv)}): see the message above") from None
+    failed = []
+    for arm, argv in argvs.items() if not args.report_only else ():
+        print(f"\n== bench {config.name}, arm {arm}: prune-env {' '.join(argv)}", flush=True)
+        if main(argv) != 0:
+            failed.append(arm)
+    written = bench.write_report(config, root)
+    if written:
+        print(f"\nbench {config.name}: " + ", ".join(map(str, written)))
+        print(written[0].read_text())
+    else:
+        print(f"bench {config.name}: no finished run under {root} yet")
+    if failed:
+        print(f"arms that failed: {', '.join(failed)}; rerun the same command to resume them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def summary_table(report: Report) -> str:
     """The one-screen base vs pruned comparison printed at the end of a run."""
     b, p = report.base, report.pruned
@@ -261,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"pretrain": cmd_pretrain, "episode": cmd_episode, "train": cmd_train,
                     "baseline": cmd_baseline, "export": cmd_export, "compare": cmd_compare,
-                    "sweep": cmd_sweep}
+                    "sweep": cmd_sweep, "bench": cmd_bench}
         return commands[args.command](args)
     except (FileNotFoundError, ValueError) as err:
         return fail(err)

@@ -202,6 +202,8 @@ class EpisodeLog:
         kept: per conv of the base network, the filters left (mean active ones for gating).
         finetune_mean: the mean fine-tune fraction the episode chose.
         policy_loss, entropy: the agent's own, where it has them (L2PF).
+        search_finetune_steps: fine-tuning SGD steps of every action tried in the episode
+            (L2PF's tries), the search's compute; ``finetune_steps`` counts the kept path's.
     """
 
     episode: int
@@ -218,6 +220,7 @@ class EpisodeLog:
     kept: dict[str, float]
     policy_loss: float | None = None
     entropy: float | None = None
+    search_finetune_steps: int | None = None
 
 
 def from_dict(cls: type[T], data: Any) -> T:

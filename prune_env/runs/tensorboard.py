@@ -82,6 +82,9 @@ class EpisodeLogger:
         for key in ("accuracy", "cost_ratio", "latency_ms", "finetune_seconds"):
             w.add_scalar(f"charts/{key}", getattr(log, key), step)
         w.add_scalar("charts/finetune_fraction", log.finetune_mean, step)
+        w.add_scalar("charts/finetune_steps", log.finetune_steps, step)
+        if log.search_finetune_steps is not None:
+            w.add_scalar("charts/search_finetune_steps", log.search_finetune_steps, step)
         w.add_scalar("charts/flops_ratio", log.flops / self.base_costs["flops"], step)
         w.add_scalar("charts/params_ratio", log.params / self.base_costs["params"], step)
         if log.energy_mj is not None:

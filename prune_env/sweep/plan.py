@@ -117,8 +117,22 @@ class Plan:
             raise ValueError(f"{path} is not a sweep plan ({err!r})") from err
 
     def differences(self, other: Plan) -> list[str]:
-        """What differs from ``other`` (the saved plan), one line per setting."""
-        return setting_differences(self.to_dict(), other.to_dict())
+        """What differs from ``other`` (the saved plan), one line per setting. An option the
+        saved plan lacks (added to prune-env since) counts at its default, so that a new
+        option does not make every older sweep directory unresumable."""
+        try:
+            saved = other.with_defaults()
+        except ValueError as err:
+            return [str(err)]
+        return setting_differences(self.to_dict(), saved.to_dict())
+
+    def with_defaults(self) -> Plan:
+        """This plan with the options it does not name at their defaults."""
+        where = str(self.root / PLAN)
+        return dataclasses.replace(
+            self, run=RunConfig.from_dict(self.run, where).to_dict(),
+            agent=AgentConfig.from_dict(self.agent, where).to_dict(),
+            baseline=BaselineConfig.from_dict(self.baseline, where).to_dict())
 
 
 def setting_differences(now: Any, saved: Any, saved_in: str = "the sweep") -> list[str]:

@@ -39,6 +39,22 @@ def test_policy_starts_from_the_feature_prior_and_drop_removes_the_group():
     assert fixed.sample()[0]["drop"].item() == 0
 
 
+def test_a_fixed_fine_tune_is_every_action_s_and_leaves_the_gradient():
+    torch.manual_seed(0)
+    policy = L2PFPolicy(8, fixed_finetune=0.3)
+    obs = torch.as_tensor(observation(8, 5, removable=True))[None]
+    dist = policy.distribution(obs)
+    action, log_prob = dist.sample()
+    assert action["finetune"].item() == dist.mode()["finetune"].item() == 0.3
+    learned = L2PFPolicy(8)
+    learned.load_state_dict(policy.state_dict())
+    free = learned.distribution(obs)
+    # the duration's density and entropy are not counted: nothing pushes the unused head
+    assert torch.allclose(log_prob, free.log_prob(action) - free.finetune.log_prob(
+        action["finetune"]))
+    assert torch.allclose(dist.entropy(), free.entropy() - free.finetune.entropy())
+
+
 def test_reinforce_learns_which_filters_pay():
     """A bandit with the agent's own update: keeping filters 0-2 pays, keeping 3-5 costs."""
     torch.manual_seed(0)

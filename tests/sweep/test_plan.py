@@ -3,6 +3,7 @@ directories (the Ray runs themselves are in test_sweep)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -50,6 +51,14 @@ def test_plan_entries_configs_and_what_differs(tmp_path):
     assert again.entries == plan.entries and again.differences(plan) == []
     other = make_plan(tmp_path / "s", targets=(0.8,), seeds=(0, 1))
     assert other.differences(plan) == ["targets: [0.8, 0.6] in the sweep, [0.8] now"]
+    # an option added to prune-env since the plan was saved counts at its default ...
+    older = dataclasses.replace(plan, agent={k: v for k, v in plan.agent.items()
+                                             if k != "fixed_finetune"})
+    assert plan.differences(older) == []
+    # ... and at another value it is a difference
+    ablation = dataclasses.replace(plan, agent=plan.agent | {"fixed_finetune": 0.3})
+    assert ablation.differences(older) == ["agent.fixed_finetune: 'learned' in the sweep, "
+                                           "0.3 now"]
     with pytest.raises(ValueError, match="--checkpoint names one network"):
         Plan.make(["l1"], [0.5], [0], ["resnet20", "vgg11"],
                   RunConfig(data=DataConfig(checkpoint="base.pt")), AgentConfig(),

@@ -1,0 +1,79 @@
+"""`prune-env bench`: configs checked before anything runs, arms run as resumable sweeps,
+the table, CSV and figures written from the finished runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from prune_env.cli import bench
+from prune_env.cli.main import main
+
+
+def test_every_shipped_config_is_a_valid_bench():
+    assert set(bench.available()) >= {"learning", "finetune", "cost", "methods"}
+    for name in bench.available():
+        config = bench.load_bench(name)
+        assert config.arms and config.short
+        assert "l2pf-latency" in config.arms  # the arm the benches share, run once
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"arms": {}}, "non-empty 'arms'"),
+    ({"arms": {"a": {"methods": ["l1"]}}, "runs": 3}, "unknown keys runs"),
+    ({"arms": {"../up": {"methods": ["l1"]}}}, "must be letters"),
+    ({"arms": {"a": {"methods": []}}}, "methods: expected a list of strings (at least one)"),
+    ({"arms": {"a": {"methods": ["l1"], "args": "--seed 1"}}}, "args: expected a list"),
+    ({"arms": {"a": {"methods": ["l1"]}}, "window": 0}, "window must be a positive"),
+])
+def test_a_bad_config_is_refused_with_the_reason(data, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        bench.parse_bench("x", data, "x.json")
+
+
+def test_bad_bench_names_and_arms_stop_before_anything_runs(tmp_path, capsys):
+    assert main(["bench", "nosuch"]) == 2
+    assert "give one of" in capsys.readouterr().err
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"arms": {"ok": {"methods": ["l1"]},
+                                         "bad": {"methods": ["l1"], "args": ["--nope"]}}}))
+    root = tmp_path / "out"
+    assert main(["bench", str(path), "--runs-dir", str(root)]) == 2
+    assert "arm 'bad' is not a valid sweep" in capsys.readouterr().err
+    assert not root.exists()
+    path.write_text("{not json")
+    assert main(["bench", str(path)]) == 2
+
+
+def test_a_bench_runs_its_arms_writes_its_table_and_resumes(small_args, tmp_path, capsys):
+    """An agent arm and a baseline arm on the synthetic data; the same command again runs
+    nothing and writes the same table."""
+    small = [a for a in small_args if a not in ("--target", "0.8")]  # a sweep has --targets
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({
+        "description": "two arms", "window": 1,
+        "common": [*small, "--targets", "0.8", "--cost", "flops", "--episodes", "2",
+                   "--tries", "2", "--no-export", "--ray-cpus", "2", "--run-cpus", "2"],
+        "arms": {"agent": {"methods": ["l2pf"]}, "plain": {"methods": ["l1"]}}}))
+    root = tmp_path / "bench"
+    assert main(["bench", str(config), "--runs-dir", str(root)]) == 0
+    table = (root / "tiny.md").read_text()
+    assert "| agent | 0.8000 | 1 |" in table and "| plain | 0.8000 | 1 |" in table
+    rows = {r["method"]: r for r in csv.DictReader((root / "tiny.csv").read_text().splitlines())}
+    assert set(rows) == {"agent", "plain"}
+    agent = rows["agent"]
+    assert agent["episodes"] == "2" and float(agent["search_steps"]) > 0
+    # the search steps count every try (2 per group) of both episodes: more than the
+    # kept path's of one episode, which is what a baseline's row counts
+    assert float(agent["search_steps"]) > 2 * float(rows["plain"]["search_steps"])
+    assert float(agent["policy_cost_ratio"]) > 0 and agent["return_first"] != ""
+    assert (root / "tiny-curves.png").stat().st_size > 0
+    assert (root / "tiny-pareto-flops.png").exists()
+    capsys.readouterr()
+    assert main(["bench", str(config), "--runs-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished before, 0 to run") == 2
+    assert (root / "tiny.md").read_text() == table
+    assert main(["bench", str(config), "--runs-dir", str(root), "--report-only"]) == 0
