@@ -76,8 +76,13 @@ lint: install
 test: install data lint
 	$(PY) -m pytest -q
 
+# The long checks, then the short version of every README experiment (`prune-env bench NAME
+# --short`: synthetic data, one seed, a few episodes) into runs/bench-short; the full ones are
+# `prune-env bench NAME` (README, "Benches").
+BENCHES := learning finetune cost methods transfer
 bench: install data
 	$(PY) -m pytest -q -m bench
+	for name in $(BENCHES); do $(PRUNE_ENV) bench $$name --short || exit 1; done
 
 # The GPU paths (CUDA timing, NVML energy, training and whole runs on cuda); `make test`
 # collects them too and skips them, with the reason, where no GPU is visible.

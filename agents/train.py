@@ -16,7 +16,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 from tqdm.auto import tqdm
@@ -28,6 +28,7 @@ from prune_env.envs.records import EpisodeLog, Report
 from prune_env.envs.wrappers import FlatActionWrapper
 from prune_env.runs.finalize import policy_episode
 from prune_env.runs.pipeline import Method, RunContext, SearchResult, run
+from prune_env.sweep.plan import entry_of
 from prune_env.training.checkpoint import atomic_save, read_tensors
 
 if TYPE_CHECKING:
@@ -66,14 +67,44 @@ def resumed(resume: str) -> tuple[RunConfig, AgentConfig]:
 
 def check_sb3_keys(config: AgentConfig) -> None:
     """Unknown ``--sb3`` keys are an error before anything is built (sb3 would only fail
-    after the environment was made)."""
+    after the environment was made); so is an L2PF option given to an sb3 agent."""
     if config.agent == "l2pf":
         return
+    if config.init_policy:
+        raise ValueError(f"--init-policy starts L2PF from another L2PF run's policy; "
+                         f"{config.agent} has none to take (leave it out)")
     known = set(inspect.signature(sb3.ALGORITHMS[config.agent]).parameters) - {"policy", "env"}
     unknown = set(sb3.parse_kwargs(config.sb3)) - known
     if unknown:
         raise ValueError(f"--sb3: {config.agent} has no option {', '.join(sorted(unknown))} "
                          f"(its options: {', '.join(sorted(known))})")
+
+
+def policy_source(given: str, seed: int, target: float) -> Path:
+    """The checkpoint ``--init-policy`` names: a training run's ``checkpoint.pt``, or in a
+    sweep directory that of its L2PF run with ``seed`` and ``target``.
+
+    Raises:
+        FileNotFoundError, ValueError: no such run, or not an L2PF one.
+    """
+    root = Path(given)
+    if (root / "plan.json").exists():
+        runs = [d for d in sorted(root.iterdir()) if (d / "checkpoint.pt").exists()
+                and entry_of(d) is not None]
+        matching = [d for d in runs if (e := entry_of(d)) and e.method == "l2pf"
+                    and e.seed == seed and e.target == target]
+        if not matching:
+            raise FileNotFoundError(f"--init-policy {given}: the sweep has no L2PF run of seed "
+                                    f"{seed} at target {target} with a checkpoint (run it first)")
+        root = matching[-1]
+    path = root / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"--init-policy {given}: no {path}; give an L2PF training run "
+                                "directory or a sweep directory holding one")
+    args = json.loads((root / "args.json").read_text()) if (root / "args.json").exists() else {}
+    if args.get("agent", {}).get("agent") != "l2pf":
+        raise ValueError(f"--init-policy {given}: {root} is not an L2PF training run")
+    return path
 
 
 def train(run_config: RunConfig, config: AgentConfig, *, resume: str | None = None,
@@ -84,6 +115,8 @@ def train(run_config: RunConfig, config: AgentConfig, *, resume: str | None = No
     if resume:
         run_config, config = resumed(resume)
     check_sb3_keys(config)
+    if config.init_policy and not resume:  # a bad one is said before a run directory exists
+        policy_source(config.init_policy, run_config.data.seed, run_config.env.target)
     method: Method = (L2PFMethod(config, run_config.data.seed, ray_config)
                       if config.agent == "l2pf" else SB3Method(config, run_config.data.seed))
     return run(run_config, method, recorded={"command": "train", "agent": config.to_dict()},
@@ -132,8 +165,14 @@ class L2PFMethod(Training):
         agent = L2PF(env, l2pf, seed=self.seed, n_envs=config.n_envs, env_fn=run.make_env,
                      tries_on=config.tries_on, ray_config=self.ray_config)
         path = run.run_dir / "checkpoint.pt"
+        details: dict[str, Any] = {}
         if path.exists():  # data and tensors only: a crafted checkpoint cannot run code
             agent.load_state_dict(read_tensors(path, "L2PF checkpoint"))
+        elif config.init_policy:  # the policy's weights do not depend on the network
+            source = policy_source(config.init_policy, self.seed,
+                                   cast("PruneEnv", env.unwrapped).bench.reward_cfg.target)
+            agent.policy.load_state_dict(read_tensors(source, "L2PF checkpoint")["policy"])
+            details["init_policy"] = str(source)
         try:
             for log in agent.learn(config.episodes):
                 self.on_episode(run, log, lambda: atomic_save(agent.state_dict(), path))
@@ -141,7 +180,7 @@ class L2PFMethod(Training):
             agent.close()
         policy = policy_episode(env, agent, self.seed + 10**6, "deterministic policy")
         return SearchResult([policy] + ([agent.best] if agent.best else []), config.episodes,
-                            list_candidates=True)
+                            details, list_candidates=True)
 
 
 class SB3Method(Training):

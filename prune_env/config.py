@@ -130,6 +130,11 @@ class EnvConfig(Options):
                                 "correct every prediction by the line fitted on them "
                                 "(cached per machine; default: 0, the table as it is)",
                                 check=checks.non_negative)
+    correct_episodes: bool = option(False, "close the loop on the latency table: after each "
+                                    "episode, time its network against the base and refit "
+                                    "the correction on every network timed so far, so the "
+                                    "reward's latency follows measurement (latency cost only)",
+                                    check=checks.flag)
     energy_meter: str = option("auto", "energy sensor: auto (NVML on a GPU, RAPL on a CPU, "
                                "else a Jetson's INA3221), or one of nvml, rapl, jetson, zeus "
                                "(pip install 'prune-env[zeus]') (default: auto)",
@@ -184,7 +189,9 @@ class AgentConfig(Options):
 
     agent: str = option("l2pf", "l2pf (ours: hybrid action, tries) or a stable-baselines3 "
                         "agent through the flat-action wrapper (default: l2pf)", choices=AGENTS)
-    episodes: int = option(30, "training episodes in all (default: 30)", check=checks.positive)
+    episodes: int = option(30, "training episodes in all; 0 runs the policy as it starts "
+                           "(fresh, or from --init-policy) (default: 30)",
+                           check=checks.non_negative)
     tries: int = option(4, "L2PF: actions tried on each group per update (default: 4)",
                         check=checks.positive)
     agent_lr: float = option(3e-3, "L2PF: Adam learning rate of the policy (default: 3e-3)",
@@ -193,6 +200,10 @@ class AgentConfig(Options):
                              check=checks.non_negative_real)
     pace_weight: float = option(10.0, "L2PF: weight of the term pacing the cost toward the "
                                 "target (default: 10.0)", check=checks.non_negative_real)
+    init_policy: str = option("", "L2PF: start from the policy another L2PF run learned: its "
+                              "run directory, or a sweep directory (its L2PF run of this "
+                              "run's seed and target), to re-prune a retrained or deeper "
+                              "network with what was learned (default: a fresh policy)")
     fixed_finetune: float | str = option(
         "learned", "L2PF: how long each group is fine-tuned: 'learned' (the hybrid action), "
         "or a fraction of --max-finetune-steps used at every group, the fixed-duration "

@@ -136,6 +136,10 @@ class GateEnv(gym.Env):
             raise ValueError(f"the gating environment's cost is latency or flops, not {cost!r}: "
                              "a dynamic network keeps all its parameters, and its energy per "
                              "image is not metered yet")
+        if kwargs.get("correct_episodes"):
+            raise ValueError("--correct-episodes times each episode's compact network; "
+                             "gating's network is dynamic and timed executed at its end: "
+                             "leave the option out")
         self.bench = bench = Bench(**kwargs)
         self.final_report = final_report
         self.predictor_steps = int(predictor_steps)

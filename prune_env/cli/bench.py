@@ -14,8 +14,10 @@ once. Then the bench writes, in ``BENCH_DIR``:
 - ``NAME-curves.png``: the agents' learning curves (return, validation score, cost, compute
   per episode; seeds thin, their mean thick), and ``NAME-pareto-*.png``.
 
-``--short`` appends the config's ``short`` options (synthetic data, one seed, a few episodes):
-the version `make bench` runs, into ``runs/bench-short``. A config is JSON data: reading one
+``--short`` appends the config's ``short`` options, then the arm's own (synthetic data, one
+seed, a few episodes): the version `make bench` runs, into ``runs/bench-short``. A base
+checkpoint an arm names that does not exist is pretrained first, with the options the
+config's ``bases`` give it. A config is JSON data: reading one
 cannot run code.
 """
 
@@ -26,7 +28,7 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,12 @@ RUN_COLUMNS = ("arm", "method", "target", "seed", "test_acc", "val_acc", "measur
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: the methods of its sweep and the options that are its own."""
+    """One arm: the methods of its sweep, the options that are its own, and those it adds
+    in the short version."""
 
     methods: list[str]
     args: list[str]
+    short: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class BenchConfig:
     """A bench: its arms and the options they share.
 
     Attributes:
+        bases: base checkpoints the arms name, each with the `prune-env pretrain` options
+            that make it where it is missing (a retrained or deeper base, the short
+            version's synthetic one).
         window: the episodes averaged at each end of the learning curves.
     """
 
@@ -71,6 +78,7 @@ class BenchConfig:
     common: list[str]
     short: list[str]
     arms: dict[str, Arm]
+    bases: dict[str, list[str]] = field(default_factory=dict)
     window: int = 5
 
 
@@ -98,7 +106,7 @@ def load_bench(name: str) -> BenchConfig:
 
 def parse_bench(name: str, data: Any, source: str) -> BenchConfig:
     """A config from its JSON form; a ValueError naming ``source`` and what is wrong."""
-    known = {"description", "common", "short", "arms", "window"}
+    known = {"description", "common", "short", "arms", "bases", "window"}
     if not isinstance(data, dict) or not isinstance(data.get("arms"), dict) or not data["arms"]:
         raise ValueError(f"{source}: a bench config is an object with a non-empty 'arms'")
     if set(data) - known:
@@ -109,17 +117,23 @@ def parse_bench(name: str, data: Any, source: str) -> BenchConfig:
         if not ARM_NAME.match(arm):
             raise ValueError(f"{source}: arm name {arm!r} must be letters, digits, . _ - "
                              "(it names the arm's directory)")
-        if not isinstance(spec, dict) or set(spec) - {"methods", "args"}:
-            raise ValueError(f"{source}: arm {arm!r} is an object with 'methods' and 'args'")
+        if not isinstance(spec, dict) or set(spec) - {"methods", "args", "short"}:
+            raise ValueError(f"{source}: arm {arm!r} is an object with 'methods', 'args' "
+                             "and 'short'")
         arms[arm] = Arm(_strings(spec.get("methods"), f"{source}: arm {arm!r} methods",
                                  empty=False),
-                        _strings(spec.get("args", []), f"{source}: arm {arm!r} args"))
+                        _strings(spec.get("args", []), f"{source}: arm {arm!r} args"),
+                        _strings(spec.get("short", []), f"{source}: arm {arm!r} short"))
+    bases = data.get("bases", {})
+    if not isinstance(bases, dict):
+        raise ValueError(f"{source}: bases maps checkpoint paths to pretrain options")
+    bases = {path: _strings(args, f"{source}: base {path!r}") for path, args in bases.items()}
     window = data.get("window", 5)
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"{source}: window must be a positive integer")
     return BenchConfig(name, str(data.get("description", "")),
                        _strings(data.get("common", []), f"{source}: common"),
-                       _strings(data.get("short", []), f"{source}: short"), arms, window)
+                       _strings(data.get("short", []), f"{source}: short"), arms, bases, window)
 
 
 def _strings(value: Any, where: str, empty: bool = True) -> list[str]:
@@ -131,10 +145,19 @@ def _strings(value: Any, where: str, empty: bool = True) -> list[str]:
 
 
 def arm_argv(config: BenchConfig, arm: str, root: Path, short: bool) -> list[str]:
-    """The `prune-env sweep` command line of ``arm``, into ``root/arm``."""
+    """The `prune-env sweep` command line of ``arm``, into ``root/arm``; ``{root}`` in an
+    option stands for the bench directory (an arm taking another arm's policy)."""
     spec = config.arms[arm]
-    return ["sweep", *spec.methods, *config.common, *spec.args,
-            *(config.short if short else []), "--runs-dir", str(root / arm)]
+    argv = ["sweep", *spec.methods, *config.common, *spec.args,
+            *([*config.short, *spec.short] if short else []), "--runs-dir", str(root / arm)]
+    return [a.replace("{root}", str(root)) for a in argv]
+
+
+def missing_bases(config: BenchConfig, argvs: list[list[str]]) -> dict[str, list[str]]:
+    """The `prune-env pretrain` command lines of the bases the arms name that do not exist."""
+    named = {a for argv in argvs for a in argv}
+    return {path: ["pretrain", *args, "--checkpoint", path]
+            for path, args in config.bases.items() if path in named and not Path(path).exists()}
 
 
 # ----------------------------------------------------------------------------- the report

@@ -258,6 +258,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError(f"bench {config.name}: arm {arm!r} is not a valid sweep "
                              f"(prune-env {' '.join(argv)}): see the message above") from None
     failed = []
+    for path, argv in bench.missing_bases(config, list(argvs.values())).items():
+        if args.report_only:
+            break
+        print(f"\n== bench {config.name}: base {path}: prune-env {' '.join(argv)}", flush=True)
+        if main(argv) != 0:
+            raise ValueError(f"bench {config.name}: could not pretrain the base {path}")
     for arm, argv in argvs.items() if not args.report_only else ():
         print(f"\n== bench {config.name}, arm {arm}: prune-env {' '.join(argv)}", flush=True)
         if main(argv) != 0:

@@ -61,9 +61,13 @@ class Bench:
                  pretrain: PretrainConfig | None = None, latency_table: str | None = None,
                  seed: int = 0, measure_device: str | None = None, amp: str = "off",
                  deploy_shape: str | None = None, energy_meter: str = "auto",
-                 correct_table: int = 0):
+                 correct_table: int = 0, correct_episodes: bool = False):
         if cost not in COSTS:
             raise ValueError(f"unknown cost {cost!r}: choose one of {', '.join(COSTS)}")
+        if correct_episodes and cost != "latency":
+            raise ValueError(f"--correct-episodes corrects the latency table; the {cost} "
+                             "cost is not looked up in it (leave the option out)")
+        self.correct_episodes = correct_episodes
         self.cost_name = cost
         self.cost_key = COST_KEYS[cost]
         self.reward_cfg = RewardConfig(reward, allowed_drop, finetune_weight, target)

@@ -174,6 +174,7 @@ class PruneEnv(gym.Env):
     | pretrain | PretrainConfig or None | None | budget if the base must be pretrained |
     | latency_table | str or None | None | lookup-table file (default ~/.cache/prune-env) |
     | correct_table | int | 0 | probes (random-width copies of the base) timed to correct the table's predictions (`prune_env.measure.correction`; 0: none) |
+    | correct_episodes | bool | False | at each reset, time the ended episode's network against the base and refit the correction on it (latency cost only) |
     | energy_meter | str | "auto" | energy sensor: auto, nvml, rapl, jetson or zeus (`prune_env.measure.energy.auto_meter`) |
     | final_report | bool | True | measure and score the network at the episode's end |
     | seed | int | 0 | data split seed |
@@ -206,6 +207,7 @@ class PruneEnv(gym.Env):
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        self._observe_last_episode()
         self.bench.generator.manual_seed(int(self.np_random.integers(2**31)))
         options = options or {}
         model = copy.deepcopy(self.bench.base_model)
@@ -293,6 +295,14 @@ class PruneEnv(gym.Env):
         return filter_groups(model)
 
     # ----------------------------------------------------------------- tries
+    def _observe_last_episode(self) -> None:
+        """With ``correct_episodes``: time the episode that just ended's network against the
+        base and refit the table's correction on it (`CostMeter.observe`)."""
+        state = self.state
+        if self.bench.correct_episodes and state is not None and state.group is None \
+                and state.step > 0:
+            self.bench.meter.observe(self.bench.base_model, state.model)
+
     def snapshot(self) -> dict[str, Any]:
         """The episode's state, to `restore` and try another action from it.
 
@@ -303,7 +313,9 @@ class PruneEnv(gym.Env):
             raise RuntimeError("call reset() before snapshot()")
         return {"state": dataclasses.replace(self.state), "features": self._features.copy(),
                 "generator": self.bench.generator.get_state(),
-                "np_random": copy.deepcopy(self.np_random.bit_generator.state)}
+                "np_random": copy.deepcopy(self.np_random.bit_generator.state),
+                # tries in other processes predict with the episode's correction
+                "correction": self.bench.meter.correction_state()}
 
     def restore(self, snapshot: dict[str, Any]) -> np.ndarray:
         """Return to a `snapshot` of this episode; returns its observation."""
@@ -311,6 +323,8 @@ class PruneEnv(gym.Env):
         self._features = snapshot["features"].copy()
         self.bench.generator.set_state(snapshot["generator"])
         self.np_random.bit_generator.state = copy.deepcopy(snapshot["np_random"])
+        if "correction" in snapshot:  # a snapshot sent by an older process has none
+            self.bench.meter.restore_correction(snapshot["correction"])
         return self._observation()
 
     # ----------------------------------------------------------------- steps

@@ -89,6 +89,7 @@ def table_correction(env: Bench) -> dict[str, Any]:
         return {}
     return {"table_correction": {"slope": correction.slope,
                                  "probes": [list(p) for p in correction.points],
+                                 "observed": correction.observed,
                                  "residuals": correction.residuals()}}
 
 

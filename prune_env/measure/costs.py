@@ -9,6 +9,7 @@ where a sensor exists (None elsewhere: never an invented number).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import weakref
 from typing import Any
@@ -206,6 +207,29 @@ class CostMeter:
         self.correction = TableCorrection(slope, tuple((p, m) for p, m in points))
         self._base_ms = self.table_ms(shapes)
         return self.correction
+
+    def observe(self, base: nn.Module, model: nn.Module) -> TableCorrection:
+        """Close the loop on a network the run made: time ``model`` against ``base``
+        (interleaved) and refit the correction on every point so far (probes first, then
+        the run's networks); the predictions follow it from now on. A network the table
+        cannot tell from the base (no cut) adds a point that does not move the line."""
+        base_ms = self.table_ms(self.shapes(base))
+        timed = self.measure({"base": base, "model": model}, repeats=5)
+        point = (self.table_ms(self.shapes(model)) / base_ms,
+                 timed["model"].estimate_ms / timed["base"].estimate_ms)
+        points = (*self.correction.points, point)
+        if any(p < 1 for p, _ in points):
+            self.correction = dataclasses.replace(TableCorrection.fit(points),
+                                                  observed=self.correction.observed + 1)
+        self._base_ms = base_ms
+        return self.correction
+
+    def correction_state(self) -> tuple[TableCorrection, float | None]:
+        """What `restore_correction` needs (an episode's snapshot carries it to the tries)."""
+        return self.correction, self._base_ms
+
+    def restore_correction(self, state: tuple[TableCorrection, float | None]) -> None:
+        self.correction, self._base_ms = state
 
     def _fit_correction(self, base: nn.Module, probes: int, seed: int) -> TableCorrection:
         """`TableCorrection.fit` on the probes' (table ratio, measured ratio)."""

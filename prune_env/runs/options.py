@@ -22,5 +22,5 @@ def env_options(config: RunConfig, data: DataBundle) -> dict[str, Any]:
             "latency_batch": env.latency_batch,
             "checkpoint": config.data.checkpoint, "seed": config.data.seed,
             "latency_table": env.latency_table, "energy_meter": env.energy_meter,
-            "correct_table": env.correct_table,
+            "correct_table": env.correct_table, "correct_episodes": env.correct_episodes,
             "pretrain": config.pretraining}

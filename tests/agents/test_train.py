@@ -50,6 +50,22 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     assert len(scalars(run, "losses/policy_loss")) == 2
     assert "speed-up" in capsys.readouterr().out
 
+    # its policy, as it is (0 episodes), on the same base: the same deterministic network
+    reused = tmp_path / "reused"
+    assert main(["train", "--agent", "l2pf", "--episodes", "0", "--init-policy", str(run),
+                 "--runs-dir", str(reused), *small_args, "--cost", "flops", "--no-export"]) == 0
+    again = json.loads((only_run(reused) / "report.json").read_text())
+    assert again["details"]["init_policy"] == str(run / "checkpoint.pt")
+    policy = {c["source"]: c for c in report["search"]["candidates"]}["deterministic policy"]
+    assert [c["cost_ratio"] for c in again["search"]["candidates"]] == [policy["cost_ratio"]]
+    # a source that is not an L2PF run, or an agent that cannot take it: exit 2, no run
+    assert main(["train", "--init-policy", str(tmp_path), "--runs-dir", str(tmp_path / "no"),
+                 *small_args]) == 2
+    assert main(["train", "--agent", "ppo", "--init-policy", str(run), "--runs-dir",
+                 str(tmp_path / "no"), *small_args]) == 2
+    assert not (tmp_path / "no").exists()
+    assert "--init-policy" in capsys.readouterr().err
+
     # export again, one format, into the same run
     (run / "model.onnx").unlink()
     assert main(["export", str(run), "--format", "onnx"]) == 0
@@ -124,3 +140,25 @@ def test_killed_run_resumes_and_ends_as_an_uninterrupted_one(small_args, tmp_pat
     assert a["kept_filters"] == b["kept_filters"]
     assert a["pruned"]["test_accuracy"] == b["pruned"]["test_accuracy"]
     assert a["source"] == b["source"]
+
+
+def test_init_policy_finds_the_sweep_run_of_the_same_seed_and_target(tmp_path):
+    from agents.train import policy_source
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "plan.json").write_text("{}")
+    for name, agent, seed, target in (("a", "l2pf", 0, 0.5), ("b", "l2pf", 1, 0.5),
+                                      ("c", "l2pf", 1, 0.7), ("d", "ppo", 2, 0.5)):
+        run = sweep / name
+        run.mkdir()
+        (run / "args.json").write_text(json.dumps({
+            "command": "train", "agent": {"agent": agent},
+            "run": {"data": {"model": "resnet20", "seed": seed}, "env": {"target": target}}}))
+        (run / "checkpoint.pt").write_bytes(b"")
+    assert policy_source(str(sweep), 1, 0.5) == sweep / "b" / "checkpoint.pt"
+    assert policy_source(str(sweep / "c"), 0, 0.5) == sweep / "c" / "checkpoint.pt"
+    with pytest.raises(FileNotFoundError, match="no L2PF run of seed 2 at target 0.5"):
+        policy_source(str(sweep), 2, 0.5)
+    with pytest.raises(ValueError, match="not an L2PF training run"):
+        policy_source(str(sweep / "d"), 2, 0.5)

@@ -53,6 +53,19 @@ def test_catalog_names_what_the_package_has():
     assert tuple(POLICIES) == catalog.POLICIES and REWARDS == catalog.REWARDS
 
 
+def test_an_agent_run_corrects_the_table_on_its_own_episodes(tmp_path, small_args):
+    """--correct-episodes: every episode's network (the next reset's) is timed against the
+    base and the line refitted; the report says on how many networks."""
+    assert main(["train", "--agent", "l2pf", "--episodes", "2", "--tries", "2", "--no-export",
+                 "--correct-episodes", "--runs-dir", str(tmp_path / "runs"),
+                 *small_args]) == 0
+    (path,) = (tmp_path / "runs").glob("*/report.json")
+    fitted = json.loads(path.read_text())["details"]["table_correction"]
+    # episode 0 at episode 1's reset, episode 1 at the deterministic policy's
+    assert fitted["observed"] == 2 == len(fitted["probes"])
+    assert all(0.0 < p < 1.0 and 0.0 < m < 1.5 for p, m in fitted["probes"])
+
+
 def test_a_run_corrects_the_latency_table_by_measurement(tmp_path, small_args, capsys):
     """--correct-table N times N random-width probes against the base before the run and
     reports the fitted line; the corrected prediction is what the reward and the final

@@ -218,3 +218,26 @@ def test_a_torchvision_network_is_a_base_whose_blocks_can_be_removed(
     assert info["cost_ratio"] < 1.0
     with torch.no_grad():
         assert model(torch.randn(2, *model.input_shape)).shape == (2, 10)
+
+
+def test_each_ended_episode_corrects_the_table_and_snapshots_carry_it(make_env):
+    """With correct_episodes, a reset times the ended episode's network against the base and
+    refits the line on it; an episode's snapshot carries the correction to a try run in
+    another environment (another process); FLOPs are not looked up: refused."""
+    env = make_env(correct_episodes=True, final_report=False)
+    meter = env.unwrapped.bench.meter
+    policy = make_policy("l1", env.unwrapped.bench.max_filters, ratio=0.5, finetune=0.0)
+    run(env, policy)
+    assert meter.correction.observed == 0  # nothing timed until the next reset
+    env.reset(seed=1)
+    assert meter.correction.observed == 1 and len(meter.correction.points) == 1
+    (predicted, measured), = meter.correction.points
+    assert 0 < predicted < 1 and 0 < measured < 1.5
+    snapshot = env.unwrapped.snapshot()
+    other = make_env(final_report=False)
+    other.reset(seed=1)
+    assert other.unwrapped.bench.meter.correction.slope == 1.0
+    other.unwrapped.restore(snapshot)
+    assert other.unwrapped.bench.meter.correction == meter.correction
+    with pytest.raises(ValueError, match="not looked up"):
+        make_env(correct_episodes=True, cost="flops")

@@ -67,3 +67,39 @@ def test_the_meter_corrects_its_predictions_by_the_probes_measurement(tmp_path, 
     again.costs(base, calibrate=True)
     monkeypatch.setattr(again, "measure", lambda *a, **k: pytest.fail("timed again"))
     assert again.correct(base, probes=3, seed=0).slope == pytest.approx(1.5)
+
+
+def test_the_meter_closes_the_loop_on_the_run_s_own_networks(tmp_path, monkeypatch):
+    """A machine on which the table is right for random widths (slope 1) but a network the
+    run made measures 0.05 above its prediction: observing it moves the line onto it, the
+    probes still count, and the base stays the base."""
+    torch.manual_seed(0)
+    base = build_model("resnet20", 1, 10, (16, 16)).eval()
+    meter = CostMeter("latency", (1, 16, 16), threads=1, table=str(tmp_path / "t.json"))
+    meter.costs(base, calibrate=True)
+    base_ms = meter.predict_ms(base)
+    (made,) = probe_networks(base, 1, seed=7)
+    made_raw = meter.table_ms(meter.shapes(made)) / base_ms
+
+    def machine(models, batch=None, repeats=10, blocks=7):
+        ratio = {name: meter.table_ms(meter.shapes(m)) / base_ms for name, m in models.items()}
+        ratio = {name: r + (0.05 if models[name] is made else 0.0) for name, r in ratio.items()}
+        return {name: Latency(100 * r, 100 * r, 0.0, 1, 1, "cpu", 1)
+                for name, r in ratio.items()}
+
+    monkeypatch.setattr(meter, "measure", machine)
+    assert meter.correct(base, probes=2, seed=0).slope == pytest.approx(1.0)
+    correction = meter.observe(base, made)
+    assert correction.observed == 1 and len(correction.points) == 3
+    assert correction.points[-1] == pytest.approx((made_raw, made_raw + 0.05))
+    assert correction.slope < 1  # the table was optimistic for this network
+    assert meter.predict_ms(made) / base_ms > made_raw  # closer to what it measured
+    assert meter.predict_ms(base) == pytest.approx(base_ms)
+    # alone (no probes), one observed network is predicted as it measured
+    alone = CostMeter("latency", (1, 16, 16), threads=1, table=str(tmp_path / "t.json"))
+    alone.costs(base, calibrate=True)
+    monkeypatch.setattr(alone, "measure", machine)
+    alone.observe(base, made)
+    assert alone.predict_ms(made) / base_ms == pytest.approx(made_raw + 0.05)
+    assert alone.observe(base, base).observed == 2  # the base adds a point that moves nothing
+    assert alone.predict_ms(made) / base_ms == pytest.approx(made_raw + 0.05)
