@@ -48,6 +48,7 @@ from prune_env.envs.observation import ObservationLayout
 from prune_env.envs.prune import EpisodeState, PruneEnv
 from prune_env.envs.records import EpisodeLog
 from prune_env.envs.uniform import uniform_ratio_for
+from prune_env.measure.correction import TableCorrection
 from prune_env.nn.record import from_record, to_record
 from prune_env.runs.finalize import Candidate
 
@@ -185,6 +186,7 @@ class L2PF:
             obs, done, info = best.obs, best.done, best.info
             reward += best.reward
             finetune.append(float(best.action["finetune"][0]))
+        unwrapped.observe_episode()  # before the checkpoint, which then holds it
         state = unwrapped.state
         assert state is not None  # set by reset()
         log = EpisodeLog(
@@ -264,10 +266,18 @@ class L2PF:
         return {"config": asdict(self.config), "seed": self.seed, "episodes": self.episodes,
                 "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
+                "correction": self.correction_record(),
                 # the best network as a record (data, not a pickled module)
                 "best": None if self.best is None else
                 {f.name: getattr(self.best, f.name) for f in fields(self.best)}
                 | {"model": to_record(self.best.model)}}
+
+    def correction_record(self) -> dict[str, Any]:
+        """The latency table's correction as plain data (`--correct-episodes` refits it as
+        the run goes, so a resumed run needs it)."""
+        correction, base_ms = cast(PruneEnv, self.env.unwrapped).bench.meter.correction_state()
+        return {"slope": correction.slope, "points": [list(p) for p in correction.points],
+                "observed": correction.observed, "base_ms": base_ms}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # options added since the checkpoint was written take their defaults
@@ -278,6 +288,11 @@ class L2PF:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.seed, self.episodes = state["seed"], state["episodes"]
+        if state.get("correction"):  # older checkpoints have none
+            record = state["correction"]
+            cast(PruneEnv, self.env.unwrapped).bench.meter.restore_correction((TableCorrection(
+                record["slope"], tuple((p, m) for p, m in record["points"]),
+                record["observed"]), record["base_ms"]))
         best = state["best"]
         self.best = None if best is None else Candidate(
             **(best | {"model": from_record(best["model"], "the checkpoint's best network")}))

@@ -70,9 +70,9 @@ def check_sb3_keys(config: AgentConfig) -> None:
     after the environment was made); so is an L2PF option given to an sb3 agent."""
     if config.agent == "l2pf":
         return
-    if config.init_policy:
-        raise ValueError(f"--init-policy starts L2PF from another L2PF run's policy; "
-                         f"{config.agent} has none to take (leave it out)")
+    if config.init_policy or config.fixed_finetune != "learned":
+        raise ValueError(f"--init-policy and --fixed-finetune are L2PF's; {config.agent} "
+                         "takes neither (leave them out)")
     known = set(inspect.signature(sb3.ALGORITHMS[config.agent]).parameters) - {"policy", "env"}
     unknown = set(sb3.parse_kwargs(config.sb3)) - known
     if unknown:
@@ -82,7 +82,8 @@ def check_sb3_keys(config: AgentConfig) -> None:
 
 def policy_source(given: str, seed: int, target: float) -> Path:
     """The checkpoint ``--init-policy`` names: a training run's ``checkpoint.pt``, or in a
-    sweep directory that of its L2PF run with ``seed`` and ``target``.
+    sweep directory that of its one finished L2PF run with ``seed`` and ``target`` (of any
+    network: a policy moves to another one).
 
     Raises:
         FileNotFoundError, ValueError: no such run, or not an L2PF one.
@@ -90,13 +91,17 @@ def policy_source(given: str, seed: int, target: float) -> Path:
     root = Path(given)
     if (root / "plan.json").exists():
         runs = [d for d in sorted(root.iterdir()) if (d / "checkpoint.pt").exists()
-                and entry_of(d) is not None]
+                and (d / "report.json").exists() and entry_of(d) is not None]
         matching = [d for d in runs if (e := entry_of(d)) and e.method == "l2pf"
                     and e.seed == seed and e.target == target]
         if not matching:
-            raise FileNotFoundError(f"--init-policy {given}: the sweep has no L2PF run of seed "
-                                    f"{seed} at target {target} with a checkpoint (run it first)")
-        root = matching[-1]
+            raise FileNotFoundError(f"--init-policy {given}: the sweep has no finished L2PF run "
+                                    f"of seed {seed} at target {target} (run it first)")
+        if len(matching) > 1:  # several networks: say which run, not pick one
+            raise ValueError(f"--init-policy {given}: several L2PF runs of seed {seed} at "
+                             f"target {target} ({', '.join(d.name for d in matching)}): give "
+                             "one run directory")
+        root = matching[0]
     path = root / "checkpoint.pt"
     if not path.exists():
         raise FileNotFoundError(f"--init-policy {given}: no {path}; give an L2PF training run "
@@ -115,6 +120,10 @@ def train(run_config: RunConfig, config: AgentConfig, *, resume: str | None = No
     if resume:
         run_config, config = resumed(resume)
     check_sb3_keys(config)
+    if config.agent != "l2pf" and run_config.env.correct_episodes:
+        raise ValueError("--correct-episodes: an sb3 agent's episodes run in its vectorised "
+                         "environments, whose corrections never reach the run's own; use it "
+                         "with L2PF")
     if config.init_policy and not resume:  # a bad one is said before a run directory exists
         policy_source(config.init_policy, run_config.data.seed, run_config.env.target)
     method: Method = (L2PFMethod(config, run_config.data.seed, ray_config)
@@ -172,7 +181,9 @@ class L2PFMethod(Training):
             source = policy_source(config.init_policy, self.seed,
                                    cast("PruneEnv", env.unwrapped).bench.reward_cfg.target)
             agent.policy.load_state_dict(read_tensors(source, "L2PF checkpoint")["policy"])
-            details["init_policy"] = str(source)
+            details["init_policy_checkpoint"] = str(source)
+        if config.init_policy:
+            details["init_policy"] = config.init_policy
         try:
             for log in agent.learn(config.episodes):
                 self.on_episode(run, log, lambda: atomic_save(agent.state_dict(), path))

@@ -8,7 +8,9 @@ once. Then the bench writes, in ``BENCH_DIR``:
 
 - ``NAME.md``: the table, one row per (arm or method, target), mean and spread over seeds:
   test score, measured cost ratio, measured latency speed-up, FLOPs ratio, speed-up efficiency (measured speed-up over
-  FLOPs speed-up), fine-tune compute of the search, and for the agents the mean return of the
+  FLOPs speed-up), fine-tune compute of the search (the SGD steps of every training
+  episode: all of L2PF's tries; a baseline's, or a run of 0 episodes, those of its one
+  episode; the final stage's are counted apart), and for the agents the mean return of the
   first and last episodes and their trained deterministic policy against their first episode;
 - ``NAME.csv``: one row per run with the same numbers;
 - ``NAME-curves.png``: the agents' learning curves (return, validation score, cost, compute
@@ -94,7 +96,7 @@ def load_bench(name: str) -> BenchConfig:
         FileNotFoundError, ValueError: no such config, or one that is not a bench's.
     """
     path = Path(name) if name.endswith(".json") else BENCHES / f"{name}.json"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no bench {name!r}: give one of {', '.join(available())} or "
                                 "a config file NAME.json")
     try:
@@ -153,11 +155,12 @@ def arm_argv(config: BenchConfig, arm: str, root: Path, short: bool) -> list[str
     return [a.replace("{root}", str(root)) for a in argv]
 
 
-def missing_bases(config: BenchConfig, argvs: list[list[str]]) -> dict[str, list[str]]:
-    """The `prune-env pretrain` command lines of the bases the arms name that do not exist."""
-    named = {a for argv in argvs for a in argv}
+def missing_bases(config: BenchConfig, checkpoints: set[str]) -> dict[str, list[str]]:
+    """The `prune-env pretrain` command lines of the bases among ``checkpoints`` (those the
+    arms run from, as their command lines resolve) that do not exist."""
     return {path: ["pretrain", *args, "--checkpoint", path]
-            for path, args in config.bases.items() if path in named and not Path(path).exists()}
+            for path, args in config.bases.items()
+            if path in checkpoints and not Path(path).exists()}
 
 
 # ----------------------------------------------------------------------------- the report
@@ -200,8 +203,11 @@ def compute_columns(run_dir: Path, curves: Curves | None, window: int) -> dict[s
                            / report.base.flops}
     if curves is not None and curves.episodes:
         tried = curves.values.get("charts/search_finetune_steps", [])
+        kept = curves.values.get("charts/finetune_steps", [])
         if tried and not any(math.isnan(v) for v in tried):
             search_steps = sum(tried)
+        elif kept and not any(math.isnan(v) for v in kept):  # an agent without tries (sb3)
+            search_steps = sum(kept)
         out |= {"episodes": curves.episodes,
                 "return_first": curves.window("charts/episodic_return", True, window),
                 "return_last": curves.window("charts/episodic_return", False, window),
@@ -234,7 +240,8 @@ def bench_table(rows: list[dict]) -> list[dict]:
                       and not math.isnan(float(r[column]))]
             s[column] = statistics.fmean(values) if values else None
         for column in ("return_first", "return_last"):
-            values = [float(r[column]) for r in runs if r.get(column) is not None]
+            values = [float(r[column]) for r in runs if r.get(column) is not None
+                      and not math.isnan(float(r[column]))]
             s[f"{column}_sd"] = statistics.stdev(values) if len(values) > 1 else None
     return summary
 

@@ -18,16 +18,18 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
-#: The curves drawn and tabled: TensorBoard tag -> label.
+#: The curves drawn: TensorBoard tag -> label.
 CURVES = {"charts/episodic_return": "episode return",
           "charts/accuracy": "validation score at the episode's end",
           "charts/cost_ratio": "cost / base (the reward's)",
           "charts/search_finetune_steps": "fine-tune steps of all tries"}
+#: The curves read: those drawn, and the kept path's fine-tune steps (an agent without tries).
+READ = (*CURVES, "charts/finetune_steps")
 
 
 @dataclass
 class Curves:
-    """One run's per-episode values, by tag (`CURVES`); an episode a tag lacks is NaN."""
+    """One run's per-episode values, by tag (`READ`); an episode a tag lacks is NaN."""
 
     run_dir: Path
     values: dict[str, list[float]] = field(default_factory=dict)
@@ -45,7 +47,7 @@ class Curves:
 
 
 def read_curves(run_dir: str | Path) -> Curves:
-    """The per-episode scalars of `CURVES` from a run directory's event files."""
+    """The per-episode scalars of `READ` from a run directory's event files."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = Path(run_dir)
@@ -53,12 +55,12 @@ def read_curves(run_dir: str | Path) -> Curves:
     for events in sorted(run_dir.glob("events.out.tfevents.*")):  # written in time order
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
-        for tag in set(acc.Tags()["scalars"]) & set(CURVES):
+        for tag in set(acc.Tags()["scalars"]) & set(READ):
             for event in acc.Scalars(tag):
                 by_tag[tag][event.step] = event.value  # a re-run episode: the later value
     count = max((max(steps) + 1 for steps in by_tag.values() if steps), default=0)
     return Curves(run_dir, {tag: [by_tag[tag].get(k, math.nan) for k in range(count)]
-                            for tag in CURVES if tag in by_tag})
+                            for tag in READ if tag in by_tag})
 
 
 def curves_figure(arms: dict[str, list[Curves]], target: float | None = None):

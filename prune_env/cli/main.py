@@ -248,17 +248,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from prune_env.cli import bench
 
     config = bench.load_bench(args.name)
-    root = Path(args.runs_dir or ("runs/bench-short" if args.short else "runs/bench"))
+    # absolute, as a sweep's plan holds it: an arm's --init-policy {root}/ARM is then the
+    # same from any folder and on any node
+    root = Path(args.runs_dir or ("runs/bench-short" if args.short else "runs/bench")).resolve()
     argvs = {arm: bench.arm_argv(config, arm, root, args.short) for arm in config.arms}
-    parser = build_parser()
+    parser, checkpoints = build_parser(), set[str]()
     for arm, argv in argvs.items():  # every arm checked before any runs
         try:
-            parser.parse_args(argv)
+            checkpoints.add(parser.parse_args(argv).checkpoint)
         except SystemExit:
             raise ValueError(f"bench {config.name}: arm {arm!r} is not a valid sweep "
                              f"(prune-env {' '.join(argv)}): see the message above") from None
     failed = []
-    for path, argv in bench.missing_bases(config, list(argvs.values())).items():
+    for path, argv in bench.missing_bases(config, checkpoints).items():
         if args.report_only:
             break
         print(f"\n== bench {config.name}: base {path}: prune-env {' '.join(argv)}", flush=True)

@@ -41,6 +41,7 @@ class EpisodeState:
     finetune_steps: int = 0
     total_reward: float = 0.0
     group: FilterGroup | None = None
+    timed: bool = False  # the ended episode's network timed for the correction (observe)
 
 
 class PruneEnv(gym.Env):
@@ -207,7 +208,7 @@ class PruneEnv(gym.Env):
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self._observe_last_episode()
+        self.observe_episode()
         self.bench.generator.manual_seed(int(self.np_random.integers(2**31)))
         options = options or {}
         model = copy.deepcopy(self.bench.base_model)
@@ -295,13 +296,16 @@ class PruneEnv(gym.Env):
         return filter_groups(model)
 
     # ----------------------------------------------------------------- tries
-    def _observe_last_episode(self) -> None:
-        """With ``correct_episodes``: time the episode that just ended's network against the
-        base and refit the table's correction on it (`CostMeter.observe`)."""
+    def observe_episode(self) -> None:
+        """With ``correct_episodes``: time the network of the episode that just ended against
+        the base and refit the table's correction on it (`CostMeter.observe`), once. The
+        next reset does it; an agent that checkpoints at the episode's end calls it first,
+        so that the checkpoint holds the correction."""
         state = self.state
         if self.bench.correct_episodes and state is not None and state.group is None \
-                and state.step > 0:
+                and state.step > 0 and not state.timed:
             self.bench.meter.observe(self.bench.base_model, state.model)
+            state.timed = True
 
     def snapshot(self) -> dict[str, Any]:
         """The episode's state, to `restore` and try another action from it.

@@ -218,9 +218,9 @@ class CostMeter:
         point = (self.table_ms(self.shapes(model)) / base_ms,
                  timed["model"].estimate_ms / timed["base"].estimate_ms)
         points = (*self.correction.points, point)
-        if any(p < 1 for p, _ in points):
-            self.correction = dataclasses.replace(TableCorrection.fit(points),
-                                                  observed=self.correction.observed + 1)
+        fitted = (TableCorrection.fit(points) if any(p < 1 for p, _ in points)
+                  else TableCorrection(self.correction.slope, points))  # no line to fit yet
+        self.correction = dataclasses.replace(fitted, observed=self.correction.observed + 1)
         self._base_ms = base_ms
         return self.correction
 

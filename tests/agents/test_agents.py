@@ -138,3 +138,17 @@ def test_plackett_luce_order_probabilities_sum_to_one_and_match_sampling():
     freq = torch.bincount(firsts, minlength=6).float() / len(firsts)
     np.testing.assert_allclose(freq[:4], dist.scores[0, :4].softmax(-1), atol=0.03)
     assert freq[4:].sum() == 0  # padding slots are never drawn
+
+
+def test_a_checkpoint_holds_the_table_correction_the_episodes_fitted(make_env):
+    """--correct-episodes: the episode's network is timed before the checkpoint is taken,
+    and a resumed agent predicts with the same correction."""
+    env = make_env(correct_episodes=True, final_report=False)
+    agent = L2PF(env, L2PFConfig(tries=1), seed=0)
+    next(agent.learn(1))
+    meter = env.unwrapped.bench.meter
+    assert meter.correction.observed == 1
+    resumed_env = make_env(correct_episodes=True, final_report=False)
+    resumed = L2PF(resumed_env, L2PFConfig(tries=1), seed=0)
+    resumed.load_state_dict(agent.state_dict())
+    assert resumed_env.unwrapped.bench.meter.correction_state() == meter.correction_state()

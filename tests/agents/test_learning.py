@@ -22,5 +22,4 @@ def test_l2pf_returns_rise_across_episodes(make_env):
         logs = list(agent.learn(15))
         returns = [log.reward for log in logs]
         gains.append(statistics.fmean(returns[-5:]) - statistics.fmean(returns[:5]))
-        assert all(log.search_finetune_steps >= log.finetune_steps for log in logs)
     assert statistics.fmean(gains) > 0.1, gains

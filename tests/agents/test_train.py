@@ -55,7 +55,7 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     assert main(["train", "--agent", "l2pf", "--episodes", "0", "--init-policy", str(run),
                  "--runs-dir", str(reused), *small_args, "--cost", "flops", "--no-export"]) == 0
     again = json.loads((only_run(reused) / "report.json").read_text())
-    assert again["details"]["init_policy"] == str(run / "checkpoint.pt")
+    assert again["details"]["init_policy_checkpoint"] == str(run / "checkpoint.pt")
     policy = {c["source"]: c for c in report["search"]["candidates"]}["deterministic policy"]
     assert [c["cost_ratio"] for c in again["search"]["candidates"]] == [policy["cost_ratio"]]
     # a source that is not an L2PF run, or an agent that cannot take it: exit 2, no run
@@ -156,9 +156,19 @@ def test_init_policy_finds_the_sweep_run_of_the_same_seed_and_target(tmp_path):
             "command": "train", "agent": {"agent": agent},
             "run": {"data": {"model": "resnet20", "seed": seed}, "env": {"target": target}}}))
         (run / "checkpoint.pt").write_bytes(b"")
+        (run / "report.json").write_text("{}")
     assert policy_source(str(sweep), 1, 0.5) == sweep / "b" / "checkpoint.pt"
     assert policy_source(str(sweep / "c"), 0, 0.5) == sweep / "c" / "checkpoint.pt"
-    with pytest.raises(FileNotFoundError, match="no L2PF run of seed 2 at target 0.5"):
+    with pytest.raises(FileNotFoundError, match="no finished L2PF run of seed 2 at target 0.5"):
         policy_source(str(sweep), 2, 0.5)
     with pytest.raises(ValueError, match="not an L2PF training run"):
         policy_source(str(sweep / "d"), 2, 0.5)
+    (sweep / "a" / "report.json").unlink()  # a run that did not finish is not a source
+    with pytest.raises(FileNotFoundError, match="no finished L2PF run of seed 0"):
+        policy_source(str(sweep), 0, 0.5)
+    (sweep / "e").mkdir()  # a second network's run of the same seed and target: ambiguous
+    (sweep / "e" / "args.json").write_text((sweep / "b" / "args.json").read_text())
+    (sweep / "e" / "checkpoint.pt").write_bytes(b"")
+    (sweep / "e" / "report.json").write_text("{}")
+    with pytest.raises(ValueError, match="several L2PF runs"):
+        policy_source(str(sweep), 1, 0.5)
