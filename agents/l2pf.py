@@ -67,6 +67,7 @@ class L2PFConfig:
             L1-pruned network meets the target (`prune_env.envs.uniform`), so that the first tries
             explore around the L1-uniform allocation instead of far from the target.
         feature_prior: initial weight of the filters' scores in their keep logits.
+        pace_adapt: step of the pace weight's dual ascent (0: the weight stays fixed).
         fixed_finetune: fine-tune each group for this fraction of the budget instead of
             learning how long (the ablation of L2PF's hybrid action); None: learned.
     """
@@ -75,6 +76,7 @@ class L2PFConfig:
     lr: float = 3e-3
     ent_coef: float = 0.01
     pace_weight: float = 10.0
+    pace_adapt: float = 0.0
     hidden: int = 64
     keep_ratio: float | None = None
     feature_prior: float = 16.0
@@ -135,6 +137,7 @@ class L2PF:
         self.best: Candidate | None = None
         self.pool = None
         self.covered = 0.0  # share of the network's cost the episode has visited
+        self.pace = self.config.pace_weight  # the pacing term's weight now (`adapt_pace`)
         if n_envs > 1:
             if env_fn is None:
                 raise ValueError("n_envs > 1 needs env_fn to build the workers' environments")
@@ -196,8 +199,9 @@ class L2PF:
             finetune_seconds=state.finetune_seconds, finetune_steps=state.finetune_steps,
             finetune_mean=float(np.mean(finetune)), policy_loss=float(np.mean(losses)),
             entropy=float(np.mean(entropies)), kept=info["kept_filters"],
-            search_finetune_steps=searched)
+            search_finetune_steps=searched, pace_weight=self.pace)
         self.remember(log, state)
+        self.adapt_pace(log.cost_ratio)
         self.episodes += 1
         return log
 
@@ -218,7 +222,7 @@ class L2PF:
         for action, (next_obs, reward, done, info, snapshot) in zip(actions, results,
                                                                     strict=True):
             behind = self.behind(done, info)
-            tries.append(Try(action, reward, reward - self.config.pace_weight * behind,
+            tries.append(Try(action, reward, reward - self.pace * behind,
                              next_obs, done, info, snapshot, behind))
         return tries
 
@@ -233,6 +237,17 @@ class L2PF:
         target = cast(PruneEnv, self.env.unwrapped).bench.reward_cfg.target
         line = 1.0 - (1.0 - target) * (1.0 if done else self.covered)
         return max(0.0, info["cost_ratio"] - line) / target
+
+    def adapt_pace(self, ratio: float) -> None:
+        """Dual ascent on the pace weight after an episode that ended at cost ``ratio``
+        (see the module docstring); kept within [0.1, 1e4], so that a long run of met
+        targets cannot switch pacing off nor a long run of misses overflow it."""
+        if self.config.pace_adapt <= 0:
+            return
+        target = cast(PruneEnv, self.env.unwrapped).bench.reward_cfg.target
+        excess = (ratio - target) / target
+        self.pace = float(np.clip(self.pace * np.exp(self.config.pace_adapt * excess),
+                                  0.1, 1e4))
 
     def update(self, obs: np.ndarray, tries: list[Try]) -> tuple[float, float]:
         """REINFORCE over the tries, baseline = their mean score; returns (loss, entropy)."""
@@ -266,7 +281,7 @@ class L2PF:
         return {"config": asdict(self.config), "seed": self.seed, "episodes": self.episodes,
                 "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
-                "correction": self.correction_record(),
+                "correction": self.correction_record(), "pace": self.pace,
                 # the best network as a record (data, not a pickled module)
                 "best": None if self.best is None else
                 {f.name: getattr(self.best, f.name) for f in fields(self.best)}
@@ -288,6 +303,7 @@ class L2PF:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.seed, self.episodes = state["seed"], state["episodes"]
+        self.pace = state.get("pace", self.config.pace_weight)  # older checkpoints: fixed
         if state.get("correction"):  # older checkpoints have none
             record = state["correction"]
             cast(PruneEnv, self.env.unwrapped).bench.meter.restore_correction((TableCorrection(

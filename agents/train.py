@@ -70,9 +70,9 @@ def check_sb3_keys(config: AgentConfig) -> None:
     after the environment was made); so is an L2PF option given to an sb3 agent."""
     if config.agent == "l2pf":
         return
-    if config.init_policy or config.fixed_finetune != "learned":
-        raise ValueError(f"--init-policy and --fixed-finetune are L2PF's; {config.agent} "
-                         "takes neither (leave them out)")
+    if config.init_policy or config.fixed_finetune != "learned" or config.pace_adapt:
+        raise ValueError(f"--init-policy, --fixed-finetune and --pace-adapt are L2PF's; "
+                         f"{config.agent} takes none of them (leave them out)")
     known = set(inspect.signature(sb3.ALGORITHMS[config.agent]).parameters) - {"policy", "env"}
     unknown = set(sb3.parse_kwargs(config.sb3)) - known
     if unknown:
@@ -167,7 +167,7 @@ class L2PFMethod(Training):
     def search(self, env: gym.Env, run: RunContext) -> SearchResult:
         config = self.config
         l2pf = L2PFConfig(tries=config.tries, lr=config.agent_lr, ent_coef=config.ent_coef,
-                          pace_weight=config.pace_weight,
+                          pace_weight=config.pace_weight, pace_adapt=config.pace_adapt,
                           fixed_finetune=None if config.fixed_finetune == "learned"
                           else float(config.fixed_finetune))
         self.open_bar(run)

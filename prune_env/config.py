@@ -204,6 +204,10 @@ class AgentConfig(Options):
                               "run directory, or a sweep directory (its L2PF run of this "
                               "run's seed and target), to re-prune a retrained or deeper "
                               "network with what was learned (default: a fresh policy)")
+    pace_adapt: float = option(0.0, "L2PF: dual ascent on the pace weight: after each "
+                               "episode it is multiplied by exp(PACE_ADAPT x (cost - target) / "
+                               "target), growing while episodes miss the target (default: 0, "
+                               "fixed)", check=checks.non_negative_real)
     fixed_finetune: float | str = option(
         "learned", "L2PF: how long each group is fine-tuned: 'learned' (the hybrid action), "
         "or a fraction of --max-finetune-steps used at every group, the fixed-duration "

@@ -204,6 +204,7 @@ class EpisodeLog:
         policy_loss, entropy: the agent's own, where it has them (L2PF).
         search_finetune_steps: fine-tuning SGD steps of every action tried in the episode
             (L2PF's tries), the search's compute; ``finetune_steps`` counts the kept path's.
+        pace_weight: L2PF's pacing weight during the episode (it adapts with pace_adapt).
     """
 
     episode: int
@@ -221,6 +222,7 @@ class EpisodeLog:
     policy_loss: float | None = None
     entropy: float | None = None
     search_finetune_steps: int | None = None
+    pace_weight: float | None = None
 
 
 def from_dict(cls: type[T], data: Any) -> T:

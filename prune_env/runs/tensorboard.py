@@ -89,6 +89,8 @@ class EpisodeLogger:
         w.add_scalar("charts/params_ratio", log.params / self.base_costs["params"], step)
         if log.energy_mj is not None:
             w.add_scalar("charts/energy_mj", log.energy_mj, step)
+        if log.pace_weight is not None:
+            w.add_scalar("losses/pace_weight", log.pace_weight, step)
         for loss in ("policy_loss", "entropy"):
             if getattr(log, loss) is not None:
                 w.add_scalar(f"losses/{loss}", getattr(log, loss), step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from agents.l2pf import L2PF, L2PFConfig, Try
@@ -45,7 +46,8 @@ def test_a_fixed_fine_tune_is_every_action_s_and_leaves_the_gradient():
     obs = torch.as_tensor(observation(8, 5, removable=True))[None]
     dist = policy.distribution(obs)
     action, log_prob = dist.sample()
-    assert action["finetune"].item() == dist.mode()["finetune"].item() == 0.3
+    assert action["finetune"].item() == pytest.approx(0.3)
+    assert dist.mode()["finetune"].item() == pytest.approx(0.3)
     learned = L2PFPolicy(8)
     learned.load_state_dict(policy.state_dict())
     free = learned.distribution(obs)
@@ -152,3 +154,20 @@ def test_a_checkpoint_holds_the_table_correction_the_episodes_fitted(make_env):
     resumed = L2PF(resumed_env, L2PFConfig(tries=1), seed=0)
     resumed.load_state_dict(agent.state_dict())
     assert resumed_env.unwrapped.bench.meter.correction_state() == meter.correction_state()
+
+
+def test_the_pace_weight_rises_while_episodes_miss_the_target_and_is_checkpointed(make_env):
+    env = make_env(cost="flops", target=0.5, final_report=False)
+    fixed = L2PF(env, L2PFConfig(tries=1), seed=0)
+    fixed.adapt_pace(0.6)
+    assert fixed.pace == 10.0  # pace_adapt 0: the weight stays as configured
+    agent = L2PF(env, L2PFConfig(tries=1, pace_adapt=2.0), seed=0)
+    agent.adapt_pace(0.6)  # 0.1 above a 0.5 target: x exp(2 x 0.2)
+    assert agent.pace == pytest.approx(10.0 * np.exp(0.4))
+    agent.adapt_pace(0.45)  # met with a margin: it shrinks
+    assert agent.pace == pytest.approx(10.0 * np.exp(0.4 - 0.2))
+    log = next(agent.learn(1))
+    assert log.pace_weight == pytest.approx(10.0 * np.exp(0.2))
+    resumed = L2PF(env, L2PFConfig(tries=1, pace_adapt=2.0), seed=0)
+    resumed.load_state_dict(agent.state_dict())
+    assert resumed.pace == agent.pace != log.pace_weight  # adapted after the episode too

@@ -14,7 +14,7 @@ from prune_env.cli.main import main
 #: option -> (subcommand, values the option must refuse)
 NOT_A_NUMBER = st.sampled_from(["nan", "inf", "-inf", "abc", "", "1e999"])
 BELOW = {
-    "--val-samples": 0, "--episodes": 0, "--checkpoint-every": 0, "--tries": 0,
+    "--val-samples": 0, "--episodes": -1, "--checkpoint-every": 0, "--tries": 0,
     "--n-envs": 0, "--threads": 0, "--max-finetune-steps": -1, "--final-steps": -1,
     "--synthetic-size": 0, "--batch-size": 0, "--seed": -1, "--latency-batch": 0,
     "--joint-steps": 0,
@@ -103,7 +103,7 @@ def test_resume_refuses_a_run_that_is_not_a_training_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("saved, message", [
-    ({"command": "train", "run": {}, "agent": {"agent": "l2pf", "episodes": 0}}, "episodes"),
+    ({"command": "train", "run": {}, "agent": {"agent": "l2pf", "episodes": -1}}, "episodes"),
     ({"command": "train", "run": {"env": {"latency_table": None}, "evil": "/etc"},
       "agent": {}}, "evil"),
     ({"command": "train", "run": {}, "agent": {"agent": "rm -rf"}}, "agent: expected"),
