@@ -166,8 +166,8 @@ def missing_bases(config: BenchConfig, checkpoints: set[str]) -> dict[str, list[
 # ----------------------------------------------------------------------------- the report
 def run_rows(config: BenchConfig, root: Path) -> tuple[list[dict], dict[str, list[Curves]]]:
     """One row per finished run of every arm (`RUN_COLUMNS`), and the agents' curves by
-    label. A row's ``method`` is its arm's name when the arm runs one method, else the
-    method's (the comparison's label)."""
+    label. A row's ``method`` (the comparison's label) is its arm's name when the arm runs
+    one method, else ARM/METHOD (the same method runs in several arms: on several bases)."""
     rows: list[dict] = []
     curves: dict[str, list[Curves]] = defaultdict(list)
     for arm, spec in config.arms.items():
@@ -179,7 +179,7 @@ def run_rows(config: BenchConfig, root: Path) -> tuple[list[dict], dict[str, lis
             if entry is None or not (d / "report.json").exists():
                 continue
             r = row(d) | {"arm": arm}
-            label = arm if len(spec.methods) == 1 else entry.method
+            label = arm if len(spec.methods) == 1 else f"{arm}/{entry.method}"
             r["method"] = label
             run_curves = read_curves(d) if is_agent(entry.method) else None
             r.update(compute_columns(d, run_curves, config.window))
