@@ -7,8 +7,8 @@ bench resumes as its sweeps do, and an arm two benches share (same name, same se
 once. Then the bench writes, in ``BENCH_DIR``:
 
 - ``NAME.md``: the table, one row per (arm or method, target), mean and spread over seeds:
-  test score, measured cost ratio, measured latency speed-up, FLOPs ratio, speed-up efficiency (measured speed-up over
-  FLOPs speed-up), fine-tune compute of the search (the SGD steps of every training
+  test score, measured cost ratio, measured latency speed-up, FLOPs ratio, speed-up
+  efficiency (measured speed-up over FLOPs speed-up), fine-tune compute of the search (the SGD steps of every training
   episode: all of L2PF's tries; a baseline's, or a run of 0 episodes, those of its one
   episode; the final stage's are counted apart), and for the agents the mean return of the
   first and last episodes and their trained deterministic policy against their first episode;
@@ -192,9 +192,10 @@ def run_rows(config: BenchConfig, root: Path) -> tuple[list[dict], dict[str, lis
 def compute_columns(run_dir: Path, curves: Curves | None, window: int) -> dict[str, Any]:
     """A run's compute and, for an agent, its learning: the fine-tune steps of its search
     (every try of every episode where the agent logged them, else the report's count), of
-    its final stage, its speed-up efficiency (measured latency speed-up over FLOPs speed-up,
-    whatever cost the run was given: 1 when latency falls as much as FLOPs do), the mean return of its first and last ``window`` episodes, its first
-    episode's score and cost, and its trained deterministic policy's."""
+    its final stage, its speed-up efficiency (measured latency speed-up over FLOPs
+    speed-up, whatever cost the run was given: 1 when latency falls as much as FLOPs do),
+    the mean return of its first and last ``window`` episodes, its first episode's score
+    and cost, and its trained deterministic policy's."""
     report = load_report(run_dir)
     search_steps: float = report.finetune.steps
     out: dict[str, Any] = {"final_steps": report.final_finetune.steps
