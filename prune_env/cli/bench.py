@@ -8,9 +8,9 @@ once. Then the bench writes, in ``BENCH_DIR``:
 
 - ``NAME.md``: the table, one row per (arm or method, target), mean and spread over seeds:
   test score, measured cost ratio, measured latency speed-up, FLOPs ratio, speed-up
-  efficiency (measured speed-up over FLOPs speed-up), fine-tune compute of the search (the SGD steps of every training
-  episode: all of L2PF's tries; a baseline's, or a run of 0 episodes, those of its one
-  episode; the final stage's are counted apart), and for the agents the mean return of the
+  efficiency (measured speed-up over FLOPs speed-up), fine-tune compute of the search
+  (the SGD steps of every training episode: all of L2PF's tries; a baseline's, or a run
+  of 0 episodes, those of its one episode; the final stage's are counted apart), and for the agents the mean return of the
   first and last episodes and their trained deterministic policy against their first episode;
 - ``NAME.csv``: one row per run with the same numbers;
 - ``NAME-curves.png``: the agents' learning curves (return, validation score, cost, compute
@@ -250,8 +250,8 @@ def bench_table(rows: list[dict]) -> list[dict]:
 def markdown(table: list[dict]) -> str:
     """The bench's table as markdown (mean, and +- one standard deviation over seeds)."""
     head = ("label", "target", "seeds", "test score", "cost ratio (measured)", "speed-up",
-            "FLOPs ratio", "efficiency", "search steps", "return first -> last", "first episode: val (cost)",
-            "trained policy: val (cost)")
+            "FLOPs ratio", "efficiency", "search steps", "return first -> last",
+            "first episode: val (cost)", "trained policy: val (cost)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in table:
         learned = (f"{pm(s['return_first'], s.get('return_first_sd'))} -> "
