@@ -10,8 +10,9 @@ once. Then the bench writes, in ``BENCH_DIR``:
   test score, measured cost ratio, measured latency speed-up, FLOPs ratio, speed-up
   efficiency (measured speed-up over FLOPs speed-up), fine-tune compute of the search
   (the SGD steps of every training episode: all of L2PF's tries; a baseline's, or a run
-  of 0 episodes, those of its one episode; the final stage's are counted apart), and for the agents the mean return of the
-  first and last episodes and their trained deterministic policy against their first episode;
+  of 0 episodes, those of its one episode; the final stage's are counted apart), and for
+  the agents the mean return of the first and last episodes and their trained
+  deterministic policy against their first episode;
 - ``NAME.csv``: one row per run with the same numbers;
 - ``NAME-curves.png``: the agents' learning curves (return, validation score, cost, compute
   per episode; seeds thin, their mean thick), and ``NAME-pareto-*.png``.
