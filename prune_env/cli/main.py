@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "Shipped configs: see NAME below; any NAME.json of the same form "
                          "works.")
     ben.add_argument("name", metavar="NAME", help="a shipped bench (learning, finetune, "
-                     "cost, methods) or a config file NAME.json")
+                     "cost, transfer, methods) or a config file NAME.json")
+    ben.add_argument("--arms", nargs="+", default=None, metavar="ARM", help="run only these "
+                     "arms (default: all); the table still shows every arm's finished runs")
     ben.add_argument("--short", action="store_true", help="the config's short version "
                      "(synthetic data, one seed, a few episodes; what `make bench` runs)")
     ben.add_argument("--runs-dir", default=None, metavar="BENCH_DIR", help="where the arms' "
@@ -251,7 +253,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # absolute, as a sweep's plan holds it: an arm's --init-policy {root}/ARM is then the
     # same from any folder and on any node
     root = Path(args.runs_dir or ("runs/bench-short" if args.short else "runs/bench")).resolve()
-    argvs = {arm: bench.arm_argv(config, arm, root, args.short) for arm in config.arms}
+    unknown = sorted(set(args.arms or ()) - set(config.arms))
+    if unknown:
+        raise ValueError(f"bench {config.name}: no arm {', '.join(unknown)}; its arms: "
+                         f"{', '.join(config.arms)}")
+    argvs = {arm: bench.arm_argv(config, arm, root, args.short) for arm in config.arms
+             if args.arms is None or arm in args.arms}
     parser, checkpoints = build_parser(), set[str]()
     for arm, argv in argvs.items():  # every arm checked before any runs
         try:

@@ -43,6 +43,12 @@ def test_bad_bench_names_and_arms_stop_before_anything_runs(tmp_path, capsys):
     assert main(["bench", str(path), "--runs-dir", str(root)]) == 2
     assert "arm 'bad' is not a valid sweep" in capsys.readouterr().err
     assert not root.exists()
+    assert main(["bench", str(path), "--runs-dir", str(root), "--arms", "nosuch"]) == 2
+    assert "no arm nosuch; its arms: ok, bad" in capsys.readouterr().err
+    # only the arms asked for are parsed and run
+    assert main(["bench", str(path), "--runs-dir", str(root), "--arms", "ok",
+                 "--report-only"]) == 0
+    assert "no finished run" in capsys.readouterr().out
     path.write_text("{not json")
     assert main(["bench", str(path)]) == 2
 
