@@ -10,6 +10,7 @@ from prune_env.checks import CheckError
 from prune_env.cli.main import build_parser
 from prune_env.cli.parser import config_from
 from prune_env.config import AgentConfig, BaselineConfig, EnvConfig, RunConfig
+from prune_env.runs.options import env_options
 
 
 def test_the_command_line_defaults_are_the_configs_defaults():
@@ -20,6 +21,14 @@ def test_the_command_line_defaults_are_the_configs_defaults():
     run = config_from(args, RunConfig)
     assert (run.env.target, run.data.seed, run.pretraining.seed) == (0.3, 4, 4)
     assert config_from(args, BaselineConfig).ratio == "auto"
+
+
+def test_the_finetune_price_reaches_the_environment():
+    args = build_parser().parse_args(["train", "--finetune-price", "1.5"])
+    run = config_from(args, RunConfig)
+    assert env_options(run, None)["finetune_weight"] == 1.5  # type: ignore[arg-type]
+    with pytest.raises(CheckError, match="^finetune_price: expected"):
+        EnvConfig(finetune_price=-1.0)
 
 
 @pytest.mark.parametrize("make, field", [

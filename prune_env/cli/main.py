@@ -15,6 +15,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -248,6 +249,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from prune_env.cli import bench
+    from prune_env.sweep.cluster import held
 
     config = bench.load_bench(args.name)
     # absolute, as a sweep's plan holds it: an arm's --init-policy {root}/ARM is then the
@@ -259,13 +261,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          f"{', '.join(config.arms)}")
     argvs = {arm: bench.arm_argv(config, arm, root, args.short) for arm in config.arms
              if args.arms is None or arm in args.arms}
-    parser, checkpoints = build_parser(), set[str]()
+    parser, checkpoints, clusters = build_parser(), set[str](), set[tuple]()
     for arm, argv in argvs.items():  # every arm checked before any runs
         try:
-            checkpoints.add(parser.parse_args(argv).checkpoint)
+            parsed = parser.parse_args(argv)
         except SystemExit:
             raise ValueError(f"bench {config.name}: arm {arm!r} is not a valid sweep "
                              f"(prune-env {' '.join(argv)}): see the message above") from None
+        checkpoints.add(parsed.checkpoint)
+        clusters.add((parsed.address, parsed.ray_cpus))
     failed = []
     for path, argv in bench.missing_bases(config, checkpoints).items():
         if args.report_only:
@@ -273,10 +277,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"\n== bench {config.name}: base {path}: prune-env {' '.join(argv)}", flush=True)
         if main(argv) != 0:
             raise ValueError(f"bench {config.name}: could not pretrain the base {path}")
-    for arm, argv in argvs.items() if not args.report_only else ():
-        print(f"\n== bench {config.name}, arm {arm}: prune-env {' '.join(argv)}", flush=True)
-        if main(argv) != 0:
-            failed.append(arm)
+    # arms on the same Ray options share one instance; others start their own
+    with held() if len(clusters) == 1 else contextlib.nullcontext():
+        for arm, argv in argvs.items() if not args.report_only else ():
+            print(f"\n== bench {config.name}, arm {arm}: prune-env {' '.join(argv)}",
+                  flush=True)
+            if main(argv) != 0:
+                failed.append(arm)
     written = bench.write_report(config, root)
     if written:
         print(f"\nbench {config.name}: " + ", ".join(map(str, written)))

@@ -13,7 +13,8 @@ def env_options(config: RunConfig, data: DataBundle) -> dict[str, Any]:
     env = config.env
     return {"model": config.data.model, "dataset": config.data.dataset, "data": data,
             "cost": env.cost, "target": env.target, "reward": env.reward,
-            "allowed_drop": env.allowed_drop, "max_finetune_steps": env.max_finetune_steps,
+            "allowed_drop": env.allowed_drop, "finetune_weight": env.finetune_price,
+            "max_finetune_steps": env.max_finetune_steps,
             "val_samples": env.val_samples,
             # fixed here, so that worker processes (which train on fewer threads) predict
             # latency from the same table entries as the main process

@@ -7,6 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from prune_env.config import RayConfig
@@ -95,9 +98,29 @@ def _fits(held: dict[str, float], need: dict[str, float]) -> int:
     return min(counts)
 
 
+#: Inside `held()`: a sweep leaves the instance it started running for the next one.
+_HELD = False
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Keep the Ray instance the first sweep starts until the block ends: a bench's arms are
+    sweeps one after another, with the same Ray options; one start (several seconds) serves
+    them all."""
+    global _HELD
+    _HELD = True
+    try:
+        yield
+    finally:
+        _HELD = False
+        ray = sys.modules.get("ray")  # no sweep ran: nothing to shut down, nothing to import
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+
+
 def disconnect(cluster: Cluster) -> None:
-    """Shut the local instance down if this process started it."""
+    """Shut the local instance down if this process started it (unless `held()`)."""
     import ray
 
-    if cluster.started:
+    if cluster.started and not _HELD:
         ray.shutdown()
