@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from agents import sb3
 from agents.l2pf import L2PF, L2PFConfig
+from prune_env.checks import read_json
 from prune_env.config import AgentConfig, RayConfig, RunConfig
 from prune_env.envs.records import EpisodeLog, Report
 from prune_env.envs.wrappers import FlatActionWrapper
@@ -51,10 +52,7 @@ def resumed(resume: str) -> tuple[RunConfig, AgentConfig]:
     if (run_dir / "report.json").exists():
         raise ValueError(f"{run_dir} has finished (it has report.json): nothing to resume; "
                          "start a new run instead")
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from err
+    saved = read_json(path, "valid JSON")
     if not isinstance(saved, dict) or saved.get("command") != "train":
         raise ValueError(f"{run_dir} was not made by `prune-env train` (its args.json says "
                          "another command): only training runs resume")

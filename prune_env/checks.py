@@ -13,14 +13,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Self
 
 Check = Callable[[Any], Any]
+
+
+def read_json(path: Path, what: str, fix: str = "") -> Any:
+    """The JSON value in the file ``path`` (JSON, never pickle: no file the project reads can
+    run code).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: "PATH is not WHAT (the parser's reason)", then ``fix`` (what to do), when
+            the file is not JSON text.
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not {what} ({err})" + (f"; {fix}" if fix else "")) \
+            from None
 
 
 class CheckError(argparse.ArgumentTypeError, ValueError):

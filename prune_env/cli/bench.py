@@ -26,7 +26,6 @@ cannot run code.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -37,6 +36,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from prune_env.checks import read_json
 from prune_env.cli.compare import fmt, row, summarize, write_csv
 from prune_env.cli.curves import Curves, curves_figure, read_curves
 from prune_env.cli.pareto import pareto_plots
@@ -100,11 +100,7 @@ def load_bench(name: str) -> BenchConfig:
     if not path.is_file():
         raise FileNotFoundError(f"no bench {name!r}: give one of {', '.join(available())} or "
                                 "a config file NAME.json")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from err
-    return parse_bench(path.stem, data, str(path))
+    return parse_bench(path.stem, read_json(path, "valid JSON"), str(path))
 
 
 def parse_bench(name: str, data: Any, source: str) -> BenchConfig:

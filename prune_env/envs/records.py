@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prune_env.checks import read_json
+
 #: Bumped whenever a field of `Report` changes meaning or place.
 SCHEMA_VERSION = 2
 
@@ -170,10 +172,7 @@ class Report:
             ValueError: naming ``path``, when it is not a report of this schema version.
         """
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not a readable report (corrupt JSON: {err})") from err
+        data = read_json(path, "a readable report")
         if isinstance(data, dict) and data.get("schema_version") == 1:
             data = upgrade_v1(data)
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:

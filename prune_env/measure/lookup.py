@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prune_env.checks import read_json
 from prune_env.measure.hardware import hardware_id
 from prune_env.measure.latency import measure_latency
 from prune_env.nn.device import module_device
@@ -288,11 +289,8 @@ class LatencyTable:
 
     def _read(self) -> dict[str, Any]:
         """The table's entries; a file that is not a table is refused, never overwritten."""
-        try:
-            entries = json.loads(self.path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{self.path} is not a latency table ({err}); give another "
-                             "--latency-table or remove it") from None
+        entries = read_json(self.path, "a latency table",
+                            "give another --latency-table or remove it")
         if not isinstance(entries, dict) or not all(
                 isinstance(v, (int, float, list)) for v in entries.values()):
             raise ValueError(f"{self.path} is not a latency table (expected an object of "
