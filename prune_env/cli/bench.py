@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,21 +226,7 @@ EXTRA = ("efficiency", "search_steps", "final_steps", "return_first", "return_la
 
 def bench_table(rows: list[dict]) -> list[dict]:
     """compare's summary (per label and target, over seeds) with the bench's columns."""
-    summary = summarize(rows)
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[(r["model"], r["method"], r["target"])].append(r)
-    for s in summary:
-        runs = groups[(s["model"], s["method"].split(" (")[0], s["target"])]
-        for column in EXTRA:
-            values = [float(r[column]) for r in runs if r.get(column) is not None
-                      and not math.isnan(float(r[column]))]
-            s[column] = statistics.fmean(values) if values else None
-        for column in ("return_first", "return_last"):
-            values = [float(r[column]) for r in runs if r.get(column) is not None
-                      and not math.isnan(float(r[column]))]
-            s[f"{column}_sd"] = statistics.stdev(values) if len(values) > 1 else None
-    return summary
+    return summarize(rows, EXTRA, ("return_first", "return_last"))
 
 
 def markdown(table: list[dict]) -> str:

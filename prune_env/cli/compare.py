@@ -4,6 +4,7 @@ their Pareto plot (`prune_env.cli.pareto`), as PNG files and as TensorBoard imag
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -131,9 +132,12 @@ def sweep_rows(root: Path) -> list[dict]:
     return finished_rows([d for d in runs if (d / "report.json").exists()], nodes)
 
 
-def summarize(rows: list[dict]) -> list[dict]:
+def summarize(rows: list[dict], extra: tuple[str, ...] = (),
+              extra_sd: tuple[str, ...] = ()) -> list[dict]:
     """One row per (network, method, target): means over the seeds (`MEANS`), one standard
-    deviation where there are several seeds, the verdicts counted."""
+    deviation where there are several seeds, the verdicts counted; the means of the columns
+    ``extra`` over the runs that have them (a bench's agent-only columns), and the standard
+    deviations of ``extra_sd``."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["method"], r["target"])].append(r)
@@ -154,10 +158,22 @@ def summarize(rows: list[dict]) -> list[dict]:
         for column in ("test_acc", "measured_ratio", "flops_ratio"):
             values = [float(r[column]) for r in runs]
             out[f"{column}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+        for column in extra:
+            values = _present(runs, column)
+            out[column] = statistics.fmean(values) if values else None
+        for column in extra_sd:
+            values = _present(runs, column)
+            out[f"{column}_sd"] = statistics.stdev(values) if len(values) > 1 else None
         if len(runs) == 1:  # one seed: the run's own interval
             out["ratio_low"], out["ratio_high"] = runs[0]["ratio_low"], runs[0]["ratio_high"]
         summary.append(out)
     return summary
+
+
+def _present(runs: list[dict], column: str) -> list[float]:
+    """The runs' values of ``column``, leaving out the missing (None, "", NaN)."""
+    values = [float(r[column]) for r in runs if r.get(column) not in (None, "")]
+    return [v for v in values if not math.isnan(v)]
 
 
 def _count(values) -> dict[str, int]:
