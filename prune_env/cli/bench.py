@@ -40,6 +40,7 @@ from prune_env.cli.compare import fmt, row, summarize, write_csv
 from prune_env.cli.curves import Curves, curves_figure, read_curves
 from prune_env.cli.pareto import pareto_plots
 from prune_env.runs.finalize import load_report
+from prune_env.sweep.ledger import outcomes
 from prune_env.sweep.plan import entry_of, is_agent
 
 #: Where the configs shipped with prune-env live.
@@ -231,8 +232,8 @@ def bench_table(rows: list[dict]) -> list[dict]:
 
 def markdown(table: list[dict]) -> str:
     """The bench's table as markdown (mean, and +- one standard deviation over seeds)."""
-    head = ("label", "target", "seeds", "test score", "cost ratio (measured)", "speed-up",
-            "FLOPs ratio", "efficiency", "search steps", "return first -> last",
+    head = ("label", "target", "seeds", "test score", "cost ratio (measured)", "target met",
+            "speed-up", "FLOPs ratio", "efficiency", "search steps", "return first -> last",
             "first episode: val (cost)", "trained policy: val (cost)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in table:
@@ -242,11 +243,30 @@ def markdown(table: list[dict]) -> str:
         lines.append("| " + " | ".join((
             str(s["method"]), fmt(s["target"]), str(s["seeds"]),
             pm(s["test_acc"], s.get("test_acc_sd")),
-            pm(s["measured_ratio"], s.get("measured_ratio_sd")), fmt(s["speedup"]),
+            pm(s["measured_ratio"], s.get("measured_ratio_sd")), str(s["target_met"]),
+            fmt(s["speedup"]),
             fmt(s["flops_ratio"]), fmt(s["efficiency"]), f"{s['search_steps']:.0f}", learned,
             pair(s.get("first_val_acc"), s.get("first_cost_ratio")),
             pair(s.get("policy_val_acc"), s.get("policy_cost_ratio")))) + " |")
     return "\n".join(lines)
+
+
+def failures(config: BenchConfig, root: Path) -> list[str]:
+    """One line per label and target whose runs failed (by their sweeps' ledgers, and no
+    report since): the seeds and the error, so that a method missing from the table is
+    missing with its reason (ALF refusing a latency target it cannot reach, say)."""
+    failed: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for arm, spec in config.arms.items():
+        for outcome in outcomes(root / arm).values():
+            parts = outcome.entry.split("__")
+            if outcome.status != "failed" or len(parts) != 4:
+                continue
+            _, method, target, seed = parts
+            label = arm if len(spec.methods) == 1 else f"{arm}/{method}"
+            failed[(label, target.removeprefix("t"), outcome.error or "no error recorded")
+                   ].append(seed.removeprefix("s"))
+    return [f"- {label} at {target}, seed(s) {', '.join(sorted(seeds))}: {error}"
+            for (label, target, error), seeds in sorted(failed.items())]
 
 
 def pm(mean: float | None, sd: float | None) -> str:
@@ -268,7 +288,10 @@ def write_report(config: BenchConfig, root: Path) -> list[Path]:
     table = bench_table(rows)
     stem = root / config.name
     md = stem.with_suffix(".md")
-    md.write_text(f"# {config.name}\n\n{config.description}\n\n{markdown(table)}\n")
+    failed = failures(config, root)
+    md.write_text(f"# {config.name}\n\n{config.description}\n\n{markdown(table)}\n"
+                  + ("\nRuns that failed (no report):\n\n" + "\n".join(failed) + "\n"
+                     if failed else ""))
     write_csv(stem.with_suffix(".csv"), rows, RUN_COLUMNS)
     written = [md, stem.with_suffix(".csv")]
     if curves:

@@ -10,6 +10,7 @@ import pytest
 
 from prune_env.cli import bench
 from prune_env.cli.main import main
+from prune_env.sweep.ledger import Outcome, record
 
 
 def test_every_shipped_config_is_a_valid_bench():
@@ -86,3 +87,20 @@ def test_a_bench_runs_its_arms_writes_its_table_and_resumes(small_args, tmp_path
     assert out.count("finished before, 0 to run") == 2
     assert (root / "tiny.md").read_text() == table
     assert main(["bench", str(config), "--runs-dir", str(root), "--report-only"]) == 0
+
+
+def test_failed_runs_are_listed_with_their_reason(tmp_path):
+    config = bench.parse_bench("t", {"arms": {"base": {"methods": ["l1", "alf"]},
+                                              "agent": {"methods": ["l2pf"]}}}, "t")
+    for arm, entry, status, error in (
+            ("base", "resnet20__alf__t0.7__s0", "failed", "ValueError: out of reach"),
+            ("base", "resnet20__alf__t0.7__s1", "failed", "ValueError: out of reach"),
+            ("base", "resnet20__l1__t0.7__s0", "finished", None),
+            ("agent", "resnet20__l2pf__t0.5__s2", "failed", "RuntimeError: boom"),
+            ("agent", "resnet20__l2pf__t0.5__s3", "failed", None),
+            ("agent", "resnet20__l2pf__t0.5__s3", "finished", None)):  # failed, then ran
+        (tmp_path / arm).mkdir(exist_ok=True)
+        record(tmp_path / arm, Outcome(entry, status, error=error))
+    assert bench.failures(config, tmp_path) == [
+        "- agent at 0.5, seed(s) 2: RuntimeError: boom",
+        "- base/alf at 0.7, seed(s) 0, 1: ValueError: out of reach"]
