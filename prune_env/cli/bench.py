@@ -252,20 +252,23 @@ def markdown(table: list[dict]) -> str:
 
 
 def failures(config: BenchConfig, root: Path) -> list[str]:
-    """One line per label and target whose runs failed (by their sweeps' ledgers, and no
-    report since): the seeds and the error, so that a method missing from the table is
+    """One line per label (and network) and target whose runs failed (by their sweeps'
+    ledgers; a run that finished since is left out): the seeds and the error, so that a method missing from the table is
     missing with its reason (ALF refusing a latency target it cannot reach, say)."""
-    failed: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    failed: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     for arm, spec in config.arms.items():
-        for outcome in outcomes(root / arm).values():
-            parts = outcome.entry.split("__")
-            if outcome.status != "failed" or len(parts) != 4:
+        arm_dir = root / arm
+        done = {entry.name for d in (arm_dir.iterdir() if arm_dir.is_dir() else ())
+                if (d / "report.json").exists() and (entry := entry_of(d)) is not None}
+        for outcome in outcomes(arm_dir).values():
+            parts = outcome.entry.rsplit("__", 3)  # MODEL__METHOD__tTARGET__sSEED
+            if outcome.status != "failed" or outcome.entry in done or len(parts) != 4:
                 continue
-            _, method, target, seed = parts
+            model, method, target, seed = parts
             label = arm if len(spec.methods) == 1 else f"{arm}/{method}"
-            failed[(label, target.removeprefix("t"), outcome.error or "no error recorded")
-                   ].append(seed.removeprefix("s"))
-    return [f"- {label} at {target}, seed(s) {', '.join(sorted(seeds))}: {error}"
+            failed[(f"{label} ({model})", target.removeprefix("t"),
+                    outcome.error or "no error recorded")].append(int(seed.removeprefix("s")))
+    return [f"- {label} at {target}, seed(s) {', '.join(map(str, sorted(seeds)))}: {error}"
             for (label, target, error), seeds in sorted(failed.items())]
 
 

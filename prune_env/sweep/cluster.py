@@ -106,15 +106,17 @@ _HELD = False
 def held() -> Iterator[None]:
     """Keep the Ray instance the first sweep starts until the block ends: a bench's arms are
     sweeps one after another, with the same Ray options; one start (several seconds) serves
-    them all."""
+    them all. An instance that was up before the block (a notebook's) is left up."""
     global _HELD
+    ray = sys.modules.get("ray")  # no sweep runs: nothing to shut down, nothing to import
+    was_up = ray is not None and ray.is_initialized()
     _HELD = True
     try:
         yield
     finally:
         _HELD = False
-        ray = sys.modules.get("ray")  # no sweep ran: nothing to shut down, nothing to import
-        if ray is not None and ray.is_initialized():
+        ray = sys.modules.get("ray")
+        if not was_up and ray is not None and ray.is_initialized():
             ray.shutdown()
 
 

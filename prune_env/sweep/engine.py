@@ -127,6 +127,8 @@ def _run_all(plan: Plan, todo: dict, cluster: Cluster, config: RayConfig, device
             view.running(len(pending))
     finally:
         view.close()
+        for ref in pending:  # stopped early: no run outlives its sweep, even on a held instance
+            ray.cancel(ref, force=True)
     return ended
 
 

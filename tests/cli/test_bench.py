@@ -66,6 +66,9 @@ def test_a_bench_runs_its_arms_writes_its_table_and_resumes(small_args, tmp_path
         "arms": {"agent": {"methods": ["l2pf"]}, "plain": {"methods": ["l1"]}}}))
     root = tmp_path / "bench"
     assert main(["bench", str(config), "--runs-dir", str(root)]) == 0
+    import ray
+
+    assert not ray.is_initialized()  # the arms' one instance ends with the bench
     table = (root / "tiny.md").read_text()
     assert "| agent | 0.8000 | 1 |" in table and "| plain | 0.8000 | 1 |" in table
     rows = {r["method"]: r for r in csv.DictReader((root / "tiny.csv").read_text().splitlines())}
@@ -102,5 +105,5 @@ def test_failed_runs_are_listed_with_their_reason(tmp_path):
         (tmp_path / arm).mkdir(exist_ok=True)
         record(tmp_path / arm, Outcome(entry, status, error=error))
     assert bench.failures(config, tmp_path) == [
-        "- agent at 0.5, seed(s) 2: RuntimeError: boom",
-        "- base/alf at 0.7, seed(s) 0, 1: ValueError: out of reach"]
+        "- agent (resnet20) at 0.5, seed(s) 2: RuntimeError: boom",
+        "- base/alf (resnet20) at 0.7, seed(s) 0, 1: ValueError: out of reach"]
