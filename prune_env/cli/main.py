@@ -290,9 +290,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(written[0].read_text())
     else:
         print(f"bench {config.name}: no finished run under {root} yet")
-        failed = bench.failures(config, root)
-        if failed:
-            print("runs that failed:\n" + "\n".join(failed))
+        failed_runs = bench.failures(config, root)
+        if failed_runs:
+            print("runs that failed:\n" + "\n".join(failed_runs))
     if failed:
         print(f"arms that failed: {', '.join(failed)}; rerun the same command to resume them",
               file=sys.stderr)

@@ -50,6 +50,12 @@ def test_bad_bench_names_and_arms_stop_before_anything_runs(tmp_path, capsys):
     assert main(["bench", str(path), "--runs-dir", str(root), "--arms", "ok",
                  "--report-only"]) == 0
     assert "no finished run" in capsys.readouterr().out
+    # no run finished, some failed: their reasons are printed, and reporting is no failure
+    (root / "ok").mkdir(parents=True)
+    record(root / "ok", Outcome("resnet20__l1__t0.5__s0", "failed", error="ValueError: no"))
+    path.write_text(json.dumps({"arms": {"ok": {"methods": ["l1"]}}}))
+    assert main(["bench", str(path), "--runs-dir", str(root), "--report-only"]) == 0
+    assert "- ok (resnet20) at 0.5, seed(s) 0: ValueError: no" in capsys.readouterr().out
     path.write_text("{not json")
     assert main(["bench", str(path)]) == 2
 
