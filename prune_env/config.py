@@ -102,10 +102,11 @@ class EnvConfig(Options):
                                  "0.02)", check=checks.positive_real)
     finetune_price: float = option(0.05, "reward price of a full fine-tune at one step "
                                    "(psi*phi - price*finetune; default: 0.05). A step's "
-                                   "psi*phi is of order 0.1-3 (psi counts drops of b), so "
-                                   "0.05 lets the agent fine-tune as long as any step helps "
-                                   "the score; about 1 makes it fine-tune only where that "
-                                   "pays", check=checks.non_negative_real)
+                                   "psi*phi is of order 0.1-3 (psi counts drops of b): at "
+                                   "0.05 L2PF learned to fine-tune ever longer, at 1.0 "
+                                   "almost not at all (its episodes' networks at chance "
+                                   "accuracy before the final fine-tune; README)",
+                                   check=checks.non_negative_real)
     max_finetune_steps: int = option(50, "fine-tuning SGD steps at finetune=1 (default: 50)",
                                      check=checks.non_negative)
     val_samples: int = option(2000, "validation images scored at each step (default: 2000)",
