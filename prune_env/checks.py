@@ -171,7 +171,7 @@ non_negative_real = real(0.0)
 
 def option(default: Any, help: str, *, check: Check = text, choices: Sequence[str] = (),
            many: bool = False, metavar: str | None = None,
-           cli: bool = True) -> Any:
+           cli: bool = True, absent: Any = dataclasses.MISSING) -> Any:
     """A config field that is also a command-line option (cleanrl's style: the field carries
     its help).
 
@@ -183,10 +183,16 @@ def option(default: Any, help: str, *, check: Check = text, choices: Sequence[st
         many: a list of such values (``nargs``).
         metavar: how ``--help`` names the value.
         cli: False for a field the command line does not offer.
+        absent: what a saved file (args.json, plan.json) that lacks the field stands for
+            (default: ``default``). Set it to the old behaviour when a default changes, so a
+            run or sweep written before the change resumes as it ran rather than switching
+            to the new default (`Options.from_dict`).
     """
     check = choice(choices) if choices else check
     metadata = {"help": help, "check": check, "choices": tuple(choices), "many": many,
                 "metavar": metavar, "cli": cli}
+    if absent is not dataclasses.MISSING:
+        metadata["absent"] = absent
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -224,6 +230,8 @@ class Options:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str) -> Self:
         """A config from plain values (a run's args.json), checked as the command line is.
+        A field the values lack takes its `option`'s ``absent`` value where it has one (the
+        behaviour before the field existed), else its default.
 
         Raises:
             ValueError: naming ``source``, for an unknown field, a missing nested config or a
@@ -237,7 +245,8 @@ class Options:
         if unknown:
             raise ValueError(f"{source} holds options {cls.__name__} does not have: "
                              f"{', '.join(sorted(unknown))}")
-        kwargs = {}
+        kwargs = {name: f.metadata["absent"] for name, f in fields.items()
+                  if name not in values and "absent" in f.metadata}
         for name, value in values.items():
             nested = nested_options(cls, name)
             kwargs[name] = (nested.from_dict(value, f"{source} ({name})") if nested

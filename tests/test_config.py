@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from prune_env.checks import CheckError
+from prune_env import checks
+from prune_env.checks import CheckError, Options, option
 from prune_env.cli.main import build_parser
 from prune_env.cli.parser import config_from
 from prune_env.config import AgentConfig, BaselineConfig, EnvConfig, RunConfig
@@ -63,3 +64,21 @@ def test_from_dict_names_the_file_and_the_field():
         RunConfig.from_dict({"data": {"shell": "rm"}}, "args.json")
     with pytest.raises(ValueError, match="expected an object"):
         RunConfig.from_dict({"env": [1, 2]}, "args.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Changed(Options):
+    """an option whose default changed from 0 to 5 after runs were saved"""
+
+    pace: float = option(5.0, "", check=checks.non_negative_real, absent=0.0)
+    steps: int = option(3, "", check=checks.positive)
+
+
+def test_a_saved_file_without_an_option_reads_as_it_ran_not_as_today_s_default():
+    assert _Changed().pace == 5.0
+    old = _Changed.from_dict({"steps": 4}, "args.json")  # written before `pace` existed
+    assert (old.pace, old.steps) == (0.0, 4)
+    assert _Changed.from_dict({}, "args.json").steps == 3  # no absent value: the default
+    assert _Changed.from_dict({"pace": 2}, "args.json").pace == 2.0
+    with pytest.raises(ValueError, match="plan.json: pace: expected"):
+        _Changed.from_dict({"pace": -1}, "plan.json")
