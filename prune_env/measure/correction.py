@@ -10,8 +10,8 @@ then misses (README: 0.70 predicted, 0.717-0.726 measured at 512 x 1024).
 measured one, ``m = 1 - slope * (1 - p)``: a line through (1, 1), since the base is the base.
 The slope is fitted by least squares on *probes*: copies of the base network with random
 widths per filter group (between `PROBE_KEEP` of their filters), each timed interleaved with
-the base. A slope above 1 means the table is optimistic (a cut buys more in the table than
-on the machine); below 1, pessimistic.
+the base. A slope below 1 means the table is optimistic (a cut buys less on the machine than
+in the table: slope 0.9 turns a predicted 0.5 into a measured 0.55); above 1, pessimistic.
 
 Probes are random networks, and the table's miss is partly network-specific (README: probes
 found slope 0.98 where L1's network measured 0.723 at a predicted 0.698), so a run can also
