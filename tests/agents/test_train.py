@@ -108,12 +108,11 @@ def run_cli(args: list[str]) -> subprocess.Popen:
 
 def test_killed_run_resumes_and_ends_as_an_uninterrupted_one(small_args, tmp_path):
     """kill -9 after the first checkpoint; --resume loses nothing before it and gives the
-    same pruned network as a run never interrupted (same seed, same CPU)."""
+    same pruned network as a run never interrupted (same seed, same CPU). On FLOPs, so that
+    the two runs, side by side on the two cores, cannot choose apart by their timings."""
     args = ["train", "--agent", "l2pf", "--episodes", "2", "--tries", "2", "--no-export",
-            *small_args]
+            *small_args, "--cost", "flops"]
     straight = run_cli([*args, "--runs-dir", str(tmp_path / "a")])
-    assert straight.wait(timeout=400) == 0, straight.stdout.read()
-
     killed = run_cli([*args, "--runs-dir", str(tmp_path / "b")])
     deadline = time.time() + 300
     progress = None
@@ -132,6 +131,7 @@ def test_killed_run_resumes_and_ends_as_an_uninterrupted_one(small_args, tmp_pat
 
     resumed = run_cli(["train", "--resume", str(run)])
     out, _ = resumed.communicate(timeout=400)
+    assert straight.wait(timeout=400) == 0, straight.stdout.read()
     assert resumed.returncode == 0, out
     assert f"at episode {done}" in out
     assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0, 1]

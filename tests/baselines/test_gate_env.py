@@ -65,7 +65,7 @@ def test_gating_baseline_meets_its_flops_target_and_reports_simulated_and_execut
     runs = tmp_path / "runs"
     assert main(["baseline", "gating", "--dataset", "synthetic", "--synthetic-size", "1500",
                  "--image-size", "16", "--checkpoint", str(checkpoint[0]),
-                 "--max-finetune-steps", "4", "--finetune", "1", "--predictor-steps", "20",
+                 "--max-finetune-steps", "4", "--finetune", "1", "--predictor-steps", "10",
                  "--gating-steps", "60",
                  "--val-samples", "300", "--threads", "1", "--latency-table", latency_table,
                  "--final-steps", "20", "--cost", "flops", "--target", "0.6",

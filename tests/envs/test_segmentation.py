@@ -66,7 +66,7 @@ def test_a_baseline_prunes_a_segmentation_network_to_its_target(method, fcn, lat
     more = {"swd": ["--swd-steps", "80"], "alf": ["--alf-steps", "30"],
             "joint": ["--joint-steps", "150"],
             "layerprune": ["--criterion", "imprinting"],
-            "gating": ["--gating-steps", "60", "--gating-images", "4",
+            "gating": ["--gating-steps", "60", "--gating-images", "4", "--predictor-steps", "10",
                        "--deploy-shape", "1x64x64"]}.get(method, [])
     assert main(["baseline", method, "--no-export",
                  *seg_args(fcn, latency_table, tmp_path, *more)]) == 0
