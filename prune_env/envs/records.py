@@ -120,7 +120,8 @@ class Report:
     measured (`prune_env.measure.hardware`).
     ``cost_ratio_ci`` is the measured ratio's 95% interval [low, high] (None for a counted
     cost) and ``target_met`` is "met", "missed" or "within noise" (the interval holds the
-    target; `prune_env.measure.confidence`). The fields from ``accuracy_drop`` on are filled
+    target; `prune_env.measure.confidence`); ``cost_ratio_timings`` is how many times the
+    pair was timed to get an interval narrow enough (`CostMeter.timed_pair`). The fields from ``accuracy_drop`` on are filled
     by the run's final stage.
     """
 
@@ -143,6 +144,7 @@ class Report:
     kept_filters: dict[str, list[float]]
     latency_note: str
     cost_ratio_ci: list[float] | None = None
+    cost_ratio_timings: int = 1
     hardware: str | None = None
     deployed: list[DeployedLatency] = field(default_factory=list)
     accuracy_drop: float | None = None

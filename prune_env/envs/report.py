@@ -16,6 +16,7 @@ from prune_env.data.task import Segmentation
 from prune_env.envs.records import Figures, Finetune, Report
 from prune_env.measure import count_flops, count_params
 from prune_env.measure.confidence import Interval, verdict
+from prune_env.measure.costs import MAX_INTERVAL_WIDTH
 from prune_env.training.loop import evaluate, evaluate_stats
 
 if TYPE_CHECKING:
@@ -51,12 +52,15 @@ def episode_report(env: Bench, state: EpisodeState, latency: dict[str, Any]) -> 
     ratio = (pruned.latency_ms / base.latency_ms if env.cost_name == "latency"
              else state.cost / env.base_cost)
     pruned.latency_predicted_ms = latency["pruned_predicted_ms"]
-    return common_report(env, state, base, pruned, ratio,
-                         kept_filters(env.base_model, state.model),
-                         "latency_ms: batch 1, median of block minima, base and pruned "
-                         "interleaved; IQR over all runs; ratio interval: paired bootstrap "
-                         "over blocks",
-                         latency["ratio_interval"] if env.cost_name == "latency" else None)
+    report = common_report(env, state, base, pruned, ratio,
+                           kept_filters(env.base_model, state.model),
+                           "latency_ms: batch 1, median of block minima, base and pruned "
+                           "interleaved; IQR over all runs; ratio interval: paired "
+                           "bootstrap over blocks; a pair whose interval is wider than "
+                           f"{MAX_INTERVAL_WIDTH} is timed again (cost_ratio_timings)",
+                           latency["ratio_interval"] if env.cost_name == "latency" else None)
+    report.cost_ratio_timings = latency.get("timings", 1)
+    return report
 
 
 def common_report(env: Bench, state: EpisodeState, base: Figures, pruned: Figures,

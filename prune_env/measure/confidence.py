@@ -35,6 +35,10 @@ class Interval:
     def holds(self, value: float) -> bool:
         return self.low <= value <= self.high
 
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
 
 def paired_ratio_interval(base: Sequence[float], other: Sequence[float], *,
                           statistic: str = "median", level: float = 0.95,

@@ -243,3 +243,46 @@ def test_the_report_gives_energy_net_of_the_sensors_idle_power(tmp_path):
     for key in ("base", "pruned"):
         assert pair[f"{key}_energy_mj"] > 0
         assert abs(pair[f"{key}_energy_net_mj"]) < 0.2 * pair[f"{key}_energy_mj"]
+
+
+
+def scripted_timing(block_spreads: list[float]):
+    """A `CostMeter.measure` stand-in: call ``i`` returns 15 paired blocks whose pruned /
+    base ratios are 0.5 - s / 2, 0.5 and 0.5 + s / 2, s = ``block_spreads[i]``."""
+    from prune_env.measure.latency import Latency
+
+    calls = iter(block_spreads)
+
+    def measure(models, batch=None, repeats=10, blocks=7):
+        spread = next(calls)
+        base = [2.0] * blocks
+        pruned = [1.0 + spread * ((b % 3) - 1) for b in range(blocks)]
+        return {name: Latency(sum(ms) / blocks, sum(ms) / blocks, 0.0, blocks * repeats, 1,
+                              "cpu", 1, tuple(ms))
+                for name, ms in (("base", base), ("pruned", pruned))}
+    return measure
+
+
+@pytest.mark.parametrize("spreads, timings, kept", [([0.02], 1, 0), ([0.5, 0.02], 2, 1),
+                                                    ([0.5, 0.3, 0.45], 3, 1)])
+def test_a_pair_timed_in_a_noise_burst_is_timed_again(tmp_path, spreads, timings, kept):
+    from prune_env.measure.confidence import paired_ratio_interval
+    from prune_env.measure.costs import MAX_INTERVAL_WIDTH, CostMeter
+
+    meter = CostMeter("latency", (1, 16, 16), threads=1, table=str(tmp_path / "t.json"))
+    meter.measure = scripted_timing(spreads)  # type: ignore[method-assign]
+    net = nn.Sequential(nn.Conv2d(1, 8, 3))
+    timed, interval, used = meter.timed_pair(net, net)
+    assert used == timings
+    # the narrowest of the timings is kept (the scripted spreads' widths, in order)
+    replay = scripted_timing(spreads)
+    widths = [paired_ratio_interval(t["base"].block_ms, t["pruned"].block_ms).width
+              for t in (replay({}, blocks=15) for _ in spreads)]
+    assert widths[0] > MAX_INTERVAL_WIDTH or timings == 1
+    assert interval.width == pytest.approx(widths[kept])
+    assert interval.width == min(widths[:timings])
+    assert timed["pruned"].block_ms == replay_blocks(spreads[kept])
+
+
+def replay_blocks(spread: float) -> tuple[float, ...]:
+    return tuple(1.0 + spread * ((b % 3) - 1) for b in range(15))
