@@ -215,16 +215,18 @@ class CostMeter:
         self._base_ms = self.table_ms(shapes)
         return self.correction
 
-    def observe(self, base: nn.Module, model: nn.Module, *, own_only: bool = False
-                ) -> TableCorrection:
+    def observe(self, base: nn.Module, model: nn.Module, *, own_only: bool = False,
+                blocks: int = 7) -> TableCorrection:
         """Close the loop on a network the run made: time ``model`` against ``base``
         (interleaved) and refit the correction on every point so far (probes first, then
         the run's networks), or with ``own_only`` on the run's own networks alone (the
         probes dropped: an aim that converges on the method's networks rather than on an
         average with random ones); the predictions follow it from now on. A network the
-        table cannot tell from the base (no cut) adds a point that does not move the line."""
+        table cannot tell from the base (no cut) adds a point that does not move the line.
+        ``blocks``: interleaved blocks of 5 runs each (7 per episode, as cheap as is useful;
+        15, the final report's, where one timing decides)."""
         base_ms = self.table_ms(self.shapes(base))
-        timed = self.measure({"base": base, "model": model}, repeats=5)
+        timed = self.measure({"base": base, "model": model}, repeats=5, blocks=blocks)
         point = (self.table_ms(self.shapes(model)) / base_ms,
                  timed["model"].estimate_ms / timed["base"].estimate_ms)
         previous = self.correction.points
