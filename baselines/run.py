@@ -105,6 +105,7 @@ class OneEpisode(Method):
         """The method's episode; with ``aim_rounds``, aimed again by measurement (`aim`)."""
         unwrapped = cast("PruneEnv", env.unwrapped)
         rounds: list[Candidate] = []
+        details: list[dict[str, Any]] = []  # each round's: its aim's (ratio, blocks, ...)
         aims: list[AimRound] = []
         while True:
             candidate = policy_episode(env, self.policy, self.seed, self.source,
@@ -112,16 +113,18 @@ class OneEpisode(Method):
             run.logger.episode(candidate_log(unwrapped, candidate, len(rounds),
                                              self.config.finetune))
             rounds.append(candidate)
+            details.append(self.details(env))
             if not self.config.aim_rounds or self.aim(unwrapped, candidate, aims) \
                     or len(rounds) > self.config.aim_rounds:
                 break
             self.prepare(env)  # aimed by the refitted correction
-        chosen = rounds[chosen_round(aims, self.target)] if aims else candidate
+        index = chosen_round(aims, self.target) if aims else 0
         # charged with every round's fine-tuning: the search's compute
-        chosen = replace(chosen, finetune_seconds=sum(c.finetune_seconds for c in rounds),
+        chosen = replace(rounds[index],
+                         finetune_seconds=sum(c.finetune_seconds for c in rounds),
                          finetune_steps=sum(c.finetune_steps for c in rounds))
-        aimed = {"aim": [asdict(a) for a in aims]} if aims else {}
-        return SearchResult([chosen], len(rounds), details=self.details(env) | aimed)
+        aimed = {"aim": [asdict(a) for a in aims], "aim_round": index} if aims else {}
+        return SearchResult([chosen], len(rounds), details=details[index] | aimed)
 
     def aim(self, env: PruneEnv, candidate: Candidate, aims: list[AimRound]) -> bool:
         """Time ``candidate``'s network against the base and refit the table's correction on

@@ -160,6 +160,9 @@ def test_l1_aims_again_by_measurement_until_it_lands_under_the_target(
     assert 0.68 <= aims[-1]["measured_ratio"] <= 0.7  # the re-aimed network landed
     assert aims[-1]["slope"] == pytest.approx(0.7, abs=1e-3)  # the run's networks, alone
     assert report["episodes"] == len(aims) >= 2
+    # the landed round is kept, and the details are that round's
+    assert report["details"]["aim_round"] == len(aims) - 1
+    assert report["source"] == f"l1 policy, ratio {report['details']['ratio']:.2f}"
     # every round's fine-tuning is the search's compute
     # every round's fine-tuning is the search's compute: one step per group per round
     groups = len(filter_groups(build_model("resnet20", 3, 10, (16, 16))))
