@@ -121,8 +121,8 @@ class Report:
     ``cost_ratio_ci`` is the measured ratio's 95% interval [low, high] (None for a counted
     cost) and ``target_met`` is "met", "missed" or "within noise" (the interval holds the
     target; `prune_env.measure.confidence`); ``cost_ratio_timings`` is how many times the
-    pair was timed to get an interval narrow enough (`CostMeter.timed_pair`). The fields from ``accuracy_drop`` on are filled
-    by the run's final stage.
+    pair was timed to get an interval narrow enough (`CostMeter.timed_pair`). The fields
+    from ``accuracy_drop`` on are filled by the run's final stage.
     """
 
     model: str
