@@ -91,6 +91,13 @@ def chosen_round(aims: list[AimRound], target: float) -> int:
     return min(range(len(aims)), key=lambda i: aims[i].measured_ratio)
 
 
+def repeated(aims: list[AimRound]) -> bool:
+    """The last round made the same network by the table as the one before: the method's
+    grid (keep ratios, whole blocks) holds nothing between, so aiming again would only
+    repeat it."""
+    return len(aims) >= 2 and aims[-1].table_ratio == aims[-2].table_ratio
+
+
 class OneEpisode(Method):
     """A baseline: one deterministic episode of its policy, reset with its options."""
 
@@ -115,7 +122,7 @@ class OneEpisode(Method):
             rounds.append(candidate)
             details.append(self.details(env))
             if not self.config.aim_rounds or self.aim(unwrapped, candidate, aims) \
-                    or len(rounds) > self.config.aim_rounds:
+                    or len(rounds) > self.config.aim_rounds or repeated(aims):
                 break
             self.prepare(env)  # aimed by the refitted correction
         index = chosen_round(aims, self.target) if aims else 0

@@ -157,11 +157,15 @@ def test_l1_aims_again_by_measurement_until_it_lands_under_the_target(
     report = json.loads((run / "report.json").read_text())
     aims = report["details"]["aim"]
     assert aims[0]["measured_ratio"] > 0.72  # the table's own aim missed on this machine
-    assert 0.68 <= aims[-1]["measured_ratio"] <= 0.7  # the re-aimed network landed
     assert aims[-1]["slope"] == pytest.approx(0.7, abs=1e-3)  # the run's networks, alone
-    assert report["episodes"] == len(aims) >= 2
-    # the landed round is kept, and the details are that round's
-    assert report["details"]["aim_round"] == len(aims) - 1
+    # the re-aimed network meets the target as measured; it lands in the 0.02 tolerance
+    # where the 0.01 keep grid has a network there (at 16 x 16 one step can move the
+    # ratio by more), and a round that repeats the one before ends the aim
+    kept = report["details"]["aim_round"]
+    assert kept >= 1 and 0.65 <= aims[kept]["measured_ratio"] <= 0.7
+    assert report["episodes"] == len(aims) <= 3
+    assert len(aims) == 2 or aims[-1]["table_ratio"] == aims[-2]["table_ratio"]
+    # the details are the kept round's
     assert report["source"] == f"l1 policy, ratio {report['details']['ratio']:.2f}"
     # every round's fine-tuning is the search's compute
     # every round's fine-tuning is the search's compute: one step per group per round
