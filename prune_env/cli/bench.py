@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt
 from prune_env.checks import read_json
 from prune_env.cli.compare import fmt, row, summarize, write_csv
 from prune_env.cli.curves import Curves, curves_figure, read_curves
-from prune_env.cli.pareto import pareto_plots
+from prune_env.cli.pareto import pareto_figure, pareto_plots
 from prune_env.runs.finalize import load_report
 from prune_env.sweep.ledger import outcomes
 from prune_env.sweep.plan import entry_of, is_agent
@@ -227,7 +227,7 @@ EXTRA = ("efficiency", "search_steps", "final_steps", "return_first", "return_la
 
 def bench_table(rows: list[dict]) -> list[dict]:
     """compare's summary (per label and target, over seeds) with the bench's columns."""
-    return summarize(rows, EXTRA, ("return_first", "return_last"))
+    return summarize(rows, EXTRA, ("return_first", "return_last", "search_steps"))
 
 
 def markdown(table: list[dict]) -> str:
@@ -245,7 +245,7 @@ def markdown(table: list[dict]) -> str:
             pm(s["test_acc"], s.get("test_acc_sd")),
             pm(s["measured_ratio"], s.get("measured_ratio_sd")), str(s["target_met"]),
             fmt(s["speedup"]),
-            fmt(s["flops_ratio"]), fmt(s["efficiency"]), f"{s['search_steps']:.0f}", learned,
+            fmt(s["flops_ratio"]), fmt(s["efficiency"]), steps(s), learned,
             pair(s.get("first_val_acc"), s.get("first_cost_ratio")),
             pair(s.get("policy_val_acc"), s.get("policy_cost_ratio")))) + " |")
     return "\n".join(lines)
@@ -278,6 +278,12 @@ def pm(mean: float | None, sd: float | None) -> str:
     return f"{mean:.4f}" + (f" +- {sd:.4f}" if sd is not None else "")
 
 
+def steps(s: dict) -> str:
+    """The search's fine-tune steps: mean, and +- one standard deviation over seeds."""
+    sd = s.get("search_steps_sd")
+    return f"{s['search_steps']:,.0f}" + (f" +- {sd:,.0f}" if sd is not None else "")
+
+
 def pair(score: float | None, cost: float | None) -> str:
     return "-" if score is None or cost is None else f"{score:.4f} ({cost:.3f})"
 
@@ -305,4 +311,17 @@ def write_report(config: BenchConfig, root: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     written += pareto_plots(table, f"{stem}-pareto")
+    written.append(compute_plot(table, Path(f"{stem}-compute.png")))
     return written
+
+
+def compute_plot(table: list[dict], path: Path) -> Path:
+    """Test accuracy against the fine-tune steps of the search (mean and spread over seeds
+    on both axes): what each arm's accuracy cost to find, the fine-tune bench's question.
+    The base is not drawn: it costs no search."""
+    fig = pareto_figure(table, "search_steps",
+                        "fine-tune SGD steps of the search (before the final fine-tune)",
+                        base_x=None)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -44,8 +44,9 @@ def score_label(rows: list[dict]) -> str:
 
 
 def pareto_figure(rows: list[dict], x: str = "measured_ratio",
-                  label: str = AXES["latency"][1]):
-    """The figure of test accuracy against ``x`` for the comparison rows."""
+                  label: str = AXES["latency"][1], base_x: float | None = 1.0):
+    """The figure of test accuracy against ``x`` for the comparison rows; the base network
+    is drawn at ``base_x`` (None: not drawn, where ``x`` is no ratio to the base)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     by_method = defaultdict(list)
     for r in rows:
@@ -58,8 +59,8 @@ def pareto_figure(rows: list[dict], x: str = "measured_ratio",
                     marker="o", label=method, capsize=3,
                     linestyle="-" if len(points) > 1 else "none")
     bases = sorted({r["base_test_acc"] for r in rows if r.get("base_test_acc") is not None})
-    if bases:
-        ax.scatter([1.0] * len(bases), bases, marker="*", s=160, color="black", label="base")
+    if bases and base_x is not None:
+        ax.scatter([base_x] * len(bases), bases, marker="*", s=160, color="black", label="base")
     for i, target in enumerate(sorted({r["target"] for r in rows
                                        if r.get("cost") == AXIS_COST.get(x)})):
         ax.axvline(target, color="grey", linestyle="--", linewidth=1,

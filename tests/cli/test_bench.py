@@ -90,6 +90,7 @@ def test_a_bench_runs_its_arms_writes_its_table_and_resumes(small_args, tmp_path
     assert float(agent["policy_cost_ratio"]) > 0 and agent["return_first"] != ""
     assert (root / "tiny-curves.png").stat().st_size > 0
     assert (root / "tiny-pareto-flops.png").exists()
+    assert (root / "tiny-compute.png").stat().st_size > 0
     capsys.readouterr()
     assert main(["bench", str(config), "--runs-dir", str(root)]) == 0
     out = capsys.readouterr().out
