@@ -23,6 +23,15 @@ how long to fine-tune. This implementation, on `prune_env.envs.prune.PruneEnv`'s
   difference. At the last group a try that meets the target comes first (AMC's rule that
   the budget is met, applied to tries rather than by clamping one action).
 - The best network over all episodes (target met first, then validation accuracy) is kept.
+- A fine-tune budget (``finetune_budget``): departure. L2PF prices fine-tuning with a fixed
+  weight, and at the environment's 0.05 the duration head learned to spend ~3/4 of the full
+  budget, while a price of 1 made it spend nothing and blinded the search (README, "The
+  fine-tune ablation at 0.7"): no fixed price asks for a given compute. With a budget, the
+  price is the dual variable of "mean fine-tune fraction <= budget": a try is charged
+  ``price * fraction`` on top of its reward, and after each group the price moves by
+  ``budget_adapt * (fraction spent - budget) / budget`` (the mean fraction of the group's
+  tries), never below 0. The agent then decides WHERE a given compute goes, which is what
+  the fixed durations (`fixed_finetune`, the same compute at every group) are compared with.
 
 Example:
     >>> agent = L2PF(gymnasium.make("prune_env/Prune-v0", final_report=False))  # doctest: +SKIP
@@ -70,6 +79,9 @@ class L2PFConfig:
         pace_adapt: step of the pace weight's dual ascent (0: the weight stays fixed).
         fixed_finetune: fine-tune each group for this fraction of the budget instead of
             learning how long (the ablation of L2PF's hybrid action); None: learned.
+        finetune_budget: the mean fine-tune fraction the learned durations may spend, held
+            by an adaptive price (module docstring); None: only the environment's price.
+        budget_adapt: step of that price's dual ascent, per group.
     """
 
     tries: int = 4
@@ -81,12 +93,21 @@ class L2PFConfig:
     keep_ratio: float | None = None
     feature_prior: float = 16.0
     fixed_finetune: float | None = None
+    finetune_budget: float | None = None
+    budget_adapt: float = 0.2
 
     def __post_init__(self):
         if self.tries < 1:
             raise ValueError("tries must be >= 1")
         if self.fixed_finetune is not None and not 0 <= self.fixed_finetune <= 1:
             raise ValueError("fixed_finetune is a fraction of the fine-tune budget, in [0, 1]")
+        if self.finetune_budget is not None:
+            if not 0 < self.finetune_budget <= 1:
+                raise ValueError("finetune_budget is a fraction of the fine-tune budget, "
+                                 "in (0, 1]")
+            if self.fixed_finetune is not None:
+                raise ValueError("finetune_budget prices the learned durations; a fixed "
+                                 "duration has nothing to price: give one or the other")
 
 
 @dataclass
@@ -138,6 +159,7 @@ class L2PF:
         self.pool = None
         self.covered = 0.0  # share of the network's cost the episode has visited
         self.pace = self.config.pace_weight  # the pacing term's weight now (`adapt_pace`)
+        self.price = 0.0  # the fine-tune budget's price now (`adapt_price`)
         if n_envs > 1:
             if env_fn is None:
                 raise ValueError("n_envs > 1 needs env_fn to build the workers' environments")
@@ -182,6 +204,7 @@ class L2PF:
             tries = self.try_group(obs)
             searched += sum(t.info["finetune_steps"] for t in tries)
             loss, entropy = self.update(obs, tries)
+            self.adapt_price(tries)
             losses.append(loss)
             entropies.append(entropy)
             best = max(tries, key=lambda t: (-t.behind if t.done else 0.0, t.score))
@@ -199,7 +222,8 @@ class L2PF:
             finetune_seconds=state.finetune_seconds, finetune_steps=state.finetune_steps,
             finetune_mean=float(np.mean(finetune)), policy_loss=float(np.mean(losses)),
             entropy=float(np.mean(entropies)), kept=info["kept_filters"],
-            search_finetune_steps=searched, pace_weight=self.pace)
+            search_finetune_steps=searched, pace_weight=self.pace,
+            finetune_price=self.price if self.config.finetune_budget is not None else None)
         self.remember(log, state)
         self.adapt_pace(log.cost_ratio)
         self.episodes += 1
@@ -222,8 +246,9 @@ class L2PF:
         for action, (next_obs, reward, done, info, snapshot) in zip(actions, results,
                                                                     strict=True):
             behind = self.behind(done, info)
-            tries.append(Try(action, reward, reward - self.pace * behind,
-                             next_obs, done, info, snapshot, behind))
+            charged = self.pace * behind + self.price * float(action["finetune"][0])
+            tries.append(Try(action, reward, reward - charged, next_obs, done, info,
+                             snapshot, behind))
         return tries
 
     def share(self, obs: np.ndarray) -> float:
@@ -248,6 +273,16 @@ class L2PF:
         excess = (ratio - target) / target
         self.pace = float(np.clip(self.pace * np.exp(self.config.pace_adapt * excess),
                                   0.1, 1e4))
+
+    def adapt_price(self, tries: list[Try]) -> None:
+        """Dual ascent on the fine-tune price after a group (module docstring): it rises
+        while the tries spend more than the budget and falls, down to 0, while they spend
+        less."""
+        budget = self.config.finetune_budget
+        if budget is None:
+            return
+        spent = float(np.mean([float(t.action["finetune"][0]) for t in tries]))
+        self.price = max(0.0, self.price + self.config.budget_adapt * (spent - budget) / budget)
 
     def update(self, obs: np.ndarray, tries: list[Try]) -> tuple[float, float]:
         """REINFORCE over the tries, baseline = their mean score; returns (loss, entropy)."""
@@ -282,6 +317,7 @@ class L2PF:
                 "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "correction": self.correction_record(), "pace": self.pace,
+                "price": self.price,
                 # the best network as a record (data, not a pickled module)
                 "best": None if self.best is None else
                 {f.name: getattr(self.best, f.name) for f in fields(self.best)}
@@ -304,6 +340,7 @@ class L2PF:
         torch.set_rng_state(state["torch_rng"])
         self.seed, self.episodes = state["seed"], state["episodes"]
         self.pace = state.get("pace", self.config.pace_weight)  # older checkpoints: fixed
+        self.price = state.get("price", 0.0)
         if state.get("correction"):  # older checkpoints have none
             record = state["correction"]
             cast(PruneEnv, self.env.unwrapped).bench.meter.restore_correction((TableCorrection(

@@ -65,12 +65,17 @@ def resumed(resume: str) -> tuple[RunConfig, AgentConfig]:
 
 def check_sb3_keys(config: AgentConfig) -> None:
     """Unknown ``--sb3`` keys are an error before anything is built (sb3 would only fail
-    after the environment was made); so is an L2PF option given to an sb3 agent."""
+    after the environment was made); so is an L2PF option given to an sb3 agent, and a
+    fine-tune budget beside a fixed duration."""
     if config.agent == "l2pf":
+        if config.finetune_budget is not None and config.fixed_finetune != "learned":
+            raise ValueError("--finetune-budget prices the learned durations; with "
+                             "--fixed-finetune there is nothing to price: give one or the other")
         return
-    if config.init_policy or config.fixed_finetune != "learned" or config.pace_adapt:
-        raise ValueError(f"--init-policy, --fixed-finetune and --pace-adapt are L2PF's; "
-                         f"{config.agent} takes none of them (leave them out)")
+    if (config.init_policy or config.fixed_finetune != "learned" or config.pace_adapt
+            or config.finetune_budget is not None):
+        raise ValueError(f"--init-policy, --fixed-finetune, --finetune-budget and --pace-adapt "
+                         f"are L2PF's; {config.agent} takes none of them (leave them out)")
     known = set(inspect.signature(sb3.ALGORITHMS[config.agent]).parameters) - {"policy", "env"}
     unknown = set(sb3.parse_kwargs(config.sb3)) - known
     if unknown:
@@ -167,7 +172,8 @@ class L2PFMethod(Training):
         l2pf = L2PFConfig(tries=config.tries, lr=config.agent_lr, ent_coef=config.ent_coef,
                           pace_weight=config.pace_weight, pace_adapt=config.pace_adapt,
                           fixed_finetune=None if config.fixed_finetune == "learned"
-                          else float(config.fixed_finetune))
+                          else float(config.fixed_finetune),
+                          finetune_budget=config.finetune_budget)
         self.open_bar(run)
         agent = L2PF(env, l2pf, seed=self.seed, n_envs=config.n_envs, env_fn=run.make_env,
                      tries_on=config.tries_on, ray_config=self.ray_config)

@@ -219,6 +219,11 @@ class AgentConfig(Options):
         "learned", "L2PF: how long each group is fine-tuned: 'learned' (the hybrid action), "
         "or a fraction of --max-finetune-steps used at every group, the fixed-duration "
         "ablation (default: learned)", check=checks.word_or("learned", checks.fraction))
+    finetune_budget: float | None = option(
+        None, "L2PF: the mean fraction of --max-finetune-steps the learned durations may "
+        "spend; a price on fine-tuning adapts after each group to hold it, so the agent "
+        "decides where a given compute goes (default: none, the reward's fixed price)",
+        check=checks.share)
     sb3: list[str] = option([], "stable-baselines3 hyper-parameters, e.g. n_steps=48 "
                             "learning_rate=1e-4 (default: sb3's, rollouts scaled to episodes)",
                             many=True, metavar="KEY=VALUE")

@@ -206,6 +206,7 @@ class EpisodeLog:
         search_finetune_steps: fine-tuning SGD steps of every action tried in the episode
             (L2PF's tries), the search's compute; ``finetune_steps`` counts the kept path's.
         pace_weight: L2PF's pacing weight during the episode (it adapts with pace_adapt).
+        finetune_price: L2PF's fine-tune price at the episode's end, with a fine-tune budget.
     """
 
     episode: int
@@ -224,6 +225,7 @@ class EpisodeLog:
     entropy: float | None = None
     search_finetune_steps: int | None = None
     pace_weight: float | None = None
+    finetune_price: float | None = None
 
 
 def from_dict(cls: type[T], data: Any) -> T:

@@ -91,6 +91,8 @@ class EpisodeLogger:
             w.add_scalar("charts/energy_mj", log.energy_mj, step)
         if log.pace_weight is not None:
             w.add_scalar("losses/pace_weight", log.pace_weight, step)
+        if log.finetune_price is not None:
+            w.add_scalar("losses/finetune_price", log.finetune_price, step)
         for loss in ("policy_loss", "entropy"):
             if getattr(log, loss) is not None:
                 w.add_scalar(f"losses/{loss}", getattr(log, loss), step)

@@ -171,3 +171,32 @@ def test_the_pace_weight_rises_while_episodes_miss_the_target_and_is_checkpointe
     resumed = L2PF(env, L2PFConfig(tries=1, pace_adapt=2.0), seed=0)
     resumed.load_state_dict(agent.state_dict())
     assert resumed.pace == agent.pace != log.pace_weight  # adapted after the episode too
+
+
+def test_the_finetune_price_holds_the_budget_and_is_checkpointed(make_env):
+    env = make_env(cost="flops", target=0.5, final_report=False)
+    agent = L2PF(env, L2PFConfig(tries=2, finetune_budget=0.2, budget_adapt=0.5), seed=0)
+
+    def tries(*fractions):
+        return [Try({"finetune": torch.tensor([f])}, 0.0, 0.0, np.zeros(1), False, {}, {})
+                for f in fractions]
+
+    agent.adapt_price(tries(0.5, 0.3))  # spent 0.4, twice the budget: + 0.5 x 1
+    assert agent.price == pytest.approx(0.5)
+    agent.adapt_price(tries(0.1, 0.1))  # spent half the budget: - 0.5 x 0.5
+    assert agent.price == pytest.approx(0.25)
+    agent.adapt_price(tries(0.0, 0.0))  # never below 0
+    assert agent.price == 0.0
+    agent.price = 1.0  # each try is charged its fine-tune fraction at that price
+    obs, _ = env.reset(seed=0)
+    for t in agent.try_group(obs):
+        assert t.score == pytest.approx(t.reward - agent.pace * t.behind
+                                        - float(t.action["finetune"][0]))
+    log = next(agent.learn(1))
+    assert log.finetune_price == agent.price
+    resumed = L2PF(env, L2PFConfig(tries=2, finetune_budget=0.2, budget_adapt=0.5), seed=0)
+    resumed.load_state_dict(agent.state_dict())
+    assert resumed.price == agent.price
+    assert next(L2PF(env, L2PFConfig(tries=1), seed=0).learn(1)).finetune_price is None
+    with pytest.raises(ValueError, match="give one or the other"):
+        L2PFConfig(fixed_finetune=0.3, finetune_budget=0.3)

@@ -63,8 +63,11 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
                  *small_args]) == 2
     assert main(["train", "--agent", "ppo", "--init-policy", str(run), "--runs-dir",
                  str(tmp_path / "no"), *small_args]) == 2
-    assert not (tmp_path / "no").exists()
     assert "--init-policy" in capsys.readouterr().err
+    assert main(["train", "--fixed-finetune", "0.3", "--finetune-budget", "0.3", "--runs-dir",
+                 str(tmp_path / "no"), *small_args]) == 2
+    assert "give one or the other" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
 
     # export again, one format, into the same run
     (run / "model.onnx").unlink()
