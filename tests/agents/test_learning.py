@@ -15,13 +15,11 @@ def test_l2pf_returns_rise_across_episodes(make_env):
     # it learns shows within 10 episodes above the noise of 300 validation images and 2
     # fine-tune steps; FLOPs are counted, so a seed gives the same episodes on any machine.
     # Probed over 15 episodes and seeds 0-2: the last 5 of 10 gained 0.48, 0.24, 0.30 on
-    # the first 5 (over 15 episodes 0.31, 0.21, 0.31: the gain is made early).
+    # the first 5 (over 15 episodes 0.31, 0.21, 0.31: the gain is made early). One seed
+    # runs here (the suite's time); each of the three clears the 0.1 asserted.
     env = make_env(cost="flops", target=0.5, allowed_drop=0.5, max_finetune_steps=2,
                    final_report=False)
-    gains = []
-    for seed in (0, 1):
-        agent = L2PF(env, L2PFConfig(tries=2, keep_ratio=0.85, lr=0.01), seed=seed)
-        logs = list(agent.learn(10))
-        returns = [log.reward for log in logs]
-        gains.append(statistics.fmean(returns[-5:]) - statistics.fmean(returns[:5]))
-    assert statistics.fmean(gains) > 0.1, gains
+    agent = L2PF(env, L2PFConfig(tries=2, keep_ratio=0.85, lr=0.01), seed=0)
+    returns = [log.reward for log in agent.learn(10)]
+    gain = statistics.fmean(returns[-5:]) - statistics.fmean(returns[:5])
+    assert gain > 0.1, returns
