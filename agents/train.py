@@ -173,7 +173,8 @@ class L2PFMethod(Training):
                           pace_weight=config.pace_weight, pace_adapt=config.pace_adapt,
                           fixed_finetune=None if config.fixed_finetune == "learned"
                           else float(config.fixed_finetune),
-                          finetune_budget=config.finetune_budget)
+                          finetune_budget=config.finetune_budget,
+                          budget_adapt=config.budget_adapt)
         self.open_bar(run)
         agent = L2PF(env, l2pf, seed=self.seed, n_envs=config.n_envs, env_fn=run.make_env,
                      tries_on=config.tries_on, ray_config=self.ray_config)

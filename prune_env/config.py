@@ -224,6 +224,9 @@ class AgentConfig(Options):
         "spend; a price on fine-tuning adapts after each group to hold it, so the agent "
         "decides where a given compute goes (default: none, the reward's fixed price)",
         check=checks.share)
+    budget_adapt: float = option(0.2, "L2PF with --finetune-budget: the price's step after "
+                                 "each group, times (fraction spent - budget) / budget "
+                                 "(default: 0.2)", check=checks.positive_real)
     sb3: list[str] = option([], "stable-baselines3 hyper-parameters, e.g. n_steps=48 "
                             "learning_rate=1e-4 (default: sb3's, rollouts scaled to episodes)",
                             many=True, metavar="KEY=VALUE")
