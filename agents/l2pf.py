@@ -32,9 +32,10 @@ how long to fine-tune. This implementation, on `prune_env.envs.prune.PruneEnv`'s
   ``budget_adapt * (fraction spent - budget) / budget`` (the mean fraction of the group's
   tries), never below 0. The agent then decides WHERE a given compute goes, which is what
   the fixed durations (`fixed_finetune`, the same compute at every group) are compared with.
-  Known weakness: at a tight budget (0.3) the price overshoots (2.5 within three episodes),
-  the head learns to spend ~0.1 and does not come back once the price is 0 again (README,
-  "The fine-tune ablation at 0.7 with the table corrected by measurement").
+  At a tight budget (0.3) the default step overshoots (2.5 within three episodes): the head
+  learns to spend ~0.1 and does not come back once the price is 0 again; a tenth of the
+  step (``budget_adapt=0.02``) held 0.28-0.34 of the budget over 10 episodes (README, "The
+  fine-tune ablation at 0.7 with the table corrected by measurement").
 
 Example:
     >>> agent = L2PF(gymnasium.make("prune_env/Prune-v0", final_report=False))  # doctest: +SKIP
