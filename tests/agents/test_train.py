@@ -69,7 +69,7 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     assert "give one or the other" in capsys.readouterr().err
     assert main(["train", "--finetune-budget", "0.3", "--budget-adapt", "0", "--runs-dir",
                  str(tmp_path / "no"), *small_args]) == 2
-    assert "--budget-adapt" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert "--budget-adapt" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
 
     # export again, one format, into the same run
