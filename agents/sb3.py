@@ -1,7 +1,10 @@
-"""stable-baselines3 agents (PPO, A2C, SAC) on the environment, through `FlatActionWrapper`.
+"""stable-baselines3 agents (PPO, A2C, SAC) on the environment, through a flat action.
 
-sb3 takes no Dict action, so these agents see the flat action ``Box(0, 1, max_filters + 1)``
-(keep scores thresholded at 0.5, then the fine-tune fraction). Their defaults are sb3's,
+sb3 takes no Dict action, so these agents see one of `prune_env.envs.wrappers.SB3_ACTIONS`:
+by default AMC's ``Box(-1, 1, (2,))`` (the keep ratio of each group, filters chosen by L1
+norm, and the fine-tune fraction: `RatioActionWrapper`), or ``Box(0, 1, max_filters + 1)``
+(a keep score per filter thresholded at 0.5, then the fine-tune fraction:
+`FlatActionWrapper`), on which a Gaussian policy cuts at random. Their defaults are sb3's,
 except the rollout and replay sizes, scaled to episodes of a dozen slow steps (sb3's PPO
 default of 2048 steps per update would be days of fine-tuning here); every sb3 keyword can
 be overridden (``prune-env train --agent ppo --sb3 n_steps=48 learning_rate=1e-4``).
@@ -27,7 +30,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from prune_env.envs.records import EpisodeLog
-from prune_env.envs.wrappers import FlatActionWrapper
+from prune_env.envs.wrappers import SB3_ACTIONS
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC}
 
@@ -57,12 +60,15 @@ def parse_kwargs(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def make_vec(env_fn: Callable[[], gym.Env], n_envs: int, seed: int) -> VecEnv:
-    """``n_envs`` flat-action environments, in subprocesses when more than one."""
+def make_vec(env_fn: Callable[[], gym.Env], n_envs: int, seed: int,
+             action: str = "ratio") -> VecEnv:
+    """``n_envs`` environments with the flat action ``action`` (`SB3_ACTIONS`), in
+    subprocesses when more than one."""
+    wrapper = SB3_ACTIONS[action]
 
     def flat_env():
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_envs))  # no oversubscription
-        return FlatActionWrapper(env_fn())
+        return wrapper(env_fn())
 
     cls = SubprocVecEnv if n_envs > 1 else DummyVecEnv
     # spawn: a forked child hangs once it runs OpenMP work on several threads (timing does)

@@ -26,7 +26,7 @@ from agents.l2pf import L2PF, L2PFConfig
 from prune_env.checks import read_json
 from prune_env.config import AgentConfig, RayConfig, RunConfig
 from prune_env.envs.records import EpisodeLog, Report
-from prune_env.envs.wrappers import FlatActionWrapper
+from prune_env.envs.wrappers import SB3_ACTIONS
 from prune_env.runs.finalize import policy_episode
 from prune_env.runs.pipeline import Method, RunContext, SearchResult, run
 from prune_env.sweep.plan import entry_of
@@ -59,8 +59,10 @@ def resumed(resume: str) -> tuple[RunConfig, AgentConfig]:
     if not isinstance(saved.get("run"), dict) or not isinstance(saved.get("agent"), dict):
         raise ValueError(f"{path} is not this version's (no run and agent configs; older "
                          "runs recorded flat options): start a new run")
+    # runs made before --sb3-action existed took the per-filter action: resume them with it
+    agent = {"sb3_action": "filters"} | saved["agent"]
     return (RunConfig.from_dict(saved["run"], f"{path} (run)"),
-            AgentConfig.from_dict(saved["agent"], f"{path} (agent)"))
+            AgentConfig.from_dict(agent, f"{path} (agent)"))
 
 
 def check_sb3_keys(config: AgentConfig) -> None:
@@ -200,7 +202,7 @@ class L2PFMethod(Training):
 
 
 class SB3Method(Training):
-    """A stable-baselines3 agent through the flat-action wrapper; the candidate is its
+    """A stable-baselines3 agent through a flat action (``--sb3-action``); the candidate is its
     deterministic policy."""
 
     def search(self, env: gym.Env, run: RunContext) -> SearchResult:
@@ -209,7 +211,7 @@ class SB3Method(Training):
         config, done_before = self.config, run.progress.episodes
         self.open_bar(run)
         steps = len(cast("PruneEnv", env.unwrapped).bench.base_groups)
-        vec = sb3.make_vec(run.make_env, config.n_envs, self.seed)
+        vec = sb3.make_vec(run.make_env, config.n_envs, self.seed, config.sb3_action)
         agent = sb3.make_agent(config.agent, vec, self.seed, sb3.parse_kwargs(config.sb3), steps)
         if (run.run_dir / "agent.zip").exists():
             agent = sb3.load_agent(config.agent, run.run_dir, agent)
@@ -223,6 +225,6 @@ class SB3Method(Training):
                             reset_num_timesteps=not done_before)
         finally:
             vec.close()
-        policy = policy_episode(FlatActionWrapper(env), agent, self.seed + 10**6,
-                                "deterministic policy")
+        policy = policy_episode(SB3_ACTIONS[config.sb3_action](env), agent,
+                                self.seed + 10**6, "deterministic policy")
         return SearchResult([policy], config.episodes, list_candidates=True)

@@ -64,10 +64,7 @@ class L1Uniform(SimplePolicy):
         self.ratio = ratio
 
     def keep(self, obs: np.ndarray, n: int) -> np.ndarray:
-        l1 = self.layout.feature(obs, "l1")
-        keep = np.zeros(n, dtype=np.int8)
-        keep[np.argsort(-l1, kind="stable")[: max(1, round(self.ratio * n))]] = 1
-        return keep
+        return self.layout.strongest(obs, max(1, round(self.ratio * n)))
 
 
 POLICIES = {"keep-all": KeepAll, "random": RandomKeep, "l1": L1Uniform}

@@ -26,6 +26,7 @@ from prune_env.catalog import (
     OWN_MODELS,
     POLICIES,
     REWARDS,
+    SB3_ACTIONS,
     SEGMENTATION_MODELS,
 )
 from prune_env.checks import Options, option
@@ -230,6 +231,11 @@ class AgentConfig(Options):
     sb3: list[str] = option([], "stable-baselines3 hyper-parameters, e.g. n_steps=48 "
                             "learning_rate=1e-4 (default: sb3's, rollouts scaled to episodes)",
                             many=True, metavar="KEY=VALUE")
+    sb3_action: str = option("ratio", "the action an sb3 agent takes: 'ratio' (AMC's: the "
+                             "fraction of each group's filters kept, chosen by L1 norm, and "
+                             "the fine-tune fraction) or 'filters' (a keep score per filter "
+                             "and the fine-tune fraction) (default: ratio)",
+                             choices=SB3_ACTIONS)
     n_envs: int = option(1, "environments in parallel processes (sb3: SubprocVecEnv; L2PF: "
                          "tries) (default: 1)", check=checks.positive)
     checkpoint_every: int = option(1, "checkpoint every N episodes (default: 1)",

@@ -73,6 +73,14 @@ class ObservationLayout:
         """One feature (`prune_env.envs.features.FEATURES`) of the current group's filters."""
         return self.features(obs)[: self.group_size(obs), FEATURES.index(name)]
 
+    def strongest(self, obs: np.ndarray, k: int) -> np.ndarray:
+        """(group size,) int8: 1 for the current group's ``k`` filters of largest L1 norm
+        (ties broken by position), 0 for the others."""
+        l1 = self.feature(obs, "l1")
+        keep = np.zeros(len(l1), dtype=np.int8)
+        keep[np.argsort(-l1, kind="stable")[:k]] = 1
+        return keep
+
     def write(self, descriptor: np.ndarray, features: np.ndarray) -> np.ndarray:
         """An observation from the descriptor's values and the group's (size, len(FEATURES))
         features."""

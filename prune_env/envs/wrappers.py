@@ -8,6 +8,22 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from prune_env.envs.observation import ObservationLayout
+
+
+def _checked(action: np.ndarray, space: spaces.Box) -> np.ndarray:
+    action = np.asarray(action, dtype=np.float32)
+    if action.shape != space.shape:
+        raise ValueError(f"action must have shape {space.shape}, got {action.shape}")
+    if not np.isfinite(action).all():
+        raise ValueError("action holds NaN or infinity")
+    return action
+
+
+def _max_filters(env: gym.Env) -> int:
+    keep_space = cast(spaces.Dict, env.action_space)["keep"]
+    return cast(int, cast(spaces.MultiBinary, keep_space).n)  # MultiBinary(max_filters)
+
 
 class FlatActionWrapper(gym.ActionWrapper):
     """A flat Box action for agents that cannot take Dict actions (stable-baselines3).
@@ -22,16 +38,60 @@ class FlatActionWrapper(gym.ActionWrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        keep_space = cast(spaces.Dict, env.action_space)["keep"]
-        size = cast(int, cast(spaces.MultiBinary, keep_space).n)  # MultiBinary(max_filters)
-        self.action_space = spaces.Box(0.0, 1.0, (size + 1,), np.float32)
+        self.action_space = spaces.Box(0.0, 1.0, (_max_filters(env) + 1,), np.float32)
 
     def action(self, action: np.ndarray) -> dict[str, Any]:
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != self.action_space.shape:
-            raise ValueError(f"action must have shape {self.action_space.shape}, "
-                             f"got {action.shape}")
-        if not np.isfinite(action).all():
-            raise ValueError("action holds NaN or infinity")
+        action = _checked(action, cast(spaces.Box, self.action_space))
         finetune = np.clip(action[-1:], 0.0, 1.0)  # agents' Gaussian samples overshoot
         return {"keep": (action[:-1] > 0.5).astype(np.int8), "finetune": finetune}
+
+
+class RatioActionWrapper(gym.Wrapper):
+    """AMC's action for agents with a continuous policy (stable-baselines3): a keep ratio per
+    group, the filters chosen by L1 norm, and the fine-tune fraction.
+
+    The action is ``Box(-1, 1, (2,))``, the symmetric range sb3's Gaussian and squashed
+    policies start centred in: ``(a + 1) / 2`` is the fraction of the group's filters kept
+    (the ``round(ratio x size)`` of largest L1 norm; none removes the group's residual
+    branches where it can, as the Dict action does) and the fine-tune fraction. A policy
+    then decides 2 numbers per step instead of one per filter (65 on ResNet-20), which is
+    what lets it learn in tens of episodes (He et al., AMC, 2018). Unlike AMC's, the action
+    is not clamped to keep the target reachable: the reward's target term is all the agent
+    is told.
+
+    Example:
+        >>> env = RatioActionWrapper(gymnasium.make("prune_env/Prune-v0"))  # doctest: +SKIP
+        >>> model = stable_baselines3.SAC("MlpPolicy", env).learn(64)      # doctest: +SKIP
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.layout = ObservationLayout(_max_filters(env))
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self._obs: np.ndarray | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self._obs, info = self.env.reset(**kwargs)
+        return self._obs, info
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self._obs is None:
+            raise RuntimeError("call reset() before step()")
+        self._obs, reward, terminated, truncated, info = self.env.step(self.action(action))
+        return self._obs, float(reward), terminated, truncated, info
+
+    def action(self, action: np.ndarray) -> dict[str, Any]:
+        """The Dict action ``action`` stands for in the current group."""
+        assert self._obs is not None
+        ratio, finetune = (np.clip(_checked(action, cast(spaces.Box, self.action_space)),
+                                   -1.0, 1.0) + 1.0) / 2.0  # sb3's samples overshoot
+        n = self.layout.group_size(self._obs)
+        keep = np.zeros(self.layout.max_filters, dtype=np.int8)
+        keep[:n] = self.layout.strongest(self._obs, round(float(ratio) * n))
+        return {"keep": keep, "finetune": np.array([finetune], np.float32)}
+
+
+#: The flat actions an sb3 agent can take, by ``--sb3-action`` name
+#: (`prune_env.catalog.SB3_ACTIONS`).
+SB3_ACTIONS: dict[str, type[gym.Wrapper]] = {"ratio": RatioActionWrapper,
+                                             "filters": FlatActionWrapper}

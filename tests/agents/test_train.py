@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -93,17 +94,37 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     assert sorted(images) == ["pareto/flops", "pareto/latency"]
 
 
-@pytest.mark.parametrize("agent", ["ppo", "a2c", "sac"])
-def test_sb3_agents_train_through_the_flat_wrapper(agent, small_args, tmp_path):
+@pytest.mark.parametrize(("agent", "action"), [("ppo", "ratio"), ("a2c", "ratio"),
+                                               ("sac", "ratio"), ("ppo", "filters")])
+def test_sb3_agents_train_through_a_flat_action(agent, action, small_args, tmp_path):
     runs = tmp_path / "runs"
     extra = ["--sb3", "n_steps=6"] if agent != "sac" else ["--sb3", "learning_starts=4"]
-    assert main(["train", "--agent", agent, "--episodes", "1", "--no-export",
-                 "--runs-dir", str(runs), *small_args, *extra]) == 0
+    assert main(["train", "--agent", agent, "--episodes", "1", "--no-export", "--sb3-action",
+                 action, "--runs-dir", str(runs), *small_args, *extra]) == 0
     run = only_run(runs)
     report = json.loads((run / "report.json").read_text())
     assert report["method"] == agent and report["source"] == "deterministic policy"
     assert (run / "agent.zip").exists()
     assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0]
+    args = json.loads((run / "args.json").read_text())
+    assert args["agent"]["sb3_action"] == action
+    with zipfile.ZipFile(run / "agent.zip") as saved:
+        data = json.loads(saved.read("data"))
+    shape = json.loads(json.dumps(data["action_space"]))["_shape"]
+    assert shape == ([2] if action == "ratio" else [64 + 1])  # ResNet-20: 64 filters at most
+
+
+def test_an_sb3_run_from_before_sb3_action_resumes_with_the_per_filter_action(tmp_path):
+    """Its agent.zip holds the per-filter action space; resuming it with the new default
+    (the ratio) would not load."""
+    from agents.train import resumed
+    from prune_env.config import AgentConfig, RunConfig
+
+    agent = AgentConfig(agent="ppo").to_dict()
+    del agent["sb3_action"]
+    (tmp_path / "args.json").write_text(json.dumps(
+        {"command": "train", "run": RunConfig().to_dict(), "agent": agent}))
+    assert resumed(str(tmp_path))[1].sb3_action == "filters"
 
 
 def run_cli(args: list[str]) -> subprocess.Popen:

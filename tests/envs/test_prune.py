@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env, data_equivalence
 
 from baselines.simple import make_policy
-from prune_env.envs.wrappers import FlatActionWrapper
+from prune_env.envs.wrappers import FlatActionWrapper, RatioActionWrapper
 from prune_env.nn.blocks import Shortcut
 
 
@@ -157,6 +157,31 @@ def test_flat_wrapper_maps_scores_to_keep(make_env):
     assert mapped["finetune"].tolist() == [1.0]
     with pytest.raises(ValueError, match="shape"):
         env.action(np.zeros(3))
+
+
+def test_stable_baselines3_checker_passes_on_ratio_wrapper(make_env):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    sb3_check_env(RatioActionWrapper(make_env(max_finetune_steps=1)), warn=False)
+
+
+def test_ratio_wrapper_keeps_the_strongest_filters_at_the_ratio(make_env):
+    """a = 0 is the middle of sb3's range: half the group, the filters L1-uniform keeps."""
+    env = RatioActionWrapper(make_env())
+    obs, _ = env.reset(seed=0)
+    n = env.unwrapped.bench.max_filters
+    l1 = make_policy("l1", n, ratio=0.5).predict(obs)[0]["keep"]
+    middle = env.action(np.array([0.0, 0.0], np.float32))
+    assert middle["keep"].tolist() == l1.tolist() and middle["finetune"].tolist() == [0.5]
+    size = env.layout.group_size(obs)
+    assert size < n and middle["keep"].sum() == size // 2
+    everything = env.action(np.array([3.0, -3.0], np.float32))  # sb3 overshoots: clipped
+    assert everything["keep"].sum() == size and everything["finetune"].tolist() == [0.0]
+    assert env.action(np.array([-1.0, 1.0], np.float32))["keep"].sum() == 0
+    with pytest.raises(ValueError, match="shape"):
+        env.action(np.zeros(3, np.float32))
+    *_, info = env.step(np.array([0.5, 0.0], np.float32))  # ratio 0.75
+    assert info["kept"] == round(0.75 * size)
 
 
 def test_same_seed_same_episode(make_env):
