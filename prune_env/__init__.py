@@ -24,6 +24,7 @@ _FACE = {
     "PruneEnv": "prune_env.envs.prune", "Bench": "prune_env.envs.bench",
     "ObservationLayout": "prune_env.envs.observation",
     "FlatActionWrapper": "prune_env.envs.wrappers", "Report": "prune_env.envs.records",
+    "RatioActionWrapper": "prune_env.envs.wrappers",
     "RunConfig": "prune_env.config", "DataConfig": "prune_env.config",
     "EnvConfig": "prune_env.config", "PretrainConfig": "prune_env.config",
     "build_model": "prune_env.nn.models", "compact": "prune_env.nn.surgery",

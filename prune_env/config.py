@@ -196,7 +196,7 @@ class AgentConfig(Options):
     """the agent, its budget and hyper-parameters"""
 
     agent: str = option("l2pf", "l2pf (ours: hybrid action, tries) or a stable-baselines3 "
-                        "agent through the flat-action wrapper (default: l2pf)", choices=AGENTS)
+                        "agent through a flat action, --sb3-action (default: l2pf)", choices=AGENTS)
     episodes: int = option(30, "training episodes in all; 0 runs the policy as it starts "
                            "(fresh, or from --init-policy) (default: 30)",
                            check=checks.non_negative)

@@ -7,7 +7,7 @@ from prune_env.envs.observation import DESCRIPTOR, ObservationLayout
 from prune_env.envs.prune import EpisodeState, PruneEnv
 from prune_env.envs.reward import RewardConfig
 from prune_env.envs.target import largest_count, largest_value
-from prune_env.envs.wrappers import FlatActionWrapper
+from prune_env.envs.wrappers import FlatActionWrapper, RatioActionWrapper
 
 __all__ = ["DESCRIPTOR", "Bench", "EpisodeState", "FlatActionWrapper", "ObservationLayout",
-           "PruneEnv", "RewardConfig", "largest_count", "largest_value"]
+           "PruneEnv", "RatioActionWrapper", "RewardConfig", "largest_count", "largest_value"]

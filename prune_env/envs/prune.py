@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import gymnasium as gym
@@ -41,6 +41,7 @@ class EpisodeState:
     finetune_steps: int = 0
     total_reward: float = 0.0
     group: FilterGroup | None = None
+    members: dict[str, FilterGroup] = field(default_factory=dict)  # conv -> its group, now
     timed: bool = False  # the ended episode's network timed for the correction (observe)
 
 
@@ -73,7 +74,8 @@ class PruneEnv(gym.Env):
     Dropping every filter of a group whose convs all lie in residual branches removes those
     branches (the block becomes its shortcut). For any other group the strongest filter (by
     L1 norm) is kept instead, and `info["forced_keep"]` says so.
-    Use `FlatActionWrapper` for agents that need a flat Box action (stable-baselines3).
+    Use `RatioActionWrapper` (AMC's keep ratio) or `FlatActionWrapper` (a score per filter) for
+    agents that need a flat Box action (stable-baselines3).
 
     ## Observation Space
 
@@ -362,6 +364,7 @@ class PruneEnv(gym.Env):
         """Move to the next group of the base order that still exists in the network."""
         state = self.episode_state
         members = {c: g for g in groups for c in g.convs}
+        state.members = members
         state.group = None
         while state.step < len(self._order):
             group = members.get(self._order[state.step])
@@ -418,6 +421,20 @@ class PruneEnv(gym.Env):
         deployed network's, after a ``deploy`` reset option); the observation's progress is
         the current one's index / its length."""
         return list(self._order)
+
+    @property
+    def groups_ahead(self) -> list[FilterGroup]:
+        """The current network's groups that the episode will visit after the current one, in
+        order, as they stand now (one that a later step's branch removal deletes is still
+        listed). What a method that plans the rest of the episode reads (AMC's budget clamp,
+        `prune_env.envs.wrappers.RatioActionWrapper`)."""
+        state = self.episode_state
+        ahead: list[FilterGroup] = []
+        for leader in self._order[state.step + 1:]:
+            group = state.members.get(leader)
+            if group is not None and group not in ahead:
+                ahead.append(group)
+        return ahead
 
     @property
     def episode_state(self) -> EpisodeState:

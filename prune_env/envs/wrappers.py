@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from prune_env.envs.clamp import FLOOR, most_kept
 from prune_env.envs.observation import ObservationLayout
+
+if TYPE_CHECKING:
+    from prune_env.envs.prune import PruneEnv
 
 
 def _checked(action: np.ndarray, space: spaces.Box) -> np.ndarray:
@@ -55,17 +59,21 @@ class RatioActionWrapper(gym.Wrapper):
     (the ``round(ratio x size)`` of largest L1 norm; none removes the group's residual
     branches where it can, as the Dict action does) and the fine-tune fraction. A policy
     then decides 2 numbers per step instead of one per filter (65 on ResNet-20), which is
-    what lets it learn in tens of episodes (He et al., AMC, 2018). Unlike AMC's, the action
-    is not clamped to keep the target reachable: the reward's target term is all the agent
-    is told.
+    what lets it learn in tens of episodes (He et al., AMC, 2018). As AMC's, the kept count
+    is then clamped so that the target stays reachable (`prune_env.envs.clamp.most_kept`:
+    every group ahead cut to ``floor`` of its filters must bring the looked-up cost to the
+    target), so that every episode meets it by the table (exactly in FLOPs; within the few
+    percent a looked-up latency is not monotone in the filters); ``clamp=False`` leaves the
+    reward's target term as all the agent is told (PPO then learned to stop pruning: README).
 
     Example:
         >>> env = RatioActionWrapper(gymnasium.make("prune_env/Prune-v0"))  # doctest: +SKIP
         >>> model = stable_baselines3.SAC("MlpPolicy", env).learn(64)      # doctest: +SKIP
     """
 
-    def __init__(self, env: gym.Env):
+    def __init__(self, env: gym.Env, clamp: bool = True, floor: float = FLOOR):
         super().__init__(env)
+        self.clamp, self.floor = clamp, floor
         self.layout = ObservationLayout(_max_filters(env))
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self._obs: np.ndarray | None = None
@@ -85,9 +93,13 @@ class RatioActionWrapper(gym.Wrapper):
         assert self._obs is not None
         ratio, finetune = (np.clip(_checked(action, cast(spaces.Box, self.action_space)),
                                    -1.0, 1.0) + 1.0) / 2.0  # sb3's samples overshoot
-        n = self.layout.group_size(self._obs)
+        obs, n = self._obs, self.layout.group_size(self._obs)
+        count = round(float(ratio) * n)
+        if self.clamp:
+            count = most_kept(cast("PruneEnv", self.env.unwrapped), lambda k: self.layout.strongest(obs, k),
+                              count, self.floor)
         keep = np.zeros(self.layout.max_filters, dtype=np.int8)
-        keep[:n] = self.layout.strongest(self._obs, round(float(ratio) * n))
+        keep[:n] = self.layout.strongest(obs, count)
         return {"keep": keep, "finetune": np.array([finetune], np.float32)}
 
 

@@ -166,8 +166,9 @@ def test_stable_baselines3_checker_passes_on_ratio_wrapper(make_env):
 
 
 def test_ratio_wrapper_keeps_the_strongest_filters_at_the_ratio(make_env):
-    """a = 0 is the middle of sb3's range: half the group, the filters L1-uniform keeps."""
-    env = RatioActionWrapper(make_env())
+    """a = 0 is the middle of sb3's range: half the group, the filters L1-uniform keeps (AMC's
+    budget clamp off: tests/envs/test_clamp.py)."""
+    env = RatioActionWrapper(make_env(), clamp=False)
     obs, _ = env.reset(seed=0)
     n = env.unwrapped.bench.max_filters
     l1 = make_policy("l1", n, ratio=0.5).predict(obs)[0]["keep"]
