@@ -1,4 +1,4 @@
-"""stable-baselines3 agents (PPO, A2C, SAC) on the environment, through a flat action.
+"""stable-baselines3 agents (PPO, A2C, SAC, DDPG) on the environment, through a flat action.
 
 sb3 takes no Dict action, so these agents see one of `prune_env.envs.wrappers.SB3_ACTIONS`:
 by default AMC's ``Box(-1, 1, (2,))`` (the keep ratio of each group, filters chosen by L1
@@ -8,6 +8,13 @@ norm, and the fine-tune fraction: `RatioActionWrapper`), or ``Box(0, 1, max_filt
 except the rollout and replay sizes, scaled to episodes of a dozen slow steps (sb3's PPO
 default of 2048 steps per update would be days of fine-tuning here); every sb3 keyword can
 be overridden (``prune-env train --agent ppo --sb3 n_steps=48 learning_rate=1e-4``).
+
+DDPG on the ratio action, clamped, is AMC (He et al. 2018) in this environment: its actor
+decides each group's keep ratio, explored with AMC's Gaussian noise of scale 0.5 (in AMC's
+[0, 1] ratio units) shrinking by 0.95 each episode (`DecayingNoise`); ``--reward amc`` gives
+AMC's episode reward. Departures: the noise is clipped to the action's range, not drawn
+from a truncated normal (sb3's noise does not see the action it perturbs), and there is no
+100-episode random warm-up (``--sb3 learning_starts=N`` sets one, in steps).
 """
 
 from __future__ import annotations
@@ -23,27 +30,55 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import A2C, PPO, SAC
+from stable_baselines3 import A2C, DDPG, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from prune_env.envs.records import EpisodeLog
-from prune_env.envs.wrappers import SB3_ACTIONS
+from prune_env.envs.wrappers import SB3_ACTIONS, FlatActionWrapper
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC}
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC,
+                                              "ddpg": DDPG}
 
 
-def default_kwargs(name: str, episode_steps: int, n_envs: int) -> dict[str, Any]:
-    """sb3 hyper-parameters scaled to this environment's short, slow episodes."""
+class DecayingNoise(ActionNoise):
+    """AMC's exploration: Gaussian noise whose scale shrinks by ``decay`` at each episode's
+    end (``reset``). ``episodes``: episodes this environment already ran (a resumed run)."""
+
+    def __init__(self, size: int, sigma: float = 1.0, decay: float = 0.95, episodes: int = 0):
+        super().__init__()
+        self.size, self.sigma0, self.decay, self.episodes = size, sigma, decay, episodes
+
+    @property
+    def sigma(self) -> float:
+        return self.sigma0 * self.decay ** self.episodes
+
+    def __call__(self) -> np.ndarray:
+        return np.random.normal(0.0, self.sigma, self.size).astype(np.float32)
+
+    def reset(self) -> None:
+        self.episodes += 1
+
+
+def default_kwargs(name: str, episode_steps: int, n_envs: int, action_size: int = 2,
+                   done_before: int = 0) -> dict[str, Any]:
+    """sb3 hyper-parameters scaled to this environment's short, slow episodes;
+    ``done_before``: episodes of a resumed run (DDPG's noise has shrunk by then)."""
     if name == "ppo":
         steps = 2 * episode_steps
         return {"n_steps": steps, "batch_size": max(2, steps * n_envs // 4), "n_epochs": 4}
     if name == "a2c":
         return {"n_steps": episode_steps}
-    return {"learning_starts": 2 * episode_steps, "batch_size": 32, "buffer_size": 10_000,
-            "train_freq": 1, "gradient_steps": 1}
+    off_policy = {"learning_starts": 2 * episode_steps, "batch_size": 32,
+                  "buffer_size": 10_000, "train_freq": 1, "gradient_steps": 1}
+    if name == "ddpg":  # AMC's 0.5 of a [0, 1] ratio is 1.0 of sb3's [-1, 1]
+        noise = DecayingNoise(action_size, episodes=done_before // n_envs)
+        return off_policy | {"action_noise": noise}
+    return off_policy
 
 
 def parse_kwargs(items: list[str]) -> dict[str, Any]:
@@ -78,11 +113,13 @@ def make_vec(env_fn: Callable[[], gym.Env], n_envs: int, seed: int,
 
 
 def make_agent(name: str, vec_env: VecEnv, seed: int, overrides: dict[str, Any],
-               episode_steps: int) -> BaseAlgorithm:
+               episode_steps: int, done_before: int = 0) -> BaseAlgorithm:
     """A fresh sb3 agent with this environment's defaults, then the user's overrides."""
     if name not in ALGORITHMS:
         raise ValueError(f"unknown sb3 agent {name!r}: choose one of {', '.join(ALGORITHMS)}")
-    kwargs = default_kwargs(name, episode_steps, vec_env.num_envs) | overrides
+    size = int(np.prod(vec_env.action_space.shape or (1,)))
+    kwargs = default_kwargs(name, episode_steps, vec_env.num_envs, size,
+                            done_before) | overrides
     return ALGORITHMS[name]("MlpPolicy", vec_env, seed=seed, verbose=0, device="cpu", **kwargs)
 
 
@@ -94,12 +131,15 @@ class EpisodeCallback(BaseCallback):
         on_episode: called with each finished episode's log; returns nothing.
         episodes: the total budget (a resumed run counts its earlier episodes).
         done_before: episodes finished before this ``learn`` call.
+        finetune_of: the fine-tune fraction a flat action stands for (its wrapper's).
     """
 
     def __init__(self, on_episode: Callable[[EpisodeLog], None], episodes: int,
-                 done_before: int = 0):
+                 done_before: int = 0,
+                 finetune_of: Callable[[np.ndarray], float] = FlatActionWrapper.finetune_of):
         super().__init__()
         self.on_episode, self.episodes, self.done = on_episode, episodes, done_before
+        self.finetune_of = finetune_of
         self.running: list[dict[str, float]] = []
 
     def _on_training_start(self) -> None:
@@ -114,7 +154,7 @@ class EpisodeCallback(BaseCallback):
             run = self.running[i]
             run["reward"] += float(reward)
             run["finetune_steps"] += info["finetune_steps"]
-            run["finetune_sum"] += float(np.clip(actions[i][-1], 0, 1))
+            run["finetune_sum"] += self.finetune_of(actions[i])
             run["steps"] += 1
             if done:
                 self.on_episode(self.episode_log(run, info))
@@ -134,14 +174,15 @@ class EpisodeCallback(BaseCallback):
 
 
 def save_agent(agent: BaseAlgorithm, run_dir: Path) -> None:
-    """The agent (and SAC's replay buffer as plain arrays), written atomically."""
+    """The agent (and an off-policy agent's replay buffer as plain arrays), written
+    atomically."""
     tmp = run_dir / "agent.tmp.zip"
     agent.save(tmp)
     tmp.replace(run_dir / "agent.zip")
-    if isinstance(agent, SAC):
+    if isinstance(agent, OffPolicyAlgorithm):
         buffer = agent.replay_buffer
         if buffer is None:
-            raise RuntimeError("the SAC agent has no replay buffer to save (model not set up)")
+            raise RuntimeError("the agent has no replay buffer to save (model not set up)")
         arrays = {k: getattr(buffer, k) for k in REPLAY_ARRAYS}
         tmp = run_dir / "replay.tmp.npz"
         np.savez(tmp, pos=buffer.pos, full=buffer.full, **arrays)
@@ -172,10 +213,10 @@ def load_agent(name: str, run_dir: Path, fresh: BaseAlgorithm) -> BaseAlgorithm:
     agent = ALGORITHMS[name].load(path, env=fresh.get_env(), device="cpu",
                                   custom_objects=custom)
     replay = run_dir / "replay.npz"
-    if isinstance(agent, SAC) and replay.exists():
+    if isinstance(agent, OffPolicyAlgorithm) and replay.exists():
         buffer = agent.replay_buffer
         if buffer is None:
-            raise RuntimeError(f"the SAC agent loaded from {path} has no replay buffer")
+            raise RuntimeError(f"the agent loaded from {path} has no replay buffer")
         with np.load(replay, allow_pickle=False) as arrays:
             for key in REPLAY_ARRAYS:
                 setattr(buffer, key, arrays[key])

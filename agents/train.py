@@ -212,13 +212,15 @@ class SB3Method(Training):
         self.open_bar(run)
         steps = len(cast("PruneEnv", env.unwrapped).bench.base_groups)
         vec = sb3.make_vec(run.make_env, config.n_envs, self.seed, config.sb3_action)
-        agent = sb3.make_agent(config.agent, vec, self.seed, sb3.parse_kwargs(config.sb3), steps)
+        agent = sb3.make_agent(config.agent, vec, self.seed, sb3.parse_kwargs(config.sb3), steps,
+                               done_before)
         if (run.run_dir / "agent.zip").exists():
             agent = sb3.load_agent(config.agent, run.run_dir, agent)
         agent.set_logger(configure(str(run.run_dir), ["tensorboard"]))  # sb3's train/ losses
         save = functools.partial(sb3.save_agent, agent, run.run_dir)
         callback = sb3.EpisodeCallback(lambda log: self.on_episode(run, log, save),
-                                       config.episodes, done_before)
+                                       config.episodes, done_before,
+                                       SB3_ACTIONS[config.sb3_action].finetune_of)
         try:
             if done_before < config.episodes:
                 agent.learn(total_timesteps=10**9, callback=callback,

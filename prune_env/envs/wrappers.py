@@ -44,9 +44,14 @@ class FlatActionWrapper(gym.ActionWrapper):
         super().__init__(env)
         self.action_space = spaces.Box(0.0, 1.0, (_max_filters(env) + 1,), np.float32)
 
+    @staticmethod
+    def finetune_of(action: np.ndarray) -> float:
+        """The fine-tune fraction ``action`` stands for."""
+        return float(np.clip(action[-1], 0.0, 1.0))  # agents' Gaussian samples overshoot
+
     def action(self, action: np.ndarray) -> dict[str, Any]:
         action = _checked(action, cast(spaces.Box, self.action_space))
-        finetune = np.clip(action[-1:], 0.0, 1.0)  # agents' Gaussian samples overshoot
+        finetune = np.array([self.finetune_of(action)], np.float32)
         return {"keep": (action[:-1] > 0.5).astype(np.int8), "finetune": finetune}
 
 
@@ -88,13 +93,23 @@ class RatioActionWrapper(gym.Wrapper):
         self._obs, reward, terminated, truncated, info = self.env.step(self.action(action))
         return self._obs, float(reward), terminated, truncated, info
 
+    @staticmethod
+    def fractions(action: np.ndarray) -> tuple[float, float]:
+        """(keep ratio, fine-tune fraction) of ``action``."""
+        ratio, finetune = (np.clip(action, -1.0, 1.0) + 1.0) / 2.0  # sb3's samples overshoot
+        return float(ratio), float(finetune)
+
+    @staticmethod
+    def finetune_of(action: np.ndarray) -> float:
+        """The fine-tune fraction ``action`` stands for."""
+        return RatioActionWrapper.fractions(action)[1]
+
     def action(self, action: np.ndarray) -> dict[str, Any]:
         """The Dict action ``action`` stands for in the current group."""
         assert self._obs is not None
-        ratio, finetune = (np.clip(_checked(action, cast(spaces.Box, self.action_space)),
-                                   -1.0, 1.0) + 1.0) / 2.0  # sb3's samples overshoot
+        ratio, finetune = self.fractions(_checked(action, cast(spaces.Box, self.action_space)))
         obs, n = self._obs, self.layout.group_size(self._obs)
-        count = round(float(ratio) * n)
+        count = round(ratio * n)
         if self.clamp:
             count = most_kept(cast("PruneEnv", self.env.unwrapped), lambda k: self.layout.strongest(obs, k),
                               count, self.floor)
@@ -105,5 +120,5 @@ class RatioActionWrapper(gym.Wrapper):
 
 #: The flat actions an sb3 agent can take, by ``--sb3-action`` name
 #: (`prune_env.catalog.SB3_ACTIONS`).
-SB3_ACTIONS: dict[str, type[gym.Wrapper]] = {"ratio": RatioActionWrapper,
-                                             "filters": FlatActionWrapper}
+SB3_ACTIONS: dict[str, type[RatioActionWrapper] | type[FlatActionWrapper]] = {
+    "ratio": RatioActionWrapper, "filters": FlatActionWrapper}

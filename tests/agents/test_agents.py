@@ -200,3 +200,17 @@ def test_the_finetune_price_holds_the_budget_and_is_checkpointed(make_env):
     assert next(L2PF(env, L2PFConfig(tries=1), seed=0).learn(1)).finetune_price is None
     with pytest.raises(ValueError, match="give one or the other"):
         L2PFConfig(fixed_finetune=0.3, finetune_budget=0.3)
+
+
+def test_ddpg_noise_shrinks_as_amcs_each_episode_and_resumes_where_it_was():
+    from agents.sb3 import DecayingNoise, default_kwargs
+
+    noise = DecayingNoise(2)
+    np.random.seed(0)
+    first = np.std([noise() for _ in range(2000)])
+    for _ in range(20):
+        noise.reset()
+    assert noise.sigma == pytest.approx(0.95**20) and first == pytest.approx(1.0, abs=0.05)
+    assert np.std([noise() for _ in range(2000)]) == pytest.approx(0.95**20, rel=0.1)
+    resumed = default_kwargs("ddpg", 12, n_envs=2, done_before=20)["action_noise"]
+    assert resumed.sigma == pytest.approx(0.95**10)  # 20 episodes over 2 environments

@@ -95,17 +95,21 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
 
 
 @pytest.mark.parametrize(("agent", "action"), [("ppo", "ratio"), ("a2c", "ratio"),
-                                               ("sac", "ratio"), ("ppo", "filters")])
+                                               ("sac", "ratio"), ("ddpg", "ratio"),
+                                               ("ppo", "filters")])
 def test_sb3_agents_train_through_a_flat_action(agent, action, small_args, tmp_path):
     runs = tmp_path / "runs"
-    extra = ["--sb3", "n_steps=6"] if agent != "sac" else ["--sb3", "learning_starts=4"]
+    on_policy = agent in ("ppo", "a2c")
+    extra = ["--sb3", "n_steps=6" if on_policy else "learning_starts=4"]
     assert main(["train", "--agent", agent, "--episodes", "1", "--no-export", "--sb3-action",
                  action, "--runs-dir", str(runs), *small_args, *extra]) == 0
     run = only_run(runs)
     report = json.loads((run / "report.json").read_text())
     assert report["method"] == agent and report["source"] == "deterministic policy"
-    assert (run / "agent.zip").exists()
+    assert (run / "agent.zip").exists() and (run / "replay.npz").exists() != on_policy
     assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0]
+    ((_, finetune),) = scalars(run, "charts/finetune_fraction")
+    assert 0 <= finetune <= 1
     args = json.loads((run / "args.json").read_text())
     assert args["agent"]["sb3_action"] == action
     with zipfile.ZipFile(run / "agent.zip") as saved:

@@ -174,6 +174,7 @@ def test_ratio_wrapper_keeps_the_strongest_filters_at_the_ratio(make_env):
     l1 = make_policy("l1", n, ratio=0.5).predict(obs)[0]["keep"]
     middle = env.action(np.array([0.0, 0.0], np.float32))
     assert middle["keep"].tolist() == l1.tolist() and middle["finetune"].tolist() == [0.5]
+    assert RatioActionWrapper.finetune_of(np.array([0.0, 0.6])) == pytest.approx(0.8)
     size = env.layout.group_size(obs)
     assert size < n and middle["keep"].sum() == size // 2
     everything = env.action(np.array([3.0, -3.0], np.float32))  # sb3 overshoots: clipped
