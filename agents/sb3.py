@@ -11,10 +11,13 @@ be overridden (``prune-env train --agent ppo --sb3 n_steps=48 learning_rate=1e-4
 
 DDPG on the ratio action, clamped, is AMC (He et al. 2018) in this environment: its actor
 decides each group's keep ratio, explored with AMC's Gaussian noise of scale 0.5 (in AMC's
-[0, 1] ratio units) shrinking by 0.95 each episode (`DecayingNoise`); ``--reward amc`` gives
-AMC's episode reward. Departures: the noise is clipped to the action's range, not drawn
-from a truncated normal (sb3's noise does not see the action it perturbs), and there is no
-100-episode random warm-up (``--sb3 learning_starts=N`` sets one, in steps).
+[0, 1] ratio units) shrinking by 0.95 each episode (`DecayingNoise`); ``--reward
+amc-constrained`` gives AMC's reward for this resource-constrained mode (-error; the
+accuracy-guaranteed mode's -error x log(cost) is ``--reward amc``). Departures: the action
+also picks a fine-tune duration, priced per step (AMC scores each network unfine-tuned);
+the noise is clipped to the action's range, not drawn from a truncated normal (sb3's noise
+does not see the action it perturbs), and there is no 100-episode random warm-up (``--sb3
+learning_starts=N`` sets one, in steps).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ SEGMENTATION_MODELS = ("resnet20-fcn", *(f"{a}-{e}" for a in SMP_ARCHS for e in 
 COSTS = ("latency", "energy", "flops", "params")
 #: Energy sensors by name ("auto": the first that works for the device).
 ENERGY_METERS = ("auto", "nvml", "rapl", "jetson", "zeus")
-REWARDS = ("psi-phi", "amc", "accuracy-cost")
+REWARDS = ("psi-phi", "amc", "amc-constrained", "accuracy-cost")
 POLICIES = ("keep-all", "random", "l1")
 BASELINES = (*POLICIES, "swd", "layerprune", "alf", "gating", "joint")
 AGENTS = ("l2pf", "ppo", "a2c", "sac", "ddpg")

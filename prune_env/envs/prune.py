@@ -158,7 +158,7 @@ class PruneEnv(gym.Env):
     | dataset | str | "fashion-mnist" | data set (see `prune_env.data.datasets`) |
     | cost | str | "latency" | latency, energy, flops or params |
     | target | float | 0.5 | cost target as a fraction of the base cost |
-    | reward | str | "psi-phi" | psi-phi, amc or accuracy-cost |
+    | reward | str | "psi-phi" | psi-phi, amc, amc-constrained or accuracy-cost |
     | allowed_drop | float | 0.02 | b of psi |
     | finetune_weight | float | 0.05 | price of a full fine-tune |
     | max_finetune_steps | int | 50 | fine-tuning steps at finetune = 1 |

@@ -14,6 +14,13 @@ plus, at the episode's end, ``+target_bonus`` if cost <= target * base cost, els
 in absolute units (FLOPs, parameters, microseconds, microjoules), plus the same target term;
 steps give 0.
 
+``amc-constrained``: AMC's reward for resource-constrained compression, R = -error at the
+end, where the budget clamp (``prune_env.envs.clamp``) rather than the reward meets the
+target; the target term is kept for the few percent a looked-up latency can still miss by.
+Departure: each step still pays ``finetune_weight * finetune_fraction``, because this
+action also chooses a fine-tune duration, which AMC's does not (AMC scores each network
+without fine-tuning); without that price -error alone buys every step the whole budget.
+
 ``accuracy-cost``: a plain trade-off at each step, (accuracy gain) - (cost ratio change),
 plus the target term; useful as a dense sanity check.
 """
@@ -58,6 +65,8 @@ def step_reward(cfg: RewardConfig, base_acc: float, acc: float, cost_before: flo
     """Reward of one pruning step (before any end-of-episode term)."""
     if cfg.name == "amc":
         return 0.0
+    if cfg.name == "amc-constrained":
+        return -cfg.finetune_weight * finetune_fraction
     if cfg.name == "accuracy-cost":
         return (acc - base_acc) - (cost_after - cost_before) / base_cost
     psi = (cfg.allowed_drop - (base_acc - acc)) / cfg.allowed_drop
@@ -81,4 +90,6 @@ def final_reward(cfg: RewardConfig, acc: float, cost: float, base_cost: float,
         # AMC's -error * log(cost), cost in absolute units (FLOPs, parameters, microseconds,
         # microjoules) so that log(cost) > 0 and both a lower error and a smaller cost help.
         term += -(1.0 - acc) * math.log(max(absolute_cost, 1.0))
+    elif cfg.name == "amc-constrained":
+        term += -(1.0 - acc)
     return term

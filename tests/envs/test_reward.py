@@ -31,6 +31,17 @@ def test_amc_prefers_lower_error_and_lower_cost():
     assert final_reward(cfg, 0.9, 1, 1, 1e5) > final_reward(cfg, 0.9, 1, 1, 1e6)
 
 
+def test_amc_constrained_scores_error_alone_and_prices_finetuning():
+    cfg = RewardConfig(name="amc-constrained", target=0.5, target_bonus=1.0, finetune_weight=0.1)
+    # steps: only the fine-tune price, whatever the accuracy or the cost cut
+    assert step_reward(cfg, 0.9, 0.5, 2, 1, 2, 0.5) == pytest.approx(-0.05)
+    assert step_reward(cfg, 0.9, 0.9, 2, 2, 2, 0.0) == 0.0
+    # end: -error plus the target term; a deeper cut under the target earns nothing more
+    assert final_reward(cfg, 0.85, 0.5, 1.0, 500.0) == pytest.approx(1.0 - 0.15)
+    assert final_reward(cfg, 0.85, 0.2, 1.0, 200.0) == pytest.approx(1.0 - 0.15)
+    assert final_reward(cfg, 0.85, 0.75, 1.0, 750.0) == pytest.approx(-0.5 - 0.15)
+
+
 def test_bad_reward_config():
     with pytest.raises(ValueError, match="unknown reward"):
         RewardConfig(name="nope")
