@@ -50,15 +50,19 @@ ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC
 
 class DecayingNoise(ActionNoise):
     """AMC's exploration: Gaussian noise whose scale shrinks by ``decay`` at each episode's
-    end (``reset``). ``episodes``: episodes this environment already ran (a resumed run)."""
+    end (``reset``) once the ``warmup`` episodes of random actions are over (AMC's 100;
+    sb3 acts at random until ``learning_starts`` without calling the noise, but still
+    resets it). ``episodes``: episodes this environment already ran (a resumed run)."""
 
-    def __init__(self, size: int, sigma: float = 1.0, decay: float = 0.95, episodes: int = 0):
+    def __init__(self, size: int, sigma: float = 1.0, decay: float = 0.95, episodes: int = 0,
+                 warmup: int = 0):
         super().__init__()
         self.size, self.sigma0, self.decay, self.episodes = size, sigma, decay, episodes
+        self.warmup = warmup
 
     @property
     def sigma(self) -> float:
-        return self.sigma0 * self.decay ** self.episodes
+        return self.sigma0 * self.decay ** max(0, self.episodes - self.warmup)
 
     def __call__(self) -> np.ndarray:
         return np.random.normal(0.0, self.sigma, self.size).astype(np.float32)
@@ -123,6 +127,9 @@ def make_agent(name: str, vec_env: VecEnv, seed: int, overrides: dict[str, Any],
     size = int(np.prod(vec_env.action_space.shape or (1,)))
     kwargs = default_kwargs(name, episode_steps, vec_env.num_envs, size,
                             done_before) | overrides
+    noise = kwargs.get("action_noise")
+    if isinstance(noise, DecayingNoise):  # each environment's share of the warm-up's steps
+        noise.warmup = kwargs["learning_starts"] // (episode_steps * vec_env.num_envs)
     return ALGORITHMS[name]("MlpPolicy", vec_env, seed=seed, verbose=0, device="cpu", **kwargs)
 
 

@@ -214,3 +214,19 @@ def test_ddpg_noise_shrinks_as_amcs_each_episode_and_resumes_where_it_was():
     assert np.std([noise() for _ in range(2000)]) == pytest.approx(0.95**20, rel=0.1)
     resumed = default_kwargs("ddpg", 12, n_envs=2, done_before=20)["action_noise"]
     assert resumed.sigma == pytest.approx(0.95**10)  # 20 episodes over 2 environments
+    waiting = DecayingNoise(2, warmup=5)  # AMC's noise starts shrinking after the warm-up
+    for _ in range(7):
+        waiting.reset()
+    assert waiting.sigma == pytest.approx(0.95**2)
+
+
+def test_ddpg_noise_waits_for_the_warmup_the_user_sets():
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.sb3 import make_agent
+
+    vec = DummyVecEnv([lambda: gym.make("Pendulum-v1")] * 2)
+    agent = make_agent("ddpg", vec, 0, {"learning_starts": 240}, episode_steps=12)
+    # 240 steps over 2 environments of 12-step episodes: 10 random episodes each
+    assert agent.action_noise.warmup == 10
