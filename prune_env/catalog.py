@@ -35,7 +35,7 @@ POLICIES = ("keep-all", "random", "l1")
 BASELINES = (*POLICIES, "swd", "layerprune", "alf", "gating", "joint")
 AGENTS = ("l2pf", "ppo", "a2c", "sac", "ddpg")
 #: The flat actions an sb3 agent can take (`prune_env.envs.wrappers.SB3_ACTIONS`).
-SB3_ACTIONS = ("ratio", "filters")
+SB3_ACTIONS = ("ratio", "amc", "filters")
 
 #: Where the commands that run a method find it ("module:function"), resolved only when the
 #: command runs, as gymnasium resolves an environment's entry point: agents/ and baselines/

@@ -234,7 +234,8 @@ class AgentConfig(Options):
                             many=True, metavar="KEY=VALUE")
     sb3_action: str = option("ratio", "the action an sb3 agent takes: 'ratio' (AMC's: the "
                              "fraction of each group's filters kept, chosen by L1 norm, and "
-                             "the fine-tune fraction) or 'filters' (a keep score per filter "
+                             "the fine-tune fraction), 'amc' (the same within AMC's bounds: "
+                             "ratios 0.2 to 1) or 'filters' (a keep score per filter "
                              "and the fine-tune fraction) (default: ratio)",
                              choices=SB3_ACTIONS)
     n_envs: int = option(1, "environments in parallel processes (sb3: SubprocVecEnv; L2PF: "

@@ -32,7 +32,7 @@ FLOOR = 0.2
 
 
 def most_kept(env: PruneEnv, keep_of: Callable[[int], np.ndarray], wanted: int,
-              floor: float = FLOOR) -> int:
+              floor: float = FLOOR, least: int = 1) -> int:
     """The largest count, at most ``wanted``, of the current group's filters to keep that
     leaves the target reachable: the looked-up cost of the network with this group keeping
     ``keep_of(count)`` (a mask over its filters) and every group ahead its L1-strongest
@@ -40,8 +40,8 @@ def most_kept(env: PruneEnv, keep_of: Callable[[int], np.ndarray], wanted: int,
 
     ``wanted`` itself where it qualifies (one surgery and lookup, about 0.05 s on ResNet-20);
     else bisection, as if the cost grew with the count (a looked-up latency does, to a few
-    percent); 1 where not even that qualifies: the group cut as far as it goes without
-    removing it. A count of 0 (remove the group's branches) cuts the most and passes as is;
+    percent); ``least`` where not even that qualifies: the group cut as far as the action
+    allows (1 filter, or AMC's lower bound) without removing it. A count of 0 (remove the group's branches) cuts the most and passes as is;
     so does every count when the cost is energy, which is metered, not looked up.
     """
     bench, state = env.bench, env.episode_state
@@ -60,6 +60,6 @@ def most_kept(env: PruneEnv, keep_of: Callable[[int], np.ndarray], wanted: int,
         merge_keep(keep, group.keep_for(torch.as_tensor(keep_of(count), dtype=torch.bool)))
         return bench.meter.costs(compact(state.model, keep))[bench.cost_key] <= budget
 
-    if meets(wanted):
+    if wanted <= least or meets(wanted):
         return wanted
-    return largest_count(meets, 1, wanted - 1)
+    return largest_count(meets, least, wanted - 1)

@@ -95,7 +95,7 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
 
 
 @pytest.mark.parametrize(("agent", "action"), [("ppo", "ratio"), ("a2c", "ratio"),
-                                               ("sac", "ratio"), ("ddpg", "ratio"),
+                                               ("sac", "ratio"), ("ddpg", "amc"),
                                                ("ppo", "filters")])
 def test_sb3_agents_train_through_a_flat_action(agent, action, small_args, tmp_path):
     runs = tmp_path / "runs"
@@ -115,7 +115,7 @@ def test_sb3_agents_train_through_a_flat_action(agent, action, small_args, tmp_p
     with zipfile.ZipFile(run / "agent.zip") as saved:
         data = json.loads(saved.read("data"))
     shape = json.loads(json.dumps(data["action_space"]))["_shape"]
-    assert shape == ([2] if action == "ratio" else [64 + 1])  # ResNet-20: 64 filters at most
+    assert shape == ([64 + 1] if action == "filters" else [2])  # ResNet-20: 64 filters at most
 
 
 def test_an_sb3_run_from_before_sb3_action_resumes_with_the_per_filter_action(tmp_path):

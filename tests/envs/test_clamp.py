@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prune_env.envs.wrappers import RatioActionWrapper
+from prune_env.envs.wrappers import AMCActionWrapper, RatioActionWrapper
 
 KEEP_ALL = np.array([1.0, -1.0], np.float32)  # keep every filter, no fine-tuning
 
@@ -48,3 +48,22 @@ def test_a_clamp_that_need_not_act_keeps_the_agents_choice(make_env):
     free = episode(RatioActionWrapper(make_env(target=1.0, final_report=False), clamp=False),
                    np.array([0.0, -1.0], np.float32))
     assert [i["kept"] for i in infos] == [i["kept"] for i in free]
+
+
+def test_amc_bounds_keep_a_fifth_of_every_group_even_where_the_target_needs_less(make_env):
+    """AMC's action spans keep ratios 0.2 to 1: -1 keeps a fifth (the unbounded ratio
+    removes the branches), and a target the bound cannot reach is missed, not forced by
+    cutting groups to one filter."""
+    free = AMCActionWrapper(make_env(cost="flops", target=0.01, final_report=False),
+                            clamp=False)
+    obs, _ = free.reset(seed=0)
+    size = free.layout.group_size(obs)
+    assert free.action(np.array([-1.0, -1.0], np.float32))["keep"].sum() == round(0.2 * size)
+    assert free.action(np.array([0.0, -1.0], np.float32))["keep"].sum() == round(0.6 * size)
+    env = AMCActionWrapper(make_env(cost="flops", target=0.01, final_report=False))
+    infos = episode(env, KEEP_ALL)
+    assert all(i["kept"] >= 3 for i in infos)  # 0.2 of a 16-filter group, the smallest
+    assert 0.02 < infos[-1]["cost_ratio"] < 0.15  # the bound's FLOPs, above the target
+    unbounded = episode(RatioActionWrapper(make_env(cost="flops", target=0.01,
+                                                    final_report=False)), KEEP_ALL)
+    assert min(i["kept"] for i in unbounded) <= 1
