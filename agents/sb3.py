@@ -1,4 +1,4 @@
-"""stable-baselines3 agents (PPO, A2C, SAC, DDPG) on the environment, through a flat action.
+"""stable-baselines3 agents (PPO, A2C, SAC, DDPG, TD3) on the environment, through a flat action.
 
 sb3 takes no Dict action, so these agents see one of `prune_env.envs.wrappers.SB3_ACTIONS`:
 by default AMC's ``Box(-1, 1, (2,))`` (the keep ratio of each group, filters chosen by L1
@@ -18,6 +18,11 @@ also picks a fine-tune duration, priced per step (AMC scores each network unfine
 the noise is clipped to the action's range, not drawn from a truncated normal (sb3's noise
 does not see the action it perturbs), and there is no 100-episode random warm-up (``--sb3
 learning_starts=N`` sets one, in steps).
+
+TD3 (Fujimoto et al. 2018: two critics and the smaller of their targets, delayed actor
+updates) takes the same noise: it is DDPG with the fixes for the critic's overestimation,
+with which DDPG's actor runs to a corner of the action range (README, "AMC in the same
+environment").
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import A2C, DDPG, PPO, SAC
+from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -45,7 +50,7 @@ from prune_env.envs.records import EpisodeLog
 from prune_env.envs.wrappers import SB3_ACTIONS, FlatActionWrapper
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC,
-                                              "ddpg": DDPG}
+                                              "ddpg": DDPG, "td3": TD3}
 
 
 class DecayingNoise(ActionNoise):
@@ -82,7 +87,7 @@ def default_kwargs(name: str, episode_steps: int, n_envs: int, action_size: int 
         return {"n_steps": episode_steps}
     off_policy = {"learning_starts": 2 * episode_steps, "batch_size": 32,
                   "buffer_size": 10_000, "train_freq": 1, "gradient_steps": 1}
-    if name == "ddpg":  # AMC's 0.5 of a [0, 1] ratio is 1.0 of sb3's [-1, 1]
+    if name in ("ddpg", "td3"):  # AMC's 0.5 of a [0, 1] ratio is 1.0 of sb3's [-1, 1]
         noise = DecayingNoise(action_size, episodes=done_before // n_envs)
         return off_policy | {"action_noise": noise}
     return off_policy

@@ -96,6 +96,7 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
 
 @pytest.mark.parametrize(("agent", "action"), [("ppo", "ratio"), ("a2c", "ratio"),
                                                ("sac", "ratio"), ("ddpg", "amc"),
+                                               ("td3", "amc"),
                                                ("ppo", "filters")])
 def test_sb3_agents_train_through_a_flat_action(agent, action, small_args, tmp_path):
     runs = tmp_path / "runs"
