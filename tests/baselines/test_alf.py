@@ -58,7 +58,11 @@ def test_alf_episode_prunes_the_code_to_the_target_and_equals_the_trained_blocks
     masks = {n: int(b.mask.sum()) for n, b in alf.blocks(trained["model"]).items()}
     kept = alf.code_filters(candidate.model)
     assert {n: k for n, (k, _) in kept.items()} == masks
-    assert all(k < alf.blocks(trained["model"])[n].rank for n, k in masks.items())
+    # one threshold over all layers: the code is cut, though a layer may keep all of its own
+    # (on some CPUs one does)
+    ranks = {n: b.rank for n, b in alf.blocks(trained["model"]).items()}
+    assert all(k <= ranks[n] for n, k in masks.items())
+    assert sum(masks.values()) < sum(ranks.values())
     # no fine-tuning in the episode: the compact network is the trained ALF network
     x = torch.randn(4, *unwrapped.bench.input_shape, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -83,7 +87,8 @@ def test_alf_baseline_reports_code_filters_per_layer(tmp_path, checkpoint, laten
     assert report["method"] == "alf" and report["target_met"] == "met"
     assert report["pruned"]["flops"] <= 0.6 * report["base"]["flops"]
     code = report["details"]["alf_code_filters"]
-    assert len(code) == 19 and all(0 < k < n for k, n in code.values())
+    assert len(code) == 19 and all(0 < k <= n for k, n in code.values())
+    assert sum(k for k, _ in code.values()) < sum(n for _, n in code.values())
     # exactly the code ALF's mask kept: its share of all code filters (ranks: min(n, in*9))
     ranks = {"0": 9} | {name: n for name, (_, n) in code.items() if name != "0"}
     kept = sum(k for k, _ in code.values()) / sum(ranks.values())
