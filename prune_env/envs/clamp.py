@@ -41,8 +41,9 @@ def most_kept(env: PruneEnv, keep_of: Callable[[int], np.ndarray], wanted: int,
     ``wanted`` itself where it qualifies (one surgery and lookup, about 0.05 s on ResNet-20);
     else bisection, as if the cost grew with the count (a looked-up latency does, to a few
     percent); ``least`` where not even that qualifies: the group cut as far as the action
-    allows (1 filter, or AMC's lower bound) without removing it. A count of 0 (remove the group's branches) cuts the most and passes as is;
-    so does every count when the cost is energy, which is metered, not looked up.
+    allows (1 filter, or AMC's lower bound) without removing it. A count of 0 (remove the
+    group's branches) cuts the most and passes as is; so does every count when the cost is
+    energy, which is metered, not looked up.
     """
     bench, state = env.bench, env.episode_state
     group = state.group
