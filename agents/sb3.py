@@ -11,8 +11,8 @@ be overridden (``prune-env train --agent ppo --sb3 n_steps=48 learning_rate=1e-4
 
 DDPG on the ratio action, clamped, is AMC (He et al. 2018) in this environment: its actor
 decides each group's keep ratio, explored with AMC's Gaussian noise of scale 0.5 (in AMC's
-[0, 1] ratio units) shrinking by 0.95 each episode (`DecayingNoise`); ``--reward
-amc-constrained`` gives AMC's reward for this resource-constrained mode (-error; the
+[0, 1] ratio units) shrinking by 0.95 each episode after the warm-up (`DecayingNoise`);
+``--reward amc-constrained`` gives AMC's reward for this resource-constrained mode (-error; the
 accuracy-guaranteed mode's -error x log(cost) is ``--reward amc``). Departures: the action
 also picks a fine-tune duration, priced per step (AMC scores each network unfine-tuned);
 the noise is clipped to the action's range, not drawn from a truncated normal (sb3's noise
@@ -21,8 +21,8 @@ learning_starts=N`` sets one, in steps).
 
 TD3 (Fujimoto et al. 2018: two critics and the smaller of their targets, delayed actor
 updates) takes the same noise: it is DDPG with the fixes for the critic's overestimation,
-with which DDPG's actor runs to a corner of the action range (README, "AMC in the same
-environment").
+tried because DDPG's actor ran to a corner of the action range; TD3's ran to the same one
+(README, "AMC in the same environment"), so overestimation is not the cause.
 """
 
 from __future__ import annotations

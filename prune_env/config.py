@@ -97,8 +97,9 @@ class EnvConfig(Options):
     cost: str = option("latency", "cost the reward uses (default: latency)", choices=COSTS)
     target: float = option(0.5, "cost target as a fraction of the base cost (default: 0.5)",
                            check=checks.share)
-    reward: str = option("psi-phi", "reward form (default: psi-phi, try-and-learn's; amc-constrained: AMC's "
-                         "-error, for the budget clamp of --sb3-action ratio)",
+    reward: str = option("psi-phi", "reward form (default: psi-phi, try-and-learn's; "
+                         "amc-constrained: AMC's -error, for the budget clamp of "
+                         "--sb3-action ratio or amc)",
                          choices=REWARDS)
     allowed_drop: float = option(0.02, "accuracy drop b at which psi reaches 0 (default: "
                                  "0.02)", check=checks.positive_real)

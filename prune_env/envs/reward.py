@@ -19,7 +19,8 @@ end, where the budget clamp (``prune_env.envs.clamp``) rather than the reward me
 target; the target term is kept for the few percent a looked-up latency can still miss by.
 Departure: each step still pays ``finetune_weight * finetune_fraction``, because this
 action also chooses a fine-tune duration, which AMC's does not (AMC scores each network
-without fine-tuning); without that price -error alone buys every step the whole budget.
+without fine-tuning); without a price -error alone would pay for the whole budget at
+every step.
 
 ``accuracy-cost``: a plain trade-off at each step, (accuracy gain) - (cost ratio change),
 plus the target term; useful as a dense sanity check.
