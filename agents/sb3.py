@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.noise import ActionNoise
@@ -47,17 +48,86 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from prune_env.envs.records import EpisodeLog
-from prune_env.envs.wrappers import SB3_ACTIONS, FlatActionWrapper
+from prune_env.envs.wrappers import SB3_ACTIONS, DescriptorObservation, FlatActionWrapper
+
+
+class ReturnReplayBuffer(ReplayBuffer):
+    """AMC's credit assignment: once an episode ends, each of its transitions is given the
+    return from its step on (``gamma``-discounted; AMC's 1: the end reward plus the step
+    prices still to pay) and marked terminal, so that the critic regresses Q(s, a) on the
+    episode's outcome directly (AMC's search stores the final reward with every step).
+
+    Why: the end reward otherwise reaches the first groups only by bootstrapping back
+    through a dozen steps of a critic that is still untrained when the actor starts to
+    follow it. On the transitions of a DDPG run's warm-up, a critic trained on one-step
+    targets predicted held-out returns with correlation 0.14; on these targets, 0.37 for the
+    same 240 updates (README, "AMC in the same environment"). Transitions of an episode not
+    yet ended keep their one-step target, which means the same thing (Q is the return to
+    go); a truncated episode (no end reward) is left as sb3 stored it.
+    """
+
+    def __init__(self, *args: Any, gamma: float = 1.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.gamma = gamma
+        self.open: list[list[int]] = [[] for _ in range(self.n_envs)]
+
+    def add(self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray,
+            reward: np.ndarray, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
+        pos = self.pos
+        super().add(obs, next_obs, action, reward, done, infos)
+        for env in range(self.n_envs):
+            self.open[env].append(pos)
+            if done[env]:
+                self.close(env)
+
+    def close(self, env: int) -> None:
+        """Give the ended episode of environment ``env`` its returns."""
+        steps, self.open[env] = self.open[env], []
+        if self.timeouts[steps[-1], env]:
+            return
+        ret = 0.0
+        for pos in reversed(steps):
+            ret = float(self.rewards[pos, env]) + self.gamma * ret
+            self.rewards[pos, env] = ret
+            self.dones[pos, env] = 1.0
+
+
+class AMC(DDPG):
+    """AMC's DDPG (He et al. 2018) as its released search code sets it: the actor learns at
+    a tenth of the critic's rate (1e-4 against 1e-3), both with two hidden layers of 300,
+    on `ReturnReplayBuffer`'s targets, updated once per transition (AMC updates after each
+    episode; sb3 trains by episodes only with one environment), from a replay of the last
+    100 episodes, after a random warm-up of a third of the episodes
+    (AMC's 100 of 300) with AMC's noise (`DecayingNoise`). It sees only the group's
+    descriptor (`DescriptorObservation`, AMC's layer embedding), not the per-filter features:
+    its action keeps filters by L1 norm, and on the 336 inputs of ResNet-20's full
+    observation the critic fitted its training returns (correlation 0.99) but not held-out
+    ones (0.21).
+
+    Departures: sb3's DDPG (no moving-average reward baseline: with a return target the
+    baseline only shifts Q), the fine-tune fraction as a second action, and the noise
+    clipped rather than drawn from a truncated normal.
+    """
+
+    actor_lr_scale = 0.1
+
+    def _update_learning_rate(self, optimizers: Any) -> None:
+        super()._update_learning_rate(optimizers)
+        for group in self.actor.optimizer.param_groups:
+            group["lr"] *= self.actor_lr_scale
+
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC,
-                                              "ddpg": DDPG, "td3": TD3}
+                                              "ddpg": DDPG, "td3": TD3, "amc": AMC}
 
 
 class DecayingNoise(ActionNoise):
     """AMC's exploration: Gaussian noise whose scale shrinks by ``decay`` at each episode's
-    end (``reset``) once the ``warmup`` episodes of random actions are over (AMC's 100;
-    sb3 acts at random until ``learning_starts`` without calling the noise, but still
-    resets it). ``episodes``: episodes this environment already ran (a resumed run)."""
+    end (``reset``) once the ``warmup`` episodes of random actions are over (AMC's 100).
+    During the warm-up it is zero: sb3 adds the noise to its uniform warm-up actions too,
+    and at scale 1 that piled two fifths of them on the range's ends (clipped), where AMC's
+    warm-up is uniform. ``episodes``: episodes this environment already ran (a resumed
+    run)."""
 
     def __init__(self, size: int, sigma: float = 1.0, decay: float = 0.95, episodes: int = 0,
                  warmup: int = 0):
@@ -70,6 +140,8 @@ class DecayingNoise(ActionNoise):
         return self.sigma0 * self.decay ** max(0, self.episodes - self.warmup)
 
     def __call__(self) -> np.ndarray:
+        if self.episodes < self.warmup:
+            return np.zeros(self.size, np.float32)
         return np.random.normal(0.0, self.sigma, self.size).astype(np.float32)
 
     def reset(self) -> None:
@@ -77,19 +149,27 @@ class DecayingNoise(ActionNoise):
 
 
 def default_kwargs(name: str, episode_steps: int, n_envs: int, action_size: int = 2,
-                   done_before: int = 0) -> dict[str, Any]:
+                   done_before: int = 0, episodes: int = 0) -> dict[str, Any]:
     """sb3 hyper-parameters scaled to this environment's short, slow episodes;
-    ``done_before``: episodes of a resumed run (DDPG's noise has shrunk by then)."""
+    ``done_before``: episodes of a resumed run (DDPG's noise has shrunk by then);
+    ``episodes``: the run's budget (AMC's warm-up is a third of it)."""
     if name == "ppo":
         steps = 2 * episode_steps
         return {"n_steps": steps, "batch_size": max(2, steps * n_envs // 4), "n_epochs": 4}
     if name == "a2c":
         return {"n_steps": episode_steps}
-    off_policy = {"learning_starts": 2 * episode_steps, "batch_size": 32,
-                  "buffer_size": 10_000, "train_freq": 1, "gradient_steps": 1}
-    if name in ("ddpg", "td3"):  # AMC's 0.5 of a [0, 1] ratio is 1.0 of sb3's [-1, 1]
-        noise = DecayingNoise(action_size, episodes=done_before // n_envs)
-        return off_policy | {"action_noise": noise}
+    off_policy: dict[str, Any] = {"learning_starts": 2 * episode_steps, "batch_size": 32,
+                                  "buffer_size": 10_000, "train_freq": 1, "gradient_steps": 1}
+    if name in ("ddpg", "td3", "amc"):  # AMC's 0.5 of a [0, 1] ratio is 1.0 of sb3's [-1, 1]
+        off_policy["action_noise"] = DecayingNoise(action_size, episodes=done_before // n_envs)
+    if name == "amc":  # its released search code's settings (`AMC`)
+        warmup = max(1, episodes // 3) if episodes else 2
+        return off_policy | {
+            "learning_starts": warmup * episode_steps, "batch_size": 64,
+            "buffer_size": 100 * episode_steps, "learning_rate": 1e-3, "tau": 0.01,
+            "gamma": 1.0, "gradient_steps": n_envs,
+            "policy_kwargs": {"net_arch": [300, 300]},
+            "replay_buffer_class": ReturnReplayBuffer}
     return off_policy
 
 
@@ -107,15 +187,21 @@ def parse_kwargs(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def flat(env: gym.Env, action: str, agent: str) -> gym.Env:
+    """``env`` as sb3 agent ``agent`` sees it: with the flat action ``action``
+    (`SB3_ACTIONS`), and for `AMC` only the group's descriptor as observation."""
+    env = SB3_ACTIONS[action](env)
+    return DescriptorObservation(env) if agent == "amc" else env
+
+
 def make_vec(env_fn: Callable[[], gym.Env], n_envs: int, seed: int,
-             action: str = "ratio") -> VecEnv:
-    """``n_envs`` environments with the flat action ``action`` (`SB3_ACTIONS`), in
-    subprocesses when more than one."""
-    wrapper = SB3_ACTIONS[action]
+             action: str = "ratio", agent: str = "ppo") -> VecEnv:
+    """``n_envs`` environments as agent ``agent`` sees them (`flat`), in subprocesses when
+    more than one."""
 
     def flat_env():
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_envs))  # no oversubscription
-        return wrapper(env_fn())
+        return flat(env_fn(), action, agent)
 
     cls = SubprocVecEnv if n_envs > 1 else DummyVecEnv
     # spawn: a forked child hangs once it runs OpenMP work on several threads (timing does)
@@ -125,13 +211,16 @@ def make_vec(env_fn: Callable[[], gym.Env], n_envs: int, seed: int,
 
 
 def make_agent(name: str, vec_env: VecEnv, seed: int, overrides: dict[str, Any],
-               episode_steps: int, done_before: int = 0) -> BaseAlgorithm:
+               episode_steps: int, done_before: int = 0, episodes: int = 0) -> BaseAlgorithm:
     """A fresh sb3 agent with this environment's defaults, then the user's overrides."""
     if name not in ALGORITHMS:
         raise ValueError(f"unknown sb3 agent {name!r}: choose one of {', '.join(ALGORITHMS)}")
     size = int(np.prod(vec_env.action_space.shape or (1,)))
     kwargs = default_kwargs(name, episode_steps, vec_env.num_envs, size,
-                            done_before) | overrides
+                            done_before, episodes) | overrides
+    if kwargs.get("replay_buffer_class") is ReturnReplayBuffer:
+        kwargs["replay_buffer_kwargs"] = {"gamma": kwargs["gamma"]} | kwargs.get(
+            "replay_buffer_kwargs", {})
     noise = kwargs.get("action_noise")
     if isinstance(noise, DecayingNoise):  # each environment's share of the warm-up's steps
         noise.warmup = kwargs["learning_starts"] // (episode_steps * vec_env.num_envs)

@@ -78,6 +78,8 @@ def check_sb3_keys(config: AgentConfig) -> None:
             or config.finetune_budget is not None):
         raise ValueError(f"--init-policy, --fixed-finetune, --finetune-budget and --pace-adapt "
                          f"are L2PF's; {config.agent} takes none of them (leave them out)")
+    if config.agent == "amc" and config.sb3_action != "amc":
+        raise ValueError("--agent amc acts on AMC's bounded keep ratio: add --sb3-action amc")
     known = set(inspect.signature(sb3.ALGORITHMS[config.agent]).parameters) - {"policy", "env"}
     unknown = set(sb3.parse_kwargs(config.sb3)) - known
     if unknown:
@@ -211,9 +213,10 @@ class SB3Method(Training):
         config, done_before = self.config, run.progress.episodes
         self.open_bar(run)
         steps = len(cast("PruneEnv", env.unwrapped).bench.base_groups)
-        vec = sb3.make_vec(run.make_env, config.n_envs, self.seed, config.sb3_action)
+        vec = sb3.make_vec(run.make_env, config.n_envs, self.seed, config.sb3_action,
+                           config.agent)
         agent = sb3.make_agent(config.agent, vec, self.seed, sb3.parse_kwargs(config.sb3), steps,
-                               done_before)
+                               done_before, config.episodes)
         if (run.run_dir / "agent.zip").exists():
             agent = sb3.load_agent(config.agent, run.run_dir, agent)
         agent.set_logger(configure(str(run.run_dir), ["tensorboard"]))  # sb3's train/ losses
@@ -227,6 +230,6 @@ class SB3Method(Training):
                             reset_num_timesteps=not done_before)
         finally:
             vec.close()
-        policy = policy_episode(SB3_ACTIONS[config.sb3_action](env), agent,
+        policy = policy_episode(sb3.flat(env, config.sb3_action, config.agent), agent,
                                 self.seed + 10**6, "deterministic policy")
         return SearchResult([policy], config.episodes, list_candidates=True)

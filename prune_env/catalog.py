@@ -33,7 +33,7 @@ ENERGY_METERS = ("auto", "nvml", "rapl", "jetson", "zeus")
 REWARDS = ("psi-phi", "amc", "amc-constrained", "accuracy-cost")
 POLICIES = ("keep-all", "random", "l1")
 BASELINES = (*POLICIES, "swd", "layerprune", "alf", "gating", "joint")
-AGENTS = ("l2pf", "ppo", "a2c", "sac", "ddpg", "td3")
+AGENTS = ("l2pf", "ppo", "a2c", "sac", "ddpg", "td3", "amc")
 #: The flat actions an sb3 agent can take (`prune_env.envs.wrappers.SB3_ACTIONS`).
 SB3_ACTIONS = ("ratio", "amc", "filters")
 

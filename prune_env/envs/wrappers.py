@@ -137,6 +137,21 @@ class AMCActionWrapper(RatioActionWrapper):
     least = FLOOR
 
 
+class DescriptorObservation(gym.ObservationWrapper):
+    """Only the group's descriptor (`prune_env.envs.observation.DESCRIPTOR`: its place,
+    shape, cost shares and the episode's state so far) as observation: AMC's layer
+    embedding, for agents whose action chooses filters without looking at them (the ratio
+    actions keep them by L1 norm). Wrap it outside the action wrapper, which reads the
+    filters' features from the full observation."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.observation_space = spaces.Box(-1.0, 1.0, (ObservationLayout.n_desc,), np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.asarray(observation[: ObservationLayout.n_desc], np.float32)
+
+
 #: The flat actions an sb3 agent can take, by ``--sb3-action`` name
 #: (`prune_env.catalog.SB3_ACTIONS`).
 SB3_ACTIONS: dict[str, type[RatioActionWrapper] | type[FlatActionWrapper]] = {

@@ -215,9 +215,10 @@ def test_ddpg_noise_shrinks_as_amcs_each_episode_and_resumes_where_it_was():
     resumed = default_kwargs("ddpg", 12, n_envs=2, done_before=20)["action_noise"]
     assert resumed.sigma == pytest.approx(0.95**10)  # 20 episodes over 2 environments
     waiting = DecayingNoise(2, warmup=5)  # AMC's noise starts shrinking after the warm-up
+    assert not waiting().any()  # and the warm-up's random actions are left uniform
     for _ in range(7):
         waiting.reset()
-    assert waiting.sigma == pytest.approx(0.95**2)
+    assert waiting.sigma == pytest.approx(0.95**2) and waiting().any()
 
 
 def test_ddpg_noise_waits_for_the_warmup_the_user_sets():
@@ -230,3 +231,43 @@ def test_ddpg_noise_waits_for_the_warmup_the_user_sets():
     agent = make_agent("ddpg", vec, 0, {"learning_starts": 240}, episode_steps=12)
     # 240 steps over 2 environments of 12-step episodes: 10 random episodes each
     assert agent.action_noise.warmup == 10
+
+
+def test_the_return_buffer_gives_each_step_its_episode_s_return_once_the_episode_ends():
+    from gymnasium import spaces
+
+    from agents.sb3 import ReturnReplayBuffer
+
+    buffer = ReturnReplayBuffer(20, spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)),
+                                n_envs=2, gamma=0.5)
+    obs, act, no = np.zeros((2, 3)), np.zeros((2, 2)), [{}, {}]
+    # environment 0 ends after 3 steps; environment 1 is still running
+    for reward, done in [([-0.1, -0.2], [0, 0]), ([-0.1, -0.2], [0, 0]), ([1.0, 0.0], [1, 0])]:
+        buffer.add(obs, obs, act, np.array(reward), np.array(done), no)
+    assert buffer.rewards[:3, 0] == pytest.approx([-0.1 + 0.5 * (-0.1 + 0.5), -0.1 + 0.5, 1.0])
+    assert buffer.dones[:3, 0].tolist() == [1, 1, 1]
+    # the running episode keeps its one-step targets until it ends
+    assert buffer.rewards[:3, 1] == pytest.approx([-0.2, -0.2, 0.0])
+    assert buffer.dones[:3, 1].tolist() == [0, 0, 0]
+    buffer.add(obs, obs, act, np.array([-0.1, 2.0]), np.array([0, 1]), no)
+    assert buffer.rewards[:4, 1] == pytest.approx([-0.2 + 0.5 * 0.3, -0.2 + 0.5 * 1.0,
+                                                   0.0 + 0.5 * 2.0, 2.0])
+    # environment 0's next episode is open again: its first step is one-step
+    assert buffer.rewards[3, 0] == pytest.approx(-0.1) and buffer.dones[3, 0] == 0
+
+
+def test_amc_has_its_authors_settings():
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.sb3 import AMC, ReturnReplayBuffer, make_agent
+
+    vec = DummyVecEnv([lambda: gym.make("Pendulum-v1")] * 2)
+    agent = make_agent("amc", vec, 0, {}, episode_steps=12, episodes=30)
+    assert isinstance(agent, AMC) and isinstance(agent.replay_buffer, ReturnReplayBuffer)
+    assert agent.learning_starts == 10 * 12 and agent.action_noise.warmup == 5
+    assert agent.replay_buffer.gamma == agent.gamma == 1.0
+    assert [m.out_features for m in agent.actor.mu if hasattr(m, "out_features")] == [300, 300, 1]
+    agent.learn(10 * 12 + 2 * 200)  # Pendulum's episodes are 200 steps
+    actor_lr = agent.actor.optimizer.param_groups[0]["lr"]
+    assert actor_lr == pytest.approx(1e-4) and agent.critic.optimizer.param_groups[0]["lr"] == 1e-3

@@ -96,7 +96,7 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
 
 @pytest.mark.parametrize(("agent", "action"), [("ppo", "ratio"), ("a2c", "ratio"),
                                                ("sac", "ratio"), ("ddpg", "amc"),
-                                               ("td3", "amc"),
+                                               ("td3", "amc"), ("amc", "amc"),
                                                ("ppo", "filters")])
 def test_sb3_agents_train_through_a_flat_action(agent, action, small_args, tmp_path):
     runs = tmp_path / "runs"
@@ -117,6 +117,8 @@ def test_sb3_agents_train_through_a_flat_action(agent, action, small_args, tmp_p
         data = json.loads(saved.read("data"))
     shape = json.loads(json.dumps(data["action_space"]))["_shape"]
     assert shape == ([64 + 1] if action == "filters" else [2])  # ResNet-20: 64 filters at most
+    seen = json.loads(json.dumps(data["observation_space"]))["_shape"]
+    assert seen == ([16] if agent == "amc" else [16 + 5 * 64])  # AMC: the descriptor only
 
 
 def test_an_sb3_run_from_before_sb3_action_resumes_with_the_per_filter_action(tmp_path):
