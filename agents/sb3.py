@@ -63,18 +63,22 @@ class ReturnReplayBuffer(ReplayBuffer):
     targets predicted held-out returns with correlation 0.14; on these targets, 0.37 for the
     same 240 updates (README, "AMC in the same environment"). Transitions of an episode not
     yet ended keep their one-step target, which means the same thing (Q is the return to
-    go); a truncated episode (no end reward) is left as sb3 stored it.
+    go); a truncated episode (no end reward) is left as sb3 stored it. ``returns=False``
+    (``--sb3 "replay_buffer_kwargs={'returns': False}"``) keeps sb3's one-step targets, to
+    measure what the return targets do.
     """
 
-    def __init__(self, *args: Any, gamma: float = 1.0, **kwargs: Any):
+    def __init__(self, *args: Any, gamma: float = 1.0, returns: bool = True, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.gamma = gamma
+        self.gamma, self.returns = gamma, returns
         self.open: list[list[int]] = [[] for _ in range(self.n_envs)]
 
     def add(self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray,
             reward: np.ndarray, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
         pos = self.pos
         super().add(obs, next_obs, action, reward, done, infos)
+        if not self.returns:  # the ablation: sb3's one-step targets
+            return
         for env in range(self.n_envs):
             self.open[env].append(pos)
             if done[env]:
@@ -273,6 +277,8 @@ class EpisodeCallback(BaseCallback):
             energy_mj=info["energy_mj"], flops=info["flops"], params=info["params"],
             finetune_seconds=info["episode_finetune_seconds"],
             finetune_steps=int(run["finetune_steps"]),
+            # no tries: the steps it fine-tuned are all its search spent
+            search_finetune_steps=int(run["finetune_steps"]),
             finetune_mean=run["finetune_sum"] / max(run["steps"], 1),
             kept=info["kept_filters"])
 

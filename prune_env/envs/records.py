@@ -204,7 +204,8 @@ class EpisodeLog:
         finetune_mean: the mean fine-tune fraction the episode chose.
         policy_loss, entropy: the agent's own, where it has them (L2PF).
         search_finetune_steps: fine-tuning SGD steps of every action tried in the episode
-            (L2PF's tries), the search's compute; ``finetune_steps`` counts the kept path's.
+            (L2PF's tries; an agent without tries, its ``finetune_steps``), the search's
+            compute; ``finetune_steps`` counts the kept path's.
         pace_weight: L2PF's pacing weight during the episode (it adapts with pace_adapt).
         finetune_price: L2PF's fine-tune price at the episode's end, with a fine-tune budget.
     """

@@ -254,6 +254,11 @@ def test_the_return_buffer_gives_each_step_its_episode_s_return_once_the_episode
                                                    0.0 + 0.5 * 2.0, 2.0])
     # environment 0's next episode is open again: its first step is one-step
     assert buffer.rewards[3, 0] == pytest.approx(-0.1) and buffer.dones[3, 0] == 0
+    plain = ReturnReplayBuffer(20, spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)),
+                               returns=False)  # the ablation keeps sb3's one-step targets
+    for reward, done in [(-0.1, 0), (1.0, 1)]:
+        plain.add(obs[:1], obs[:1], act[:1], np.array([reward]), np.array([done]), no[:1])
+    assert plain.rewards[:2, 0] == pytest.approx([-0.1, 1.0]) and plain.dones[0, 0] == 0
 
 
 def test_amc_has_its_authors_settings():

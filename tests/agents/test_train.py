@@ -111,6 +111,8 @@ def test_sb3_agents_train_through_a_flat_action(agent, action, small_args, tmp_p
     assert [s for s, _ in scalars(run, "charts/episodic_return")] == [0]
     ((_, finetune),) = scalars(run, "charts/finetune_fraction")
     assert 0 <= finetune <= 1
+    # an agent without tries searched with what its episode fine-tuned: the curves' compute
+    assert scalars(run, "charts/search_finetune_steps") == scalars(run, "charts/finetune_steps")
     args = json.loads((run / "args.json").read_text())
     assert args["agent"]["sb3_action"] == action
     with zipfile.ZipFile(run / "agent.zip") as saved:
