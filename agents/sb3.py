@@ -1,4 +1,5 @@
-"""stable-baselines3 agents (PPO, A2C, SAC, DDPG, TD3) on the environment, through a flat action.
+"""stable-baselines3 agents (PPO, A2C, SAC, DDPG, TD3, and AMC's DDPG) on the environment,
+through a flat action.
 
 sb3 takes no Dict action, so these agents see one of `prune_env.envs.wrappers.SB3_ACTIONS`:
 by default AMC's ``Box(-1, 1, (2,))`` (the keep ratio of each group, filters chosen by L1
@@ -9,20 +10,24 @@ except the rollout and replay sizes, scaled to episodes of a dozen slow steps (s
 default of 2048 steps per update would be days of fine-tuning here); every sb3 keyword can
 be overridden (``prune-env train --agent ppo --sb3 n_steps=48 learning_rate=1e-4``).
 
-DDPG on the ratio action, clamped, is AMC (He et al. 2018) in this environment: its actor
-decides each group's keep ratio, explored with AMC's Gaussian noise of scale 0.5 (in AMC's
-[0, 1] ratio units) shrinking by 0.95 each episode after the warm-up (`DecayingNoise`);
-``--reward amc-constrained`` gives AMC's reward for this resource-constrained mode (-error; the
-accuracy-guaranteed mode's -error x log(cost) is ``--reward amc``). Departures: the action
-also picks a fine-tune duration, priced per step (AMC scores each network unfine-tuned);
-the noise is clipped to the action's range, not drawn from a truncated normal (sb3's noise
-does not see the action it perturbs), and there is no 100-episode random warm-up (``--sb3
-learning_starts=N`` sets one, in steps).
+`AMC` (``--agent amc --sb3-action amc``) is AMC's search (He et al. 2018) in this
+environment: sb3's DDPG on the clamped ratio action, trained as AMC's released code trains
+it (return targets, the actor at a tenth of the critic's rate, the descriptor as
+observation), explored with AMC's Gaussian noise of scale 0.5 (in AMC's [0, 1] ratio
+units) shrinking by 0.95 each episode after a noise-free random warm-up (`DecayingNoise`);
+``--reward amc-constrained`` gives AMC's reward for this resource-constrained mode
+(-error; the accuracy-guaranteed mode's -error x log(cost) is ``--reward amc``).
+Departures: the action also picks a fine-tune duration, priced per step (AMC scores each
+network unfine-tuned), and the noise is clipped to the action's range, not drawn from a
+truncated normal (sb3's noise does not see the action it perturbs). Plain ``--agent
+ddpg`` on the same action, with sb3's one-step targets and one learning rate, did not
+learn here (README, "AMC in the same environment").
 
 TD3 (Fujimoto et al. 2018: two critics and the smaller of their targets, delayed actor
 updates) takes the same noise: it is DDPG with the fixes for the critic's overestimation,
 tried because DDPG's actor ran to a corner of the action range; TD3's ran to the same one
-(README, "AMC in the same environment"), so overestimation is not the cause.
+(README, "AMC in the same environment"), so overestimation is not the cause; `AMC`'s
+training rule learns on the same action and reward.
 """
 
 from __future__ import annotations
@@ -59,9 +64,11 @@ class ReturnReplayBuffer(ReplayBuffer):
 
     Why: the end reward otherwise reaches the first groups only by bootstrapping back
     through a dozen steps of a critic that is still untrained when the actor starts to
-    follow it. On the transitions of a DDPG run's warm-up, a critic trained on one-step
-    targets predicted held-out returns with correlation 0.14; on these targets, 0.37 for the
-    same 240 updates (README, "AMC in the same environment"). Transitions of an episode not
+    follow it. On the 40 random episodes of a DDPG run's warm-up, a critic trained on
+    one-step targets predicted held-out returns with correlation 0.12 after 240 updates; on
+    these targets, 0.35 (``scripts/critic_fit.py``; README, "AMC in the same environment").
+    With one-step targets and AMC's other settings the agent learned too, more slowly
+    (one seed: return 0.64 over the last 30 of 90 episodes, against 0.80). Transitions of an episode not
     yet ended keep their one-step target, which means the same thing (Q is the return to
     go); a truncated episode (no end reward) is left as sb3 stored it. ``returns=False``
     (``--sb3 "replay_buffer_kwargs={'returns': False}"``) keeps sb3's one-step targets, to
@@ -105,8 +112,8 @@ class AMC(DDPG):
     (AMC's 100 of 300) with AMC's noise (`DecayingNoise`). It sees only the group's
     descriptor (`DescriptorObservation`, AMC's layer embedding), not the per-filter features:
     its action keeps filters by L1 norm, and on the 336 inputs of ResNet-20's full
-    observation the critic fitted its training returns (correlation 0.99) but not held-out
-    ones (0.21).
+    observation a critic fitted its training returns (correlation 0.99) but not held-out
+    ones (0.24; 0.33 on the descriptor: ``scripts/critic_fit.py``).
 
     Departures: sb3's DDPG (no moving-average reward baseline: with a return target the
     baseline only shifts Q), the fine-tune fraction as a second action, and the noise

@@ -12,7 +12,8 @@ each observation (the full one; the descriptor only, AMC's layer embedding) a fr
 (two layers of 300, AMC's) is trained for each number of ``--updates`` (batch 64, lr 1e-3,
 gamma 1, tau 0.01, the actor at 1e-4), and the table gives the correlation of Q(s, a) with
 the return that followed, on the fitted and on the held-out episodes, and the share of the
-actor's outputs within 0.05 of the range's ends (saturated). The README's "AMC in the same
+actor's outputs within 0.05 of the range's ends (saturated). Above it, the correlation of
+each episode's return with the action taken at each step, over all the episodes used. The README's "AMC in the same
 environment" quotes it.
 """
 
@@ -68,6 +69,17 @@ def stack(episodes: list[dict[str, np.ndarray]], width: int, mc: bool) -> dict[s
             "rewards": rewards, "dones": dones, "returns": g}
 
 
+def action_correlations(episodes: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """(steps, action size): the correlation, over episodes of one length, of the episode's
+    return with the action taken at each step."""
+    steps = len(episodes[0]["rewards"])
+    same = [e for e in episodes if len(e["rewards"]) == steps]
+    total = np.array([e["rewards"].sum() for e in same])
+    actions = np.stack([e["actions"] for e in same])  # (episodes, steps, action size)
+    return np.array([[np.corrcoef(actions[:, t, k], total)[0, 1]
+                      for k in range(actions.shape[2])] for t in range(steps)])
+
+
 def fit(train: dict[str, np.ndarray], test: dict[str, np.ndarray], updates: int,
         seed: int) -> tuple[float, float, float]:
     """(train correlation, held-out correlation, saturated share) of a critic fitted on
@@ -115,6 +127,9 @@ def main() -> None:
     cut = len(episodes) * 3 // 4
     full = episodes[0]["observations"].shape[1]
     print(f"{len(episodes)} episodes: {cut} fitted, {len(episodes) - cut} held out\n")
+    corr = action_correlations(episodes)
+    print("correlation of the return with each step's action (keep ratio, fine-tune):")
+    print("  " + "  ".join(f"{t}: {a:+.2f} {b:+.2f}" for t, (a, b) in enumerate(corr)) + "\n")
     print("| target | observation | updates | corr. fitted | corr. held out | actor saturated |")
     print("|---|---|---|---|---|---|")
     for mc in (False, True):

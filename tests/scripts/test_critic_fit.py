@@ -54,6 +54,8 @@ def test_episodes_come_in_the_order_they_ran_with_their_returns(script, tmp_path
 def test_return_targets_teach_the_critic_what_one_step_targets_have_not_yet(script, tmp_path):
     write_replay(tmp_path / "replay.npz")
     episodes = script.episodes_of(tmp_path / "replay.npz", 60)
+    corr = script.action_correlations(episodes)  # every step's first action pays, the second not
+    assert corr.shape == (STEPS, 2) and corr[:, 0].mean() > abs(corr[:, 1]).mean() + 0.1
     fits = {}
     for mc in (False, True):
         train, test = (script.stack(part, WIDTH, mc) for part in (episodes[:45], episodes[45:]))
