@@ -107,6 +107,7 @@ class OneEpisode(Method):
         self.policy: Any = None
         self.options: dict[str, Any] | None = None
         self.source = name
+        self.last_aim: AimRound | None = None  # the last round's timing, when aiming
 
     def search(self, env: gym.Env, run: RunContext) -> SearchResult:
         """The method's episode; with ``aim_rounds``, aimed again by measurement (`aim`)."""
@@ -149,6 +150,7 @@ class OneEpisode(Method):
         measured = correction.points[-1][1]
         aims.append(AimRound(candidate.cost_ratio, measured, candidate.accuracy,
                              correction.slope))
+        self.last_aim = aims[-1]
         return self.target - AIM_TOLERANCE <= measured <= self.target
 
     def details(self, env: gym.Env) -> dict[str, Any]:
@@ -160,6 +162,8 @@ class Uniform(OneEpisode):
     """keep-all, random and l1: the same kept fraction in every group (``--ratio``, or
     'auto': the largest uniform ratio whose looked-up cost meets the target)."""
 
+    ceiling = 1.01  # the lowest keep ratio whose network measured over the target, and more
+
     def prepare(self, env: gym.Env) -> dict[str, Any]:
         unwrapped, config = cast("PruneEnv", env.unwrapped), self.config
         if self.name == "keep-all":
@@ -167,8 +171,14 @@ class Uniform(OneEpisode):
         elif config.ratio == "auto":
             # a closed-loop aim is only as fine as its grid: 0.05 of keep ratio moves the
             # latency ratio by 0.05-0.09, more than the aim's tolerance
-            self.ratio = uniform_ratio_for(unwrapped.bench, self.target,
-                                           step=0.01 if config.aim_rounds else 0.05)
+            ratio = uniform_ratio_for(unwrapped.bench, self.target,
+                                      step=0.01 if config.aim_rounds else 0.05)
+            if self.last_aim is not None and self.last_aim.measured_ratio > self.target:
+                self.ceiling = min(self.ceiling, self.ratio)
+            # never again a ratio that measured over the target: the refitted table can pick
+            # the same network again (it predicts shapes a little optimistic), and the aim
+            # would stop on the miss; one notch under the lowest one that missed
+            self.ratio = min(ratio, round(self.ceiling - 0.01, 2))
         else:
             self.ratio = float(config.ratio)
         self.policy = make_policy(self.name, unwrapped.bench.max_filters, ratio=self.ratio,

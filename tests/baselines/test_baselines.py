@@ -163,8 +163,15 @@ def test_l1_aims_again_by_measurement_until_it_lands_under_the_target(
     # ratio by more), and a round that repeats the one before ends the aim
     kept = report["details"]["aim_round"]
     assert kept >= 1 and 0.65 <= aims[kept]["measured_ratio"] <= 0.7
-    assert report["episodes"] == len(aims) <= 3
-    assert len(aims) == 2 or aims[-1]["table_ratio"] == aims[-2]["table_ratio"]
+    assert report["episodes"] == len(aims) <= 4  # the first aim and 3 more
+    # it ends on a round within the tolerance, on a round that repeats the one before, or
+    # out of rounds; a round that missed is never repeated (CI: a refitted table picked the
+    # network that had measured 0.7037 again, and the aim stopped there)
+    last = aims[-1]["measured_ratio"]
+    assert 0.68 <= last <= 0.7 or aims[-1]["table_ratio"] == aims[-2]["table_ratio"] \
+        or len(aims) == 4
+    assert all(a["table_ratio"] != b["table_ratio"] for a, b in zip(aims, aims[1:], strict=False)
+               if a["measured_ratio"] > 0.7)
     # the details are the kept round's
     assert report["source"] == f"l1 policy, ratio {report['details']['ratio']:.2f}"
     # every round's fine-tuning is the search's compute
