@@ -68,9 +68,9 @@ class ReturnReplayBuffer(ReplayBuffer):
     one-step targets predicted held-out returns with correlation 0.12 after 240 updates; on
     these targets, 0.35 (``scripts/critic_fit.py``; README, "AMC in the same environment").
     With one-step targets and AMC's other settings the agent learned too, more slowly
-    (one seed: return 0.64 over the last 30 of 90 episodes, against 0.80). Transitions of an episode not
-    yet ended keep their one-step target, which means the same thing (Q is the return to
-    go); a truncated episode (no end reward) is left as sb3 stored it. ``returns=False``
+    (one seed: return 0.64 over the last 30 of 90 episodes, against 0.80). Transitions of
+    an episode not yet ended keep their one-step target, which means the same thing (Q is
+    the return to go); a truncated episode (no end reward) is left as sb3 stored it. ``returns=False``
     (``--sb3 "replay_buffer_kwargs={'returns': False}"``) keeps sb3's one-step targets, to
     measure what the return targets do.
     """
