@@ -21,6 +21,18 @@ def test_every_shipped_config_is_a_valid_bench():
         assert "l2pf-latency" in config.arms  # the arm the benches share, run once
 
 
+def test_an_arm_two_shipped_benches_share_has_the_same_settings_in_both():
+    # it runs once, into the same directory: the second bench must mean the same runs
+    seen: dict[str, tuple[str, list[str], list[str]]] = {}
+    for name in bench.available():
+        config = bench.load_bench(name)
+        for arm, spec in config.arms.items():
+            settings = (spec.methods, config.common + spec.args)
+            if arm in seen:
+                assert settings == seen[arm][1:], f"arm {arm}: {seen[arm][0]} and {name} differ"
+            seen[arm] = (name, *settings)
+
+
 @pytest.mark.parametrize("data, message", [
     ({"arms": {}}, "non-empty 'arms'"),
     ({"arms": {"a": {"methods": ["l1"]}}, "runs": 3}, "unknown keys runs"),
