@@ -59,8 +59,9 @@ def resumed(resume: str) -> tuple[RunConfig, AgentConfig]:
     if not isinstance(saved.get("run"), dict) or not isinstance(saved.get("agent"), dict):
         raise ValueError(f"{path} is not this version's (no run and agent configs; older "
                          "runs recorded flat options): start a new run")
-    # runs made before --sb3-action existed took the per-filter action: resume them with it
-    agent = {"sb3_action": "filters"} | saved["agent"]
+    # sb3 runs made before --sb3-action existed took the per-filter action: resume them with it
+    was = "ratio" if saved["agent"].get("agent") == "l2pf" else "filters"
+    agent = {"sb3_action": was} | saved["agent"]
     return (RunConfig.from_dict(saved["run"], f"{path} (run)"),
             AgentConfig.from_dict(agent, f"{path} (agent)"))
 
@@ -68,8 +69,12 @@ def resumed(resume: str) -> tuple[RunConfig, AgentConfig]:
 def check_sb3_keys(config: AgentConfig) -> None:
     """Unknown ``--sb3`` keys are an error before anything is built (sb3 would only fail
     after the environment was made); so is an L2PF option given to an sb3 agent, and a
-    fine-tune budget beside a fixed duration."""
+    fine-tune budget beside a fixed duration, and an sb3 option given to L2PF."""
     if config.agent == "l2pf":
+        if config.sb3 or config.sb3_action != "ratio":  # "ratio" is the default: not told
+            raise ValueError("--sb3 and --sb3-action are the stable-baselines3 agents'; l2pf "
+                             "takes its own action (a keep score per filter and a fine-tune "
+                             "duration): leave them out")
         if config.finetune_budget is not None and config.fixed_finetune != "learned":
             raise ValueError("--finetune-budget prices the learned durations; with "
                              "--fixed-finetune there is nothing to price: give one or the other")

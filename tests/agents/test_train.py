@@ -71,6 +71,10 @@ def test_train_l2pf_writes_report_exports_and_tensorboard(small_args, tmp_path, 
     assert main(["train", "--finetune-budget", "0.3", "--budget-adapt", "0", "--runs-dir",
                  str(tmp_path / "no"), *small_args]) == 2
     assert "--budget-adapt" in capsys.readouterr().err
+    for sb3_option in (["--sb3-action", "amc"], ["--sb3", "gamma=0.9"]):
+        assert main(["train", *sb3_option, "--runs-dir", str(tmp_path / "no"),
+                     *small_args]) == 2
+        assert "l2pf takes its own action" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
 
     # export again, one format, into the same run
@@ -123,7 +127,7 @@ def test_sb3_agents_train_through_a_flat_action(agent, action, small_args, tmp_p
     assert seen == ([16] if agent == "amc" else [16 + 5 * 64])  # AMC: the descriptor only
 
 
-def test_an_sb3_run_from_before_sb3_action_resumes_with_the_per_filter_action(tmp_path):
+def test_a_run_from_before_sb3_action_resumes_with_the_action_it_took(tmp_path):
     """Its agent.zip holds the per-filter action space; resuming it with the new default
     (the ratio) would not load."""
     from agents.train import resumed
@@ -134,6 +138,12 @@ def test_an_sb3_run_from_before_sb3_action_resumes_with_the_per_filter_action(tm
     (tmp_path / "args.json").write_text(json.dumps(
         {"command": "train", "run": RunConfig().to_dict(), "agent": agent}))
     assert resumed(str(tmp_path))[1].sb3_action == "filters"
+    # an L2PF run of that time takes no sb3 action: it resumes with the default, not refused
+    agent = AgentConfig(agent="l2pf").to_dict()
+    del agent["sb3_action"]
+    (tmp_path / "args.json").write_text(json.dumps(
+        {"command": "train", "run": RunConfig().to_dict(), "agent": agent}))
+    assert resumed(str(tmp_path))[1].sb3_action == "ratio"
 
 
 def run_cli(args: list[str]) -> subprocess.Popen:
