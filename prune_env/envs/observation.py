@@ -53,8 +53,11 @@ class ObservationLayout:
         """The index of descriptor entry ``name``."""
         return DESCRIPTOR.index(name)
 
-    def descriptor(self, obs: A) -> A:
-        return obs[..., : self.n_desc]  # type: ignore[index]
+    @classmethod
+    def descriptor(cls, obs: A) -> A:
+        """The group's descriptor (`DESCRIPTOR`): the same first entries at any
+        ``max_filters``."""
+        return obs[..., : cls.n_desc]  # type: ignore[index]
 
     def features(self, obs: A) -> A:
         """(..., max_filters, len(FEATURES)): the filters' features, zero beyond the group."""

@@ -149,7 +149,7 @@ class DescriptorObservation(gym.ObservationWrapper):
         self.observation_space = spaces.Box(-1.0, 1.0, (ObservationLayout.n_desc,), np.float32)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        return np.asarray(observation[: ObservationLayout.n_desc], np.float32)
+        return np.asarray(ObservationLayout.descriptor(observation), np.float32)
 
 
 #: The flat actions an sb3 agent can take, by ``--sb3-action`` name

@@ -38,3 +38,10 @@ def test_the_environment_and_its_policies_share_it(make_env):
     assert make_policy("l1", layout.max_filters, ratio=0.5).layout == layout
     desc, feats, mask = L2PFPolicy(layout.max_filters).split(torch.as_tensor(obs[None]))
     assert int(mask.sum()) == size and feats.shape[1:] == (layout.max_filters, 4)
+    # AMC's observation: the descriptor alone, the same entries the full one starts with
+    from prune_env.envs.wrappers import DescriptorObservation
+
+    wrapped = DescriptorObservation(env)
+    short, _ = wrapped.reset(seed=0)
+    assert wrapped.observation_space.shape == (len(DESCRIPTOR),)
+    assert np.array_equal(short, layout.descriptor(obs)) and short in wrapped.observation_space
