@@ -70,12 +70,12 @@ def test_a_run_corrects_the_latency_table_by_measurement(tmp_path, small_args, c
     """--correct-table N times N random-width probes against the base before the run and
     reports the fitted line; the corrected prediction is what the reward and the final
     table ratio saw."""
-    assert main(["baseline", "l1", "--no-export", "--correct-table", "2",
+    assert main(["baseline", "l1", "--no-export", "--correct-table", "4",
                  "--runs-dir", str(tmp_path / "runs"), *small_args]) == 0
     (path,) = (tmp_path / "runs").glob("*/report.json")
     report = json.loads(path.read_text())
     fitted = report["details"]["table_correction"]
-    assert len(fitted["probes"]) == 2 and 0.0 < fitted["slope"] < 5.0
+    assert len(fitted["probes"]) == 4 and 0.0 < fitted["slope"] < 5.0
     for predicted, measured in fitted["probes"]:
         assert 0.0 < predicted < 1.0 and 0.0 < measured < 1.5
     assert report["episode_cost_ratio"] <= 0.8 + 1e-6  # the corrected ratio met the target
