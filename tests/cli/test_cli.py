@@ -66,19 +66,28 @@ def test_an_agent_run_corrects_the_table_on_its_own_episodes(tmp_path, small_arg
     assert all(0.0 < p < 1.0 and 0.0 < m < 1.5 for p, m in fitted["probes"])
 
 
-def test_a_run_corrects_the_latency_table_by_measurement(tmp_path, small_args, capsys):
+def test_a_run_corrects_the_latency_table_by_measurement(tmp_path, small_args, monkeypatch):
     """--correct-table N times N random-width probes against the base before the run and
     reports the fitted line; the corrected prediction is what the reward and the final
-    table ratio saw."""
+    table ratio saw. The probes run on a machine where every cut buys 0.8 of what the table
+    says (real timing of two noisy probes once fitted a line no network could meet the
+    target on); their real timing is `tests/measure/test_correction.py`'s."""
+    from prune_env.measure.correction import TableCorrection, probe_networks
+    from prune_env.measure.costs import CostMeter
+
+    def machine(meter, base, probes, seed):
+        base_ms = meter.table_ms(meter.shapes(base))
+        return TableCorrection.fit([(r, 1 - 0.8 * (1 - r)) for r in (
+            meter.table_ms(meter.shapes(p)) / base_ms for p in probe_networks(base, probes,
+                                                                              seed))])
+
+    monkeypatch.setattr(CostMeter, "_fit_correction", machine)
     assert main(["baseline", "l1", "--no-export", "--correct-table", "4",
                  "--runs-dir", str(tmp_path / "runs"), *small_args]) == 0
     (path,) = (tmp_path / "runs").glob("*/report.json")
     report = json.loads(path.read_text())
     fitted = report["details"]["table_correction"]
-    assert len(fitted["probes"]) == 4 and 0.0 < fitted["slope"] < 5.0
-    for predicted, measured in fitted["probes"]:
-        assert 0.0 < predicted < 1.0 and 0.0 < measured < 1.5
-    assert report["episode_cost_ratio"] <= 0.8 + 1e-6  # the corrected ratio met the target
-    assert fitted["slope"] == pytest.approx(
-        sum((1 - p) * (1 - m) for p, m in fitted["probes"])
-        / sum((1 - p) ** 2 for p, _ in fitted["probes"]), rel=1e-4)
+    assert len(fitted["probes"]) == 4 and fitted["slope"] == pytest.approx(0.8)
+    assert all(0.0 < p < 1.0 for p, _ in fitted["probes"])
+    # the uniform cut aimed by the corrected line: at the table's own 0.8 it would be 0.84
+    assert 0.7 < report["episode_cost_ratio"] <= 0.8 + 1e-6
