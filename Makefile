@@ -74,7 +74,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 test: install data lint
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=40
 
 # The long checks, then the short version of every README experiment (`prune-env bench NAME
 # --short`: synthetic data, one seed, a few episodes) into runs/bench-short; the full ones are
