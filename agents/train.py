@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from agents import sb3
 from agents.l2pf import L2PF, L2PFConfig
 from prune_env.checks import read_json
-from prune_env.config import AgentConfig, RayConfig, RunConfig
+from prune_env.config import L2PF_OPTIONS, SB3_OPTIONS, AgentConfig, RayConfig, RunConfig
 from prune_env.envs.records import EpisodeLog, Report
 from prune_env.envs.wrappers import SB3_ACTIONS
 from prune_env.runs.finalize import policy_episode
@@ -71,7 +71,7 @@ def check_sb3_keys(config: AgentConfig) -> None:
     after the environment was made); so is an L2PF option given to an sb3 agent, and a
     fine-tune budget beside a fixed duration, and an sb3 option given to L2PF."""
     if config.agent == "l2pf":
-        if config.sb3 or config.sb3_action != "ratio":  # "ratio" is the default: not told
+        if config.told(SB3_OPTIONS):
             raise ValueError("--sb3 and --sb3-action are the stable-baselines3 agents'; l2pf "
                              "takes its own action (a keep score per filter and a fine-tune "
                              "duration): leave them out")
@@ -79,8 +79,7 @@ def check_sb3_keys(config: AgentConfig) -> None:
             raise ValueError("--finetune-budget prices the learned durations; with "
                              "--fixed-finetune there is nothing to price: give one or the other")
         return
-    if (config.init_policy or config.fixed_finetune != "learned" or config.pace_adapt
-            or config.finetune_budget is not None):
+    if config.told(L2PF_OPTIONS):
         raise ValueError(f"--init-policy, --fixed-finetune, --finetune-budget and --pace-adapt "
                          f"are L2PF's; {config.agent} takes none of them (leave them out)")
     if config.agent == "amc" and config.sb3_action != "amc":

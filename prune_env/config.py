@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prune_env import checks
 from prune_env.catalog import (
@@ -36,6 +36,11 @@ AMP = ("off", "bf16")
 
 __all__ = ["AgentConfig", "BaselineConfig", "CompareConfig", "DataConfig", "EnvConfig",
            "EpisodeConfig", "PretrainConfig", "RayConfig", "RunConfig", "SweepConfig"]
+
+#: The agent options only L2PF takes and only the stable-baselines3 agents take (the others,
+#: such as --tries, have no effect on sb3 and are not refused).
+L2PF_OPTIONS = ("init_policy", "fixed_finetune", "pace_adapt", "finetune_budget")
+SB3_OPTIONS = ("sb3", "sb3_action")
 
 #: Where the L2PF tries run when there are several (`--tries-on`).
 TRIES_ON = ("processes", "ray")
@@ -246,6 +251,21 @@ class AgentConfig(Options):
     tries_on: str = option("processes", "L2PF with --n-envs > 1: the tries run in worker "
                            "processes on this machine, or as Ray actors anywhere in the Ray "
                            "cluster (--address) (default: processes)", choices=TRIES_ON)
+
+    def told(self, names: tuple[str, ...]) -> list[str]:
+        """Which of the options ``names`` differ from their defaults (``--sb3-action ratio``
+        cannot be told from the default)."""
+        default = AgentConfig()
+        return [name for name in names if getattr(self, name) != getattr(default, name)]
+
+    def for_agent(self, agent: str) -> AgentConfig:
+        """This config for ``agent`` in a sweep of several kinds: the options of the other
+        kind (L2PF's for an sb3 agent, sb3's for L2PF) back at their defaults, so one
+        command can give each kind its own."""
+        other = SB3_OPTIONS if agent == "l2pf" else L2PF_OPTIONS
+        default = AgentConfig()
+        return replace(self, agent=agent,
+                       **{name: getattr(default, name) for name in other})
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prune_env.catalog import AGENTS
-from prune_env.config import AgentConfig, BaselineConfig, RunConfig
+from prune_env.config import L2PF_OPTIONS, SB3_OPTIONS, AgentConfig, BaselineConfig, RunConfig
 
 PLAN = "plan.json"
 VERSION = 1
@@ -67,6 +67,7 @@ class Plan:
         if len(models) > 1 and run.data.checkpoint:
             raise ValueError("--checkpoint names one network's base: with several --models "
                              "each uses its default checkpoint (set $PRUNE_ENV_CHECKPOINTS)")
+        check_agent_options(methods, agent)
         run = dataclasses.replace(run, runs_dir=str(Path(run.runs_dir).resolve()))
         return cls(sorted(set(methods), key=methods.index), list(dict.fromkeys(targets)),
                    list(dict.fromkeys(seeds)), list(dict.fromkeys(models)), run.to_dict(),
@@ -85,8 +86,9 @@ class Plan:
             env=dataclasses.replace(run.env, target=entry.target))
 
     def agent_config(self, entry: Entry) -> AgentConfig:
-        return dataclasses.replace(AgentConfig.from_dict(self.agent, str(self.root / PLAN)),
-                                   agent=entry.method)
+        """The agent config of ``entry``: L2PF gets the L2PF options, an sb3 agent the sb3
+        ones (`AgentConfig.for_agent`)."""
+        return AgentConfig.from_dict(self.agent, str(self.root / PLAN)).for_agent(entry.method)
 
     def baseline_config(self) -> BaselineConfig:
         return BaselineConfig.from_dict(self.baseline, str(self.root / PLAN))
@@ -133,6 +135,19 @@ class Plan:
             self, run=RunConfig.from_dict(self.run, where).to_dict(),
             agent=AgentConfig.from_dict(self.agent, where).to_dict(),
             baseline=BaselineConfig.from_dict(self.baseline, where).to_dict())
+
+
+def check_agent_options(methods: list[str], agent: AgentConfig) -> None:
+    """An agent option that none of the sweep's methods takes is an error, as it is for one
+    run (each run gets only its own kind's options, `Plan.agent_config`)."""
+    for options, kind, takes in (
+            (L2PF_OPTIONS, "L2PF's", lambda m: m == "l2pf"),
+            (SB3_OPTIONS, "the stable-baselines3 agents'", lambda m: is_agent(m) and m != "l2pf")):
+        told = agent.told(options)
+        if told and not any(map(takes, methods)):
+            raise ValueError(f"--{', --'.join(n.replace('_', '-') for n in told)}: "
+                             f"{kind}, and this sweep runs none ({' '.join(methods)}): leave "
+                             "them out")
 
 
 def setting_differences(now: Any, saved: Any, saved_in: str = "the sweep") -> list[str]:

@@ -65,6 +65,29 @@ def test_plan_entries_configs_and_what_differs(tmp_path):
                   BaselineConfig())
 
 
+def test_a_sweep_gives_each_agent_its_own_kinds_options(tmp_path):
+    """One command sweeps L2PF and an sb3 agent with options of each: each run gets its own
+    kind's (a run given the other's refuses it); an option no method of the sweep takes is
+    refused when the plan is made."""
+    run = RunConfig(data=DataConfig(dataset="synthetic"), runs_dir=str(tmp_path / "s"))
+    agent = AgentConfig(pace_adapt=5.0, init_policy="runs/a", sb3=["n_steps=8"],
+                        sb3_action="filters")
+    plan = Plan.make(["l2pf", "ppo", "l1"], [0.7], [0], ["resnet20"], run, agent,
+                     BaselineConfig())
+    l2pf = plan.agent_config(Entry("resnet20", "l2pf", 0.7, 0))
+    ppo = plan.agent_config(Entry("resnet20", "ppo", 0.7, 0))
+    assert (l2pf.pace_adapt, l2pf.init_policy, l2pf.sb3, l2pf.sb3_action) == (
+        5.0, "runs/a", [], "ratio")
+    assert (ppo.agent, ppo.pace_adapt, ppo.init_policy, ppo.sb3, ppo.sb3_action) == (
+        "ppo", 0.0, "", ["n_steps=8"], "filters")
+    with pytest.raises(ValueError, match="--init-policy, --pace-adapt: L2PF.s"):
+        Plan.make(["ppo", "l1"], [0.7], [0], ["resnet20"], run,
+                  AgentConfig(pace_adapt=5.0, init_policy="runs/a"), BaselineConfig())
+    with pytest.raises(ValueError, match="--sb3-action: the stable-baselines3"):
+        Plan.make(["l2pf"], [0.7], [0], ["resnet20"], run, AgentConfig(sb3_action="filters"),
+                  BaselineConfig())
+
+
 def test_standings_keep_finished_runs_resume_checkpoints_and_rerun_the_rest(tmp_path):
     root = tmp_path / "s"
     plan = make_plan(root)
