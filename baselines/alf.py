@@ -230,7 +230,7 @@ class ALFTrainer:
     def meets(self, model: nn.Module, masks: dict[str, torch.Tensor]) -> bool:
         bench = self.env.bench
         cost = bench.meter.costs(deploy(model, masks, drop_masked=True))[bench.cost_key]
-        return cost <= bench.reward_cfg.target * bench.base_cost
+        return cost <= bench.aim * bench.base_cost
 
 
 def masks_at(gates: dict[str, torch.Tensor], threshold: torch.Tensor) -> dict[str, torch.Tensor]:

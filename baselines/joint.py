@@ -134,7 +134,7 @@ class JointMasks:
         """After each backward pass: the compression loss's gradient joins the task's on the
         logits, which step along it (scaled by its largest entry)."""
         ratio = self.cost_ratio(self.masks())
-        loss = self.config.weight * torch.relu(ratio - self.env.bench.reward_cfg.target)
+        loss = self.config.weight * torch.relu(ratio - self.env.bench.aim)
         if loss.requires_grad:
             loss.backward()
         grads = [s.grad if s.grad is not None else torch.zeros_like(s) for s in self.logits]
@@ -237,7 +237,7 @@ class JointMasks:
             merge_keep(keep, group.keep_for(mask))
         bench = self.env.bench
         cost = bench.meter.costs(compact(model, keep))[bench.cost_key]
-        return cost <= bench.reward_cfg.target * bench.base_cost
+        return cost <= bench.aim * bench.base_cost
 
 
 def binary(logits: torch.Tensor) -> torch.Tensor:

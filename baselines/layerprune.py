@@ -184,7 +184,7 @@ def blocks_to_remove(env, importance: dict[str, float]) -> list[str]:
     removed: list[str] = []
     # .get never misses here: the keys are importance's own
     for block in sorted(importance, key=cast("Callable[[str], float]", importance.get)):
-        if cost_without(env, [leaders[b] for b in removed]) <= env.bench.reward_cfg.target:
+        if cost_without(env, [leaders[b] for b in removed]) <= env.bench.aim:
             break
         removed.append(block)
     return removed

@@ -122,7 +122,7 @@ class SWDPenalty:
     def meets(self, model: nn.Module, scores: list[torch.Tensor], threshold) -> bool:
         bench = self.env.bench
         cost = bench.meter.costs(compact(model, self.keep(scores, threshold)))[bench.cost_key]
-        return cost <= bench.reward_cfg.target * bench.base_cost
+        return cost <= bench.aim * bench.base_cost
 
     def dropped_norm(self, model: nn.Module) -> float:
         """Mean |w| of the conv filters currently outside the mask (what SWD drives down)."""

@@ -48,6 +48,9 @@ class Bench:
         base_groups: the base's filter groups (`prune_env.nn.groups`), in forward order.
         base_bn_of: conv -> the BatchNorm following it in the base.
         max_filters, max_in: the largest group; the largest conv input in the base.
+        aim: the cost ratio the baselines aim their networks at (the cut they choose, the
+            warm-ups' penalties, the clamp): the reward's target, unless a closed-loop aim
+            (`baselines.run.OneEpisode.aim`) lowered it under a network that measured over.
         generator: the episode's batches (seeded by the environment's reset).
     """
 
@@ -71,6 +74,7 @@ class Bench:
         self.cost_name = cost
         self.cost_key = COST_KEYS[cost]
         self.reward_cfg = RewardConfig(reward, allowed_drop, finetune_weight, target)
+        self.aim = target
         self.max_finetune_steps = int(max_finetune_steps)
         self.train_cfg = TrainConfig(lr=finetune_lr, batch_size=batch_size, augment=False,
                                      weight_decay=5e-4, amp=amp)

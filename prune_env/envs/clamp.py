@@ -54,7 +54,7 @@ def most_kept(env: PruneEnv, keep_of: Callable[[int], np.ndarray], wanted: int,
         mask = torch.zeros(other.size, dtype=torch.bool)
         mask[torch.argsort(-L1()(state.model, other))[: max(1, round(floor * other.size))]] = 1
         merge_keep(ahead, other.keep_for(mask))
-    budget = bench.reward_cfg.target * bench.base_cost
+    budget = bench.aim * bench.base_cost
 
     def meets(count: int) -> bool:
         keep = dict(ahead)

@@ -183,6 +183,38 @@ def test_l1_aims_again_by_measurement_until_it_lands_under_the_target(
     assert len(list(runs.iterdir())) == 1
 
 
+def test_a_network_that_measured_over_the_target_is_never_aimed_at_again(make_env,
+                                                                         monkeypatch):
+    """Any method's closed-loop aim (`OneEpisode.aim`): where the refitted table still
+    predicts a network that measured over the target under it, the methods' aim drops
+    under that prediction (the reward's target stays), and LayerPrune's next round removes
+    more blocks: a cheaper network, not the same miss again."""
+    from baselines.run import AIM_UNDER, LayerPrune
+    from prune_env.config import BaselineConfig, EnvConfig, RunConfig
+    from prune_env.measure.correction import TableCorrection
+
+    env = make_env(target=0.7)
+    bench = env.unwrapped.bench
+    method = LayerPrune(BaselineConfig(finetune=0.25, aim_rounds=2), "layerprune",
+                        RunConfig(env=EnvConfig(target=0.7)))
+    method.prepare(env)
+    first = policy_episode(env, method.policy, 0, method.source)
+    predicted = bench.meter.costs(first.model)["latency_ms"] / bench.base_cost
+    assert predicted <= 0.7
+    # timed at 0.75, and the line refitted on all the run's networks left it at the table's
+    monkeypatch.setattr(bench.meter, "observe", lambda base, model, **_: TableCorrection(
+        1.0, ((predicted, 0.75),), observed=1))
+    aims = []
+    assert not method.aim(env.unwrapped, first, aims)
+    assert aims[0].measured_ratio == 0.75 and bench.reward_cfg.target == 0.7
+    assert bench.aim == pytest.approx(predicted - AIM_UNDER)
+    removed = list(method.removed)
+    method.prepare(env)
+    assert len(method.removed) > len(removed) and method.removed[:len(removed)] == removed
+    again = policy_episode(env, method.policy, 0, method.source)
+    assert again.cost_ratio < predicted - AIM_UNDER
+
+
 @pytest.mark.parametrize("measured, chosen", [([0.52, 0.42, 0.45], 2), ([0.55, 0.53, 0.56], 1),
                                               ([0.49, 0.51], 0)])
 def test_an_aim_keeps_the_round_that_meets_the_target_with_the_least_cut(measured, chosen):
