@@ -73,8 +73,12 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
+# The tests that assert measured times first, alone on the machine (nothing left over from
+# other tests, such as Ray processes shutting down), then the rest in two pytest-xdist
+# workers, one per core and one torch thread each (the tests on Ray take turns in one).
 test: install data lint
-	$(PY) -m pytest -q --durations=40
+	$(PY) -m pytest -q -m 'timing and not bench' --durations=5
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m 'not bench and not timing' --durations=25
 
 # The long checks, then the short version of every README experiment (`prune-env bench NAME
 # --short`: synthetic data, one seed, a few episodes) into runs/bench-short; the full ones are

@@ -211,7 +211,9 @@ def make_vec(env_fn: Callable[[], gym.Env], n_envs: int, seed: int,
     more than one."""
 
     def flat_env():
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_envs))  # no oversubscription
+        # no oversubscription of the cores, and never more threads than the process was given
+        share = (os.cpu_count() or 1) // n_envs
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), share)))
         return flat(env_fn(), action, agent)
 
     cls = SubprocVecEnv if n_envs > 1 else DummyVecEnv

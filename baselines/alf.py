@@ -47,7 +47,7 @@ import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
 from baselines.simple import SimplePolicy
-from prune_env.envs.target import largest_count
+from prune_env.envs.target import OutOfReach, largest_count
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ class ALFTrainer:
         if kept == 1 and not self.meets(model, masks):
             bench = self.env.bench
             floor = bench.meter.costs(deploy(model, masks, drop_masked=True))[bench.cost_key]
-            raise ValueError(
+            raise OutOfReach(
                 f"ALF cannot reach a {bench.cost_name} target of {bench.reward_cfg.target} "
                 f"here: with one code filter per layer its deployed network still costs "
                 f"{floor / bench.base_cost:.2f} of the base (each ALF layer adds a 1x1 conv); "

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from baselines.simple import SimplePolicy
-from prune_env.envs.target import largest_count
+from prune_env.envs.target import OutOfReach, largest_count
 from prune_env.nn.groups import FilterGroup, merge_keep
 from prune_env.nn.importance import BNScale
 from prune_env.nn.models import example_input
@@ -217,10 +217,10 @@ class JointMasks:
         (the fewest the episode can keep).
 
         Raises:
-            ValueError: saying to raise the target.
+            OutOfReach: saying to raise the target.
         """
         if not self._meets(model, [torch.zeros(g.size, dtype=torch.bool) for g in self.groups]):
-            raise ValueError(f"joint: target {self.env.bench.reward_cfg.target} is out of "
+            raise OutOfReach(f"joint: target {self.env.bench.reward_cfg.target} is out of "
                              "reach even with the fewest filters the episode can keep (one "
                              "per group, removable blocks removed): raise --target")
 

@@ -32,6 +32,7 @@ from baselines.simple import make_policy
 from baselines.swd import SWDConfig, SWDPenalty, SWDPolicy
 from prune_env.config import BaselineConfig, EpisodeConfig, RunConfig
 from prune_env.envs.records import Report
+from prune_env.envs.target import OutOfReach
 from prune_env.envs.uniform import uniform_ratio_for
 from prune_env.runs.finalize import Candidate, candidate_from, policy_episode
 from prune_env.runs.pipeline import Method, RunContext, SearchResult, run
@@ -130,7 +131,7 @@ class OneEpisode(Method):
                 break
             try:
                 self.prepare(env)  # aimed by the refitted correction and the lowered aim
-            except ValueError:  # an aim lowered out of the method's reach: no round closer
+            except OutOfReach:  # an aim lowered out of the method's reach: no round closer
                 break
         index = chosen_round(aims, self.target) if aims else 0
         # charged with every round's fine-tuning: the search's compute

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from baselines.gating.network import GatedNetwork, mean_active
-from prune_env.envs.target import largest_value
+from prune_env.envs.target import OutOfReach, largest_value
 
 
 class FixedBudget:
@@ -43,7 +43,7 @@ def budget_for(env, target: float, samples: int = 256, tolerance: float = 0.005,
         return cost <= (target - margin) * bench.base_cost
 
     if not meets(0.0):
-        raise ValueError(f"gating cannot reach a {bench.cost_name} target of {target} here: "
+        raise OutOfReach(f"gating cannot reach a {bench.cost_name} target of {target} here: "
                          "even one filter per gated conv (r = 0) costs more than the target "
                          f"minus its margin {margin}; choose a higher --target")
     return largest_value(meets, 0.0, 1.0, tolerance)

@@ -12,6 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
+class OutOfReach(ValueError):
+    """No setting of the method meets the target (or a baseline's aim, lowered after a
+    measured miss): the message says to raise the target. A ValueError, so a command that
+    meets it at the start exits 2 with the message; an aim round meeting it stops aiming."""
+
+
 def largest_count(meets: Callable[[int], bool], low: int, high: int, *,
                   monotone: bool = True) -> int:
     """The largest n in [low, high] with ``meets(n)``; ``low`` where none does (callers that

@@ -97,6 +97,7 @@ def test_snapshot_restore_replays_a_step_exactly(make_env):
     np.testing.assert_array_equal(first[0], second[0])
 
 
+@pytest.mark.xdist_group("ray")
 def test_tries_in_workers_and_ray_actors_equal_tries_in_process(make_env):
     from prune_env.config import RayConfig
 

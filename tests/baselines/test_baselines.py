@@ -58,6 +58,7 @@ def test_swd_baseline_writes_a_report_on_target(tmp_path, checkpoint, latency_ta
     assert norms[-1] < norms[0] / 10
 
 
+@pytest.mark.timing
 def test_layerprune_removes_whole_blocks_and_the_network_runs_faster(make_env):
     env = make_env(final_report=False, target=0.8)
     unwrapped = env.unwrapped
@@ -126,6 +127,7 @@ def test_uniform_baselines_reach_their_target_at_the_auto_ratio(make_env):
     assert policy_episode(env, policy, 0, "l1").cost_ratio > 0.8
 
 
+@pytest.mark.timing
 def test_l1_aims_again_by_measurement_until_it_lands_under_the_target(
         tmp_path, checkpoint, latency_table, monkeypatch):
     """--aim-rounds: the baseline times its network, refits the table's correction on it

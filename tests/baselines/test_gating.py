@@ -135,6 +135,7 @@ print(json.dumps(measure_dynamic_latency(dense, DynamicResNet(gated), images, ro
 """
 
 
+@pytest.mark.timing
 def test_dynamic_faster_at_batch_one_with_few_filters():
     # 64x64 so compute, not per-op dispatch, dominates. Even at 2 of 16-64 filters the gain is
     # bounded: a conv's input side (im2col / oneDNN reorder of the dense block input) does

@@ -72,6 +72,7 @@ def test_bad_bench_names_and_arms_stop_before_anything_runs(tmp_path, capsys):
     assert main(["bench", str(path)]) == 2
 
 
+@pytest.mark.xdist_group("ray")
 def test_a_bench_runs_its_arms_writes_its_table_and_resumes(small_args, tmp_path, capsys):
     """An agent arm and a baseline arm on the synthetic data; the same command again runs
     nothing and writes the same table."""
@@ -80,7 +81,7 @@ def test_a_bench_runs_its_arms_writes_its_table_and_resumes(small_args, tmp_path
     config.write_text(json.dumps({
         "description": "two arms", "window": 1,
         "common": [*small, "--targets", "0.8", "--cost", "flops", "--episodes", "2",
-                   "--tries", "2", "--no-export", "--ray-cpus", "2", "--run-cpus", "2"],
+                   "--tries", "2", "--no-export", "--ray-cpus", "2", "--run-cpus", "1"],
         "arms": {"agent": {"methods": ["l2pf"]}, "plain": {"methods": ["l1"]}}}))
     root = tmp_path / "bench"
     assert main(["bench", str(config), "--runs-dir", str(root)]) == 0

@@ -10,6 +10,9 @@ from prune_env.envs.wrappers import AMCActionWrapper, RatioActionWrapper
 
 KEEP_ALL = np.array([1.0, -1.0], np.float32)  # keep every filter, no fine-tuning
 
+# timed alone: a test beside them would move their timings
+pytestmark = pytest.mark.timing
+
 
 def episode(env, action) -> list[dict]:
     env.reset(seed=0)

@@ -10,6 +10,9 @@ from prune_env.measure.costs import CostMeter
 from prune_env.measure.latency import Latency
 from prune_env.nn.models import build_model
 
+# timed alone: a test beside them would move their timings
+pytestmark = pytest.mark.timing
+
 
 def test_the_line_through_the_base_fits_an_optimistic_table():
     fitted = TableCorrection.fit([(0.5, 0.4), (0.8, 0.76)])

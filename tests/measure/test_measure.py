@@ -16,6 +16,9 @@ from prune_env.measure.lookup import LayerShape, layer_shapes
 from prune_env.nn.models import build_model
 from prune_env.nn.surgery import compact
 
+# timed alone: a test beside them would move their timings
+pytestmark = pytest.mark.timing
+
 
 def test_flops_of_a_conv_are_two_per_mac():
     conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)

@@ -11,7 +11,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from prune_env.cli.main import main
+
+# one Ray instance at a time: `make test`'s workers run these in turn
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 def sweep_args(small_args, root, targets=("0.8", "0.6")) -> list[str]:

@@ -23,6 +23,9 @@ HEAD, WORKER = "10.231.7.1", "10.231.7.2"
 PORT = "6391"
 RAY = str(Path(sys.executable).with_name("ray"))
 
+# one Ray instance at a time: `make test`'s workers run these in turn
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 def sh(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True)
