@@ -224,3 +224,37 @@ def test_an_aim_keeps_the_round_that_meets_the_target_with_the_least_cut(measure
 
     aims = [AimRound(0.5, m, 0.8, 0.9) for m in measured]
     assert chosen_round(aims, 0.5) == chosen
+
+
+@pytest.mark.parametrize("error", ["OutOfReach", "ValueError"])
+def test_only_an_aim_out_of_reach_ends_the_rounds_early(make_env, monkeypatch, error):
+    """A lowered aim the method cannot reach (`OutOfReach`) ends the rounds with the round
+    it has; any other error of a method's prepare is a fault, and surfaces."""
+    from types import SimpleNamespace
+
+    from baselines.run import AimRound, Uniform
+    from prune_env.config import BaselineConfig, EnvConfig, RunConfig
+    from prune_env.envs.target import OutOfReach
+
+    env = make_env(target=0.7, cost="flops", max_finetune_steps=1)
+    method = Uniform(BaselineConfig(finetune=0.0, aim_rounds=3), "l1",
+                     RunConfig(env=EnvConfig(target=0.7)))
+    method.prepare(env)
+
+    def missed(env, candidate, aims):  # every round measures over the target
+        aims.append(AimRound(0.69, 0.75, candidate.accuracy, 1.0))
+        return False
+
+    def lowered_out_of_reach(env):
+        raise {"OutOfReach": OutOfReach, "ValueError": ValueError}[error]("out of reach")
+
+    monkeypatch.setattr(method, "aim", missed)
+    monkeypatch.setattr(method, "prepare", lowered_out_of_reach)
+    run = SimpleNamespace(logger=SimpleNamespace(episode=lambda *args, **kwargs: None))
+    if error == "ValueError":
+        with pytest.raises(ValueError, match="out of reach"):
+            method.search(env, run)
+        return
+    result = method.search(env, run)
+    assert result.episodes == 1 and len(result.candidates) == 1
+    assert result.details["aim_round"] == 0 and len(result.details["aim"]) == 1
